@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make rollout` and `make test`. Both create .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch: the CPU build pinned here installs from a local wheel on our machines and from PyPI elsewhere
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: install test rollout bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q; status=$$?; [ $$status -ne 5 ] || echo 'pytest collected no tests: that is a failure'; exit $$status
+
+rollout: install
+	$(PY) -m rollout --config configs/rollout/default.yaml
+
+bench: install
+	$(PY) tests/bench/bench_env.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,39 @@
+"""Backends: the benchmark packages TauGym runs on. One module each."""
+
+from __future__ import annotations
+
+from taugym.backends.base import (
+    USER_STOP_TOKENS,
+    Backend,
+    Domain,
+    Evaluation,
+    Session,
+    StopReason,
+    TaskSpec,
+    ToolResult,
+)
+
+__all__ = [
+    "USER_STOP_TOKENS",
+    "Backend",
+    "Domain",
+    "Evaluation",
+    "Session",
+    "StopReason",
+    "TaskSpec",
+    "ToolResult",
+    "get_backend",
+]
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name`` ("tau2" or "tau_bench")."""
+    if name == "tau2":
+        from taugym.backends.tau2_backend import Tau2Backend
+
+        return Tau2Backend()
+    if name == "tau_bench":
+        from taugym.backends.tau_bench_backend import TauBenchBackend
+
+        return TauBenchBackend()
+    raise ValueError(f"backend must be 'tau2' or 'tau_bench', got {name!r}")

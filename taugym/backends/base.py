@@ -1,0 +1,195 @@
+"""The small interface every backend implements.
+
+A backend turns a benchmark package into three things the env needs:
+
+* :class:`Domain` — a loaded domain: its tasks (in the backend's order), its
+  splits, the agent's policy text and the tool schemas, exactly as the
+  benchmark gives them to its own agent;
+* :class:`Session` — one episode's live state: tool calls against a fresh copy
+  of the domain database, the conversation in the backend's own format, and
+  scoring by the backend's own rules;
+* :class:`TaskSpec` — a task described in backend-neutral terms, for the
+  scripted user and the reference policies.
+
+Adding a backend is one module that implements ``load_domain``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Optional
+
+StopReason = Literal["agent", "user"]
+
+USER_STOP_TOKENS = ("###STOP###", "###TRANSFER###", "###OUT-OF-SCOPE###")
+"""A user message containing one of these ends the conversation (tau-bench's own tokens)."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task, backend-neutral.
+
+    ``user_instructions`` is the scenario text exactly as the backend's user
+    simulator receives it. ``gold_actions`` and ``communicate_info`` are the
+    task's ground truth: reference policies and analysis may read them; a
+    learning policy must not.
+    """
+
+    task_id: str
+    domain: str
+    index: int
+    native_id: str
+    user_instructions: str
+    reason_for_call: str
+    known_info: str
+    unknown_info: str
+    task_instructions: str
+    gold_actions: tuple[dict, ...] = ()
+    communicate_info: tuple[str, ...] = ()
+    reward_basis: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ToolResult:
+    """What a tool call returned, as the text the agent sees."""
+
+    content: str
+    error: bool = False
+
+
+@dataclass
+class Evaluation:
+    """The backend's verdict on a finished episode.
+
+    ``reward`` is the benchmark's reward (1.0 or 0.0 on tau-bench);
+    ``breakdown`` is the backend's own reward info (checks per basis), as
+    plain JSON-able data.
+    """
+
+    reward: float
+    breakdown: dict = field(default_factory=dict)
+
+
+class Session(ABC):
+    """One episode's live state in the backend."""
+
+    @abstractmethod
+    def call_tool(self, name: str, arguments: dict, call_id: str) -> ToolResult:
+        """Run one tool call (already checked against the schema) and record it."""
+
+    @abstractmethod
+    def record_agent_message(self, content: str) -> None:
+        """Record a message the agent sent to the user."""
+
+    @abstractmethod
+    def record_user_message(self, content: str) -> None:
+        """Record a message the user sent to the agent."""
+
+    @abstractmethod
+    def evaluate(self, stop: Optional[StopReason]) -> Evaluation:
+        """Score the episode by the backend's rules.
+
+        ``stop`` says who ended it; ``None`` means it did not end properly
+        (truncated), which the benchmark scores 0 — the breakdown still says
+        how the trajectory would have scored.
+        """
+
+
+class Domain(ABC):
+    """A loaded domain of a backend."""
+
+    backend_name: str
+    name: str
+    policy: str
+    tool_schemas: list[dict]
+    tasks: list[TaskSpec]
+    splits: dict[str, list[int]]
+    first_agent_message: Optional[str]
+    user_guidelines: str
+
+    @abstractmethod
+    def new_session(self, task_index: int) -> Session:
+        """A fresh episode of task ``task_index`` (index into ``tasks``)."""
+
+    def agent_system_prompt(self) -> str:
+        """The agent's system prompt: the backend's instruction and policy text."""
+        return self.policy
+
+    def tool_names(self) -> list[str]:
+        return [schema["function"]["name"] for schema in self.tool_schemas]
+
+    def tool_schema(self, name: str) -> Optional[dict]:
+        for schema in self.tool_schemas:
+            if schema["function"]["name"] == name:
+                return schema
+        return None
+
+    def check_tool_call(self, name: str, arguments: dict) -> Optional[str]:
+        """Why this call must not reach the tools (None when it may).
+
+        Checks the tool exists and the argument names and JSON types against
+        its schema. Backends add guards for tools whose arguments could hang
+        or exhaust the process.
+        """
+        schema = self.tool_schema(name)
+        if schema is None:
+            return f"unknown tool {name!r}; the tools are: {', '.join(self.tool_names())}"
+        parameters = schema["function"].get("parameters") or {}
+        properties = parameters.get("properties") or {}
+        unknown = sorted(set(arguments) - set(properties))
+        if unknown:
+            return (
+                f"{name} has no argument(s) {unknown}; its arguments are "
+                f"{sorted(properties) or 'none'}"
+            )
+        missing = [arg for arg in parameters.get("required", []) if arg not in arguments]
+        if missing:
+            return f"{name} needs the argument(s) {missing}; send [search] {name} for its parameters"
+        for arg, value in arguments.items():
+            expected = _json_types(properties.get(arg) or {})
+            if expected and not any(_JSON_TYPE_CHECKS[t](value) for t in expected if t in _JSON_TYPE_CHECKS):
+                return f"argument {arg!r} of {name} must be of JSON type {' or '.join(expected)}, got {type(value).__name__}"
+        return None
+
+
+_JSON_TYPE_CHECKS = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+    "null": lambda v: v is None,
+}
+
+
+def _json_types(schema: dict) -> list[str]:
+    """The JSON types a parameter schema admits ([] when it does not say)."""
+    if "type" in schema:
+        kind = schema["type"]
+        return list(kind) if isinstance(kind, list) else [kind]
+    types: list[str] = []
+    for option in schema.get("anyOf", []) + schema.get("oneOf", []):
+        sub = _json_types(option)
+        if not sub:
+            return []
+        types.extend(sub)
+    return types
+
+
+class Backend(ABC):
+    """A benchmark package seen through TauGym."""
+
+    name: str
+
+    @abstractmethod
+    def domains(self) -> list[str]:
+        """The domain names this backend offers."""
+
+    @abstractmethod
+    def load_domain(self, domain: str) -> Domain:
+        """Load (once per process) and return a domain."""

