@@ -1,0 +1,484 @@
+"""Client-side rate limiting for LLM calls: block callers, never fail them.
+
+Every LLM call TauGym makes can go through a :class:`RateLimiter` before it is
+sent. A limiter offers three things:
+
+* ``acquire(tokens)`` / ``await aacquire(tokens)``: wait (a thread blocks; a
+  coroutine awaits without blocking its event loop) until one more request of
+  about ``tokens`` tokens fits the requests-per-minute and tokens-per-minute
+  budgets, then charge it;
+* ``slot()``: a concurrency cap, used as ``with limiter.slot():`` from threads
+  or ``async with limiter.slot():`` from coroutines, around the request;
+* ``record_usage(estimated, actual)``: correct the token charge once the real
+  token count is known.
+
+:class:`TokenBucketRateLimiter` implements this in-process. It is thread-safe
+and can be shared by coroutines running on several event loops in several
+threads at once. :func:`shared_rate_limiter` hands out one instance per
+provider/model/limits key, so every environment in a process that talks to
+the same endpoint draws from the same budget.
+
+The bucket arithmetic lives in :class:`TokenBucket`, a pure, clock-free class
+(every method takes ``now``), so a cluster-wide limiter (e.g. a Ray actor)
+can host the same buckets remotely and implement :class:`RateLimiter` by
+asking the actor for a reservation and sleeping locally.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import collections
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "ConcurrencyLimiter",
+    "RateLimiter",
+    "TokenBucket",
+    "TokenBucketRateLimiter",
+    "estimate_tokens",
+    "reset_shared_rate_limiters",
+    "shared_rate_limiter",
+]
+
+
+# --------------------------------------------------------------------------
+# Pure bucket math
+# --------------------------------------------------------------------------
+class TokenBucket:
+    """A token bucket that hands out reservations; pure arithmetic, no clock, no locks.
+
+    The bucket holds at most ``capacity`` units and refills at
+    ``rate_per_s``; it starts full. Internally it keeps the time at which it
+    will be full again (the "theoretical arrival time" of the generic cell
+    rate algorithm), which lets it commit a request at a future release time.
+
+    :meth:`try_take` reserves ``amount`` and returns how long the caller must
+    wait before sending. Callers are served in the order they reserve, a
+    request larger than ``capacity`` still goes through (once the bucket has
+    refilled enough), and a waiting caller needs no polling: one call, one
+    sleep. For several buckets at once (requests and tokens), take the latest
+    :meth:`earliest` over the buckets and :meth:`commit` to each at that time.
+
+    Guarantee: over any time window of length ``W``, requests released by the
+    bucket take at most ``capacity + rate_per_s * W`` units. With a capacity
+    of one request the request rate never exceeds the configured rate by more
+    than that one request.
+
+    Not thread-safe: callers hold a lock, or host the bucket in one actor.
+    """
+
+    def __init__(self, rate_per_s: float, capacity: float, *, now: float = 0.0) -> None:
+        if not rate_per_s > 0:
+            raise ValueError(f"rate_per_s must be > 0, got {rate_per_s!r}")
+        if not capacity > 0:
+            raise ValueError(f"capacity must be > 0, got {capacity!r}")
+        self.rate_per_s = float(rate_per_s)
+        self.capacity = float(capacity)
+        self._full_at = float(now)  # the bucket is full from this time on
+
+    def level(self, now: float) -> float:
+        """Units available at ``now`` (negative while reservations are outstanding)."""
+        return self.capacity - max(0.0, self._full_at - now) * self.rate_per_s
+
+    def earliest(self, amount: float, now: float) -> float:
+        """The earliest time (>= ``now``) at which ``amount`` may be taken; charges nothing."""
+        if amount < 0:
+            raise ValueError("amount must be >= 0")
+        return max(now, self._full_at - (self.capacity - amount) / self.rate_per_s)
+
+    def commit(self, amount: float, at: float) -> None:
+        """Charge ``amount`` as taken at time ``at`` (normally ``>= earliest(amount, now)``)."""
+        self._full_at = max(self._full_at, at) + amount / self.rate_per_s
+
+    def try_take(self, amount: float, now: float) -> float:
+        """Reserve ``amount`` and return the seconds to wait (0.0 if available now)."""
+        at = self.earliest(amount, now)
+        self.commit(amount, at)
+        return at - now
+
+    def charge(self, amount: float, now: float) -> None:
+        """Debit ``amount`` without waiting (e.g. tokens under-estimated earlier)."""
+        self._full_at = max(self._full_at, now) + amount / self.rate_per_s
+
+    def give_back(self, amount: float, now: float) -> None:
+        """Credit ``amount`` back (e.g. an over-estimate); never above capacity."""
+        self._full_at = max(now, self._full_at - amount / self.rate_per_s)
+
+
+def estimate_tokens(
+    messages: Iterable[Mapping[str, Any]], tools: Iterable[Any] | None = None
+) -> int:
+    """A cheap upper-ish estimate of a request's prompt tokens: characters / 4.
+
+    Counts message contents (strings or content parts), tool-call arguments,
+    a small per-message overhead, and the JSON of the tool schemas. Good
+    enough to pre-charge a tokens-per-minute budget; the limiter is corrected
+    with the real count afterwards (:meth:`RateLimiter.record_usage`).
+    """
+    chars = 0
+    n = 0
+    for message in messages:
+        n += 1
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif content is not None:
+            chars += len(json.dumps(content, default=str))
+        for call in message.get("tool_calls") or ():
+            chars += len(json.dumps(call, default=str))
+    if tools:
+        chars += len(json.dumps(list(tools), default=str))
+    return chars // 4 + 4 * n + 1
+
+
+# --------------------------------------------------------------------------
+# Concurrency cap usable from threads and from any number of event loops
+# --------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Waiter:
+    event: threading.Event | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[None] | None = None
+    granted: bool = False
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class ConcurrencyLimiter:
+    """At most ``limit`` holders at once, FIFO; for threads and coroutines alike.
+
+    A released slot is handed directly to the longest waiter, whether it is a
+    blocked thread or a coroutine on any event loop. A coroutine cancelled
+    while waiting leaves the queue (and passes on a slot it was just given).
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {limit!r}")
+        self.limit = int(limit)
+        self._in_use = 0
+        self._lock = threading.Lock()
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+
+    @property
+    def in_use(self) -> int:
+        """Slots currently held."""
+        with self._lock:
+            return self._in_use
+
+    def acquire(self) -> None:
+        """Block the calling thread until a slot is held."""
+        with self._lock:
+            if self._in_use < self.limit and not self._waiters:
+                self._in_use += 1
+                return
+            waiter = _Waiter(event=threading.Event())
+            self._waiters.append(waiter)
+        assert waiter.event is not None
+        waiter.event.wait()
+
+    async def aacquire(self) -> None:
+        """Await (without blocking the event loop) until a slot is held."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._in_use < self.limit and not self._waiters:
+                self._in_use += 1
+                return
+            waiter = _Waiter(loop=loop, future=loop.create_future())
+            self._waiters.append(waiter)
+        assert waiter.future is not None
+        try:
+            await waiter.future
+        except BaseException:
+            with self._lock:
+                granted = waiter.granted
+                if not granted:
+                    self._waiters.remove(waiter)
+            if granted:
+                self.release()
+            raise
+
+    def release(self) -> None:
+        """Give a slot back; the longest waiter (if any) gets it."""
+        with self._lock:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                waiter.granted = True
+                if waiter.event is not None:
+                    waiter.event.set()
+                    return
+                assert waiter.loop is not None and waiter.future is not None
+                try:
+                    waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
+                    return
+                except RuntimeError:  # its event loop is closed: skip it
+                    waiter.granted = False
+                    continue
+            if self._in_use <= 0:
+                raise RuntimeError("ConcurrencyLimiter.release() without a held slot")
+            self._in_use -= 1
+
+
+# --------------------------------------------------------------------------
+# The interface
+# --------------------------------------------------------------------------
+class _Slot:
+    """``with``/``async with`` helper returned by :meth:`RateLimiter.slot`."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    def __enter__(self) -> None:
+        self._limiter.acquire_slot()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._limiter.release_slot()
+
+    async def __aenter__(self) -> None:
+        await self._limiter.aacquire_slot()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._limiter.release_slot()
+
+
+class RateLimiter(abc.ABC):
+    """What the LLM client needs from a rate limiter.
+
+    Implementations must be safe to call from many threads and from
+    coroutines on several event loops. ``acquire``/``aacquire`` block (or
+    await) until the request may be sent and then charge it; they never
+    raise because a budget is exhausted. ``acquire_slot``/``aacquire_slot``
+    and ``release_slot`` bound the number of requests in flight; use them via
+    :meth:`slot`. Both return the seconds spent waiting.
+
+    An implementation backed by a remote service (e.g. a Ray actor hosting
+    :class:`TokenBucket` instances for a whole cluster) only has to provide
+    these methods.
+    """
+
+    @abc.abstractmethod
+    def acquire(self, tokens: int = 0) -> float:
+        """Block until one request of about ``tokens`` tokens may be sent; charge it.
+
+        Returns the seconds waited.
+        """
+
+    @abc.abstractmethod
+    async def aacquire(self, tokens: int = 0) -> float:
+        """Like :meth:`acquire`, but awaits instead of blocking the event loop."""
+
+    def acquire_slot(self) -> float:
+        """Block until a concurrency slot is held (no cap: returns at once)."""
+        return 0.0
+
+    async def aacquire_slot(self) -> float:
+        """Await a concurrency slot (no cap: returns at once)."""
+        return 0.0
+
+    def release_slot(self) -> None:
+        """Release a slot taken with :meth:`acquire_slot`/:meth:`aacquire_slot`."""
+
+    def slot(self) -> _Slot:
+        """A concurrency slot as a context manager: ``with`` or ``async with``."""
+        return _Slot(self)
+
+    def record_usage(self, estimated_tokens: int, actual_tokens: int) -> None:
+        """Correct the token budget once a request's real token count is known.
+
+        ``estimated_tokens`` is what was passed to :meth:`acquire`;
+        ``actual_tokens`` what the provider reported (prompt + completion).
+        Default: ignore.
+        """
+
+
+# --------------------------------------------------------------------------
+# In-process implementation
+# --------------------------------------------------------------------------
+class TokenBucketRateLimiter(RateLimiter):
+    """Requests-per-minute, tokens-per-minute and concurrency limits in one process.
+
+    * ``requests_per_minute``: each request takes one unit from a bucket
+      refilled at ``rpm / 60`` per second holding ``burst_requests`` units
+      (default 1: requests are spaced evenly and the rate measured over any
+      window exceeds the limit by at most one request).
+    * ``tokens_per_minute``: each request takes its estimated token count
+      from a bucket refilled at ``tpm / 60`` per second holding
+      ``burst_tokens`` (default: one second's worth, at least 1); the charge
+      is corrected with :meth:`record_usage`.
+    * ``max_concurrency``: at most this many requests in flight (see
+      :meth:`RateLimiter.slot`).
+
+    Any of the three may be ``None`` (no limit). Callers block (threads) or
+    await (coroutines) instead of failing, served in arrival order. One
+    instance may be shared by any number of threads and event loops.
+    ``clock``/``sleep`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        max_concurrency: int | None = None,
+        *,
+        burst_requests: float = 1.0,
+        burst_tokens: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self.max_concurrency = max_concurrency
+        self._clock = clock
+        now = clock()
+        self._requests = (
+            TokenBucket(requests_per_minute / 60.0, burst_requests, now=now)
+            if requests_per_minute
+            else None
+        )
+        if tokens_per_minute:
+            capacity = (
+                burst_tokens
+                if burst_tokens is not None
+                else max(1.0, tokens_per_minute / 60.0)
+            )
+            self._tokens: TokenBucket | None = TokenBucket(
+                tokens_per_minute / 60.0, capacity, now=now
+            )
+        else:
+            self._tokens = None
+        self._concurrency = (
+            ConcurrencyLimiter(max_concurrency) if max_concurrency else None
+        )
+        self._lock = threading.Lock()
+
+    def _reserve(self, tokens: int) -> float:
+        with self._lock:
+            now = self._clock()
+            charges = []
+            if self._requests is not None:
+                charges.append((self._requests, 1.0))
+            if self._tokens is not None and tokens > 0:
+                charges.append((self._tokens, float(tokens)))
+            if not charges:
+                return 0.0
+            at = max(bucket.earliest(amount, now) for bucket, amount in charges)
+            for bucket, amount in charges:
+                bucket.commit(amount, at)
+            return at - now
+
+    def acquire(self, tokens: int = 0) -> float:
+        wait = self._reserve(tokens)
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+    async def aacquire(self, tokens: int = 0) -> float:
+        wait = self._reserve(tokens)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return wait
+
+    def acquire_slot(self) -> float:
+        if self._concurrency is None:
+            return 0.0
+        start = time.monotonic()
+        self._concurrency.acquire()
+        return time.monotonic() - start
+
+    async def aacquire_slot(self) -> float:
+        if self._concurrency is None:
+            return 0.0
+        start = time.monotonic()
+        await self._concurrency.aacquire()
+        return time.monotonic() - start
+
+    def release_slot(self) -> None:
+        if self._concurrency is not None:
+            self._concurrency.release()
+
+    def record_usage(self, estimated_tokens: int, actual_tokens: int) -> None:
+        if self._tokens is None:
+            return
+        delta = actual_tokens - estimated_tokens
+        with self._lock:
+            now = self._clock()
+            if delta > 0:
+                self._tokens.charge(delta, now)
+            elif delta < 0:
+                self._tokens.give_back(-delta, now)
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenBucketRateLimiter(requests_per_minute={self.requests_per_minute!r}, "
+            f"tokens_per_minute={self.tokens_per_minute!r}, max_concurrency={self.max_concurrency!r})"
+        )
+
+
+# --------------------------------------------------------------------------
+# Process-wide registry
+# --------------------------------------------------------------------------
+_SHARED: dict[tuple[Any, ...], TokenBucketRateLimiter] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_rate_limiter(
+    key: str,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    max_concurrency: int | None = None,
+    *,
+    burst_requests: float = 1.0,
+    burst_tokens: float | None = None,
+) -> TokenBucketRateLimiter:
+    """The process-wide limiter for ``key`` and these limits, created on first use.
+
+    Environments that call the same endpoint should pass the same ``key``
+    (e.g. ``"openai/gpt-4o-mini@https://api.openai.com"``) and the same
+    limits; they then share one budget. Different limits under the same key
+    give different limiters (the limits are part of the identity).
+    """
+    ident = (
+        key,
+        requests_per_minute,
+        tokens_per_minute,
+        max_concurrency,
+        burst_requests,
+        burst_tokens,
+    )
+    with _SHARED_LOCK:
+        limiter = _SHARED.get(ident)
+        if limiter is None:
+            limiter = TokenBucketRateLimiter(
+                requests_per_minute,
+                tokens_per_minute,
+                max_concurrency,
+                burst_requests=burst_requests,
+                burst_tokens=burst_tokens,
+            )
+            _SHARED[ident] = limiter
+        return limiter
+
+
+def reset_shared_rate_limiters() -> None:
+    """Forget all shared limiters (tests; or after changing limits at runtime)."""
+    with _SHARED_LOCK:
+        _SHARED.clear()
