@@ -60,6 +60,8 @@ class TauGymConfig:
     LLM calls (the LLM user and agent; one client, see ``taugym.llm``):
         llm_timeout_s, llm_deadline_s, llm_max_attempts: per-call timeout,
             total deadline across retries, attempts before giving up.
+        llm_backoff_initial_s, llm_backoff_max_s: exponential backoff (with
+            jitter) between retries; a provider's Retry-After wins.
         llm_requests_per_minute, llm_tokens_per_minute, llm_max_concurrency:
             limits shared by every env in the process (None: unlimited).
     """
@@ -88,6 +90,8 @@ class TauGymConfig:
     llm_timeout_s: float = 60.0
     llm_deadline_s: float = 600.0
     llm_max_attempts: int = 6
+    llm_backoff_initial_s: float = 1.0
+    llm_backoff_max_s: float = 30.0
     llm_requests_per_minute: Optional[float] = None
     llm_tokens_per_minute: Optional[float] = None
     llm_max_concurrency: Optional[int] = None
@@ -110,6 +114,10 @@ class TauGymConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("llm_backoff_initial_s", "llm_backoff_max_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
         for name in ("llm_timeout_s", "llm_deadline_s"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:

@@ -144,7 +144,7 @@ class TauEnv(gym.Env):
             )
         if self.config.data_source is not None:
             self._task_index(self.config.data_source)  # fail now, not at reset
-        self.user: SimulatedUser = make_user(self.config, self.domain.user_guidelines)
+        self.user: SimulatedUser = make_user(self.config, self.domain)
         self.tools_info = _format_tools(self.domain.tool_schemas)
         self.instruction = self.domain.agent_system_prompt()
         self.action_space = UnicodeText(max_length=self.config.max_action_chars)

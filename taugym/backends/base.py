@@ -119,6 +119,11 @@ class Domain(ABC):
         """The agent's system prompt: the backend's instruction and policy text."""
         return self.policy
 
+    def user_system_prompt(self, task: TaskSpec) -> str:
+        """The LLM user's system prompt for ``task``: the backend's user-simulation
+        guidelines and the task's scenario (tau2's layout; backends override)."""
+        return f"{self.user_guidelines}\n\n<scenario>\n{task.user_instructions}\n</scenario>".strip()
+
     def tool_names(self) -> list[str]:
         return [schema["function"]["name"] for schema in self.tool_schemas]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from taugym.backends.base import Domain
 from taugym.config import TauGymConfig
 from taugym.users.base import SimulatedUser
 from taugym.users.scripted import ScriptedUser
@@ -9,12 +10,12 @@ from taugym.users.scripted import ScriptedUser
 __all__ = ["SimulatedUser", "ScriptedUser", "make_user"]
 
 
-def make_user(config: TauGymConfig, user_guidelines: str = "") -> SimulatedUser:
+def make_user(config: TauGymConfig, domain: Domain) -> SimulatedUser:
     """The user that ``config.user_strategy`` names."""
     if config.user_strategy == "scripted":
         return ScriptedUser()
     if config.user_strategy == "llm":
         from taugym.users.llm import LLMUser
 
-        return LLMUser.from_config(config, user_guidelines)
+        return LLMUser.from_config(config, domain.user_system_prompt)
     raise ValueError(f"user_strategy must be 'llm' or 'scripted', got {config.user_strategy!r}")

@@ -1,0 +1,183 @@
+"""The LLM user and the LLM agent in TauEnv, over real HTTP to a fake OpenAI server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from taugym import TauEnv
+from taugym.agents.llm import LLMAgent
+from taugym.llm import reset_shared_rate_limiters
+
+try:
+    from fake_llm_server import FakeLLMServer, RecordedRequest, Reply, fake_llm_server, random_failures
+except ImportError:  # pragma: no cover
+    from tests.fake_llm_server import FakeLLMServer, RecordedRequest, Reply, fake_llm_server, random_failures  # type: ignore
+
+__all__ = ["fake_llm_server"]
+
+FAKE_KEY = "sk-test-TAUGYM-not-a-real-key-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    reset_shared_rate_limiters()
+    yield
+    reset_shared_rate_limiters()
+
+
+def scripted_conversation(request: RecordedRequest, delay_s: float = 0.0) -> Reply:
+    """A whole conversation: the user asks, the agent looks the order up and answers, the user ends."""
+    messages = request.messages
+    if "<scenario>" in (messages[0].get("content") or ""):  # the user simulator
+        own_turns = sum(1 for m in messages if m["role"] == "assistant")
+        if own_turns >= 2:
+            return Reply.ok("Thanks, that's all I needed. ###STOP###", delay_s=delay_s)
+        return Reply.ok("I want to check my order #W2378156.", delay_s=delay_s)
+    if messages[-1]["role"] == "user" and not any(m["role"] == "tool" for m in messages):
+        return Reply(kind="ok", text=None, delay_s=delay_s, tool_calls=[{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_order_details", "arguments": json.dumps({"order_id": "#W2378156"})}}])
+    return Reply.ok("<think>order is delivered</think>Your order #W2378156 has been delivered.", delay_s=delay_s)
+
+
+def make_env(server: FakeLLMServer, **options) -> TauEnv:
+    config = dict(
+        user_strategy="llm", user_model="fake-user", user_provider="openai", user_base_url=server.base_url,
+        data_source="retail-000", llm_timeout_s=2.0, llm_max_attempts=6, llm_backoff_initial_s=0.05,
+        llm_backoff_max_s=0.2,
+    )
+    config.update(options)
+    return TauEnv(config)
+
+
+def make_agent(server: FakeLLMServer, **options) -> LLMAgent:
+    settings = dict(model="fake-agent", provider="openai", base_url=server.base_url, timeout_s=2.0,
+                    backoff_initial_s=0.05, backoff_max_s=0.2)
+    settings.update(options)
+    return LLMAgent(**settings)
+
+
+async def play(env: TauEnv, agent: LLMAgent, seed: int):
+    observation, info = await env.reset_async(seed=seed)
+    while True:
+        action = await agent.aact(observation, info)
+        observation, reward, terminated, truncated, info = await env.step_async(action)
+        if terminated or truncated:
+            return reward, info, agent.usage()
+
+
+def test_llm_user_gets_tau2_guidelines_and_scenario_and_ends_the_conversation(fake_llm_server):
+    fake_llm_server.set_handler(scripted_conversation)
+    env = make_env(fake_llm_server)
+    reward, info, agent_usage = asyncio.run(play(env, make_agent(fake_llm_server), seed=1))
+    assert info["termination"] == "user" and "error" not in info
+    user_requests = [r for r in fake_llm_server.requests if "<scenario>" in r.messages[0]["content"]]
+    system = user_requests[0].messages[0]["content"]
+    assert env.domain.user_guidelines.strip()[:200] in system
+    assert env.domain.tasks[0].reason_for_call[:80] in system
+    assert user_requests[0].messages[1] == {"role": "user", "content": "Hi! How can I help you today?"}
+    # the agent's reasoning never reaches the user; roles are flipped for the user model
+    last = user_requests[-1].messages
+    assert last[-1]["role"] == "user" and last[-1]["content"] == "Your order #W2378156 has been delivered."
+    assert all("<think>" not in (m.get("content") or "") for r in user_requests for m in r.messages)
+    # the agent used native tool calling and saw the benchmark's policy and tools
+    agent_request = next(r for r in fake_llm_server.requests if r.body.get("tools"))
+    assert env.domain.policy in agent_request.messages[0]["content"]
+    assert {t["function"]["name"] for t in agent_request.body["tools"]} == set(env.domain.tool_names())
+    assert info["llm_usage"]["calls"] == 3 and agent_usage["calls"] == 3
+
+
+def test_batch_completes_with_30_percent_failures_and_reports_retries(fake_llm_server):
+    fake_llm_server.set_handler(random_failures(0.3, seed=4, kinds=("429", "500", "hang"), ok=scripted_conversation))
+    envs = [make_env(fake_llm_server, llm_timeout_s=0.5, llm_max_attempts=10) for _ in range(6)]
+
+    async def batch():
+        return await asyncio.gather(*(play(env, make_agent(fake_llm_server, timeout_s=0.5, max_attempts=10), seed=i)
+                                      for i, env in enumerate(envs)))
+
+    results = asyncio.run(batch())
+    assert len(results) == 6
+    assert all(info["termination"] == "user" and "error" not in info for _, info, _ in results)
+    retries = sum(info["llm_usage"]["retries"] + usage["retries"] for _, info, usage in results)
+    failures_seen = len(fake_llm_server.requests) - 6 * 6
+    assert retries == failures_seen > 0
+
+
+def test_request_rate_never_exceeds_the_configured_limit(fake_llm_server):
+    fake_llm_server.set_handler(scripted_conversation)
+    limits = dict(llm_requests_per_minute=600)  # 10 per second, shared by every env (and every agent)
+    envs = [make_env(fake_llm_server, **limits) for _ in range(5)]
+
+    async def batch():
+        return await asyncio.gather(*(play(env, make_agent(fake_llm_server, requests_per_minute=600), seed=i)
+                                      for i, env in enumerate(envs)))
+
+    asyncio.run(batch())
+    assert len(fake_llm_server.requests) == 30
+    for model in ("fake-user", "fake-agent"):  # limits are per model and endpoint, as providers count them
+        times = [r.t for r in fake_llm_server.requests if r.body["model"] == model]
+        assert len(times) == 15
+        busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+        assert busiest <= 11  # 10 per second plus the one-request burst
+
+
+def test_concurrent_episodes_overlap_their_llm_waits(fake_llm_server):
+    latency = 0.3
+    fake_llm_server.set_handler(lambda request: scripted_conversation(request, delay_s=latency))
+    count = 8
+    envs = [make_env(fake_llm_server) for _ in range(count)]
+
+    async def batch():
+        return await asyncio.gather(*(play(env, make_agent(fake_llm_server), seed=i) for i, env in enumerate(envs)))
+
+    started = time.monotonic()
+    results = asyncio.run(batch())
+    elapsed = time.monotonic() - started
+    serial = count * 6 * latency  # six calls per episode, one after another
+    assert all(info["termination"] == "user" for _, info, _ in results)
+    assert elapsed < serial / 3, (elapsed, serial)
+    assert fake_llm_server.max_in_flight >= count // 2
+
+
+def test_user_failing_for_good_ends_the_episode_as_an_error_not_a_zero(fake_llm_server):
+    replies = iter([Reply.ok("I want to check my order #W2378156.")])
+    fake_llm_server.set_handler(lambda request: next(replies, Reply.server_error(500)))
+    env = make_env(fake_llm_server, llm_max_attempts=3)
+    env.reset(seed=0)
+    started = time.monotonic()
+    _, reward, terminated, truncated, info = env.step("[action] Could you give me your order id?")
+    assert time.monotonic() - started < 5
+    assert terminated and not truncated
+    assert info["termination"] == "error" and info["evaluation"] is None
+    assert info["error"]["type"] == "LLMCallError" and "3 attempt" in info["error"]["message"]
+    assert info["llm_usage"]["failures"] >= 1
+    assert FAKE_KEY not in json.dumps(info, default=str)
+
+
+def test_hung_provider_is_cut_at_the_timeout(fake_llm_server):
+    fake_llm_server.set_handler(lambda request: Reply.hang())
+    env = make_env(fake_llm_server, llm_timeout_s=0.5, llm_max_attempts=2)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="could not start"):
+        env.reset(seed=0)
+    assert time.monotonic() - started < 4
+
+
+def test_text_protocol_agent_for_models_without_tool_calling(fake_llm_server):
+    def handler(request: RecordedRequest) -> Reply:
+        if "<scenario>" in request.messages[0]["content"]:
+            return scripted_conversation(request)
+        assert "tools" not in (request.body or {})
+        asked = sum(1 for m in request.messages if m["role"] == "assistant")
+        return Reply.ok(['[answer] get_order_details {"order_id": "#W2378156"}', "[finish]"][min(asked, 1)])
+
+    fake_llm_server.set_handler(handler)
+    env = make_env(fake_llm_server)
+    reward, info, _ = asyncio.run(play(env, make_agent(fake_llm_server, native_tools=False), seed=0))
+    assert info["termination"] == "agent"
+    assert any(m.get("tool_calls") for m in info["messages"])
