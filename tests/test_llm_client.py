@@ -525,8 +525,8 @@ def test_tpm_precharge_is_corrected_by_actual_usage() -> None:
     limiter.record_usage(
         estimated_tokens=100, actual_tokens=300
     )  # 200 more than charged
-    assert limiter._reserve(0) == 0.0  # no tokens asked, no wait
-    assert limiter._reserve(100) == pytest.approx(
+    assert limiter.reserve(0) == 0.0  # no tokens asked, no wait
+    assert limiter.reserve(100) == pytest.approx(
         3.0
     )  # 300 tokens of debt at 100 tokens/s
     assert estimate_tokens(MESSAGES, TOOLS) > estimate_tokens(MESSAGES)

@@ -3,36 +3,38 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from taugym.config import TauGymConfig
 from taugym.llm.client import LLMClient
 from taugym.llm.rate_limit import RateLimiter, shared_rate_limiter
 
-_installed: Optional[RateLimiter] = None
-_installed_lock = threading.Lock()
+RateLimiterFactory = Callable[[str, Optional[float], Optional[float], Optional[int]], RateLimiter]
+_factory: Optional[RateLimiterFactory] = None
+_factory_lock = threading.Lock()
 
 
-def install_rate_limiter(limiter: Optional[RateLimiter]) -> None:
-    """Make every client this process builds from a config use ``limiter``.
+def install_rate_limiter_factory(factory: Optional[RateLimiterFactory]) -> None:
+    """Make clients built from a config get their limiter from ``factory(key, rpm, tpm, max_concurrency)``.
 
-    A rollout installs a cluster-wide limiter here in each actor, so one
-    provider budget holds however many actors and envs there are. ``None``
-    goes back to the per-process limiter.
+    A rollout installs a factory of cluster-wide limiters in each actor, so a
+    provider budget holds for the whole job however many actors and envs it
+    has. ``None`` goes back to limiters shared within the process.
     """
-    global _installed
-    with _installed_lock:
-        _installed = limiter
+    global _factory
+    with _factory_lock:
+        _factory = factory
 
 
 def rate_limiter_for(config: TauGymConfig, key: str) -> Optional[RateLimiter]:
-    """The limiter for calls to ``key``: the installed one, else one shared in-process."""
-    with _installed_lock:
-        if _installed is not None:
-            return _installed
+    """The limiter for calls to ``key`` (provider/model@endpoint) under the config's limits."""
     limits = (config.llm_requests_per_minute, config.llm_tokens_per_minute, config.llm_max_concurrency)
     if all(limit is None for limit in limits):
         return None
+    with _factory_lock:
+        factory = _factory
+    if factory is not None:
+        return factory(key, *limits)
     return shared_rate_limiter(key, *limits)
 
 

@@ -370,7 +370,9 @@ class TokenBucketRateLimiter(RateLimiter):
         )
         self._lock = threading.Lock()
 
-    def _reserve(self, tokens: int) -> float:
+    def reserve(self, tokens: int = 0) -> float:
+        """Charge one request of ``tokens`` tokens now; return the seconds the caller must wait
+        before sending it (the caller sleeps; a remote limiter returns this over the wire)."""
         with self._lock:
             now = self._clock()
             charges = []
@@ -386,13 +388,13 @@ class TokenBucketRateLimiter(RateLimiter):
             return at - now
 
     def acquire(self, tokens: int = 0) -> float:
-        wait = self._reserve(tokens)
+        wait = self.reserve(tokens)
         if wait > 0:
             time.sleep(wait)
         return wait
 
     async def aacquire(self, tokens: int = 0) -> float:
-        wait = self._reserve(tokens)
+        wait = self.reserve(tokens)
         if wait > 0:
             await asyncio.sleep(wait)
         return wait

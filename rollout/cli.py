@@ -1,0 +1,57 @@
+"""``python -m rollout`` and ``taugym rollout``: run a rollout job from a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Optional
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def rollout_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="python -m rollout", description="Generate TauGym episodes on Ray and write them to Parquet.")
+    parser.add_argument("--config", default="configs/rollout/default.yaml", help="rollout YAML (default: %(default)s)")
+    parser.add_argument("--out", help="output directory (default: the config's out)")
+    parser.add_argument("--resume", action="store_true", help="skip episodes already in --out and complete the rest")
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. actors=4 env.max_steps=10")
+    return parser
+
+
+def run_rollout_command(args: argparse.Namespace) -> int:
+    from rollout.config import RolloutConfig
+    from rollout.job import RolloutJob
+    from rollout.summary import format_summary
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = RolloutConfig.from_yaml(args.config).with_overrides(args.overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    job = RolloutJob(config, out=args.out, resume=args.resume, address=args.address, progress=not args.no_progress)
+    try:
+        summary = job.run()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    print(f"datasets: {job.out / 'episodes'}, {job.out / 'steps'}; summary: {job.out / 'summary.json'}")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``taugym rollout ...`` (the console script)."""
+    parser = argparse.ArgumentParser(prog="taugym", description="TauGym command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+    rollout_parser(commands.add_parser("rollout", help="run a rollout job"))
+    args = parser.parse_args(argv)
+    return run_rollout_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

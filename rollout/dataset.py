@@ -1,0 +1,864 @@
+"""The rollout dataset: one Parquet schema, its streaming writer and its readers.
+
+Finished trajectories go to two Parquet datasets under an output folder ``DIR``::
+
+    DIR/episodes/domain=retail/part-<run_id>-<writer_id>-<seq>.parquet   one row per episode
+    DIR/steps/domain=retail/part-<run_id>-<writer_id>-<seq>.parquet      one row per env step
+
+Both are hive-partitioned by ``domain``: the ``domain`` column is *not*
+stored inside the files, only in the folder name, so every reader that
+understands hive partitions (pyarrow.dataset, ``pandas.read_parquet``, Ray
+Data) gives the column back exactly once. pandas gives it as a
+``category``; pyarrow and Ray Data as a string. An episodes file and the
+steps file with the same name are a pair: the steps of every episode in the
+one are in the other.
+
+Episodes (:data:`EPISODE_SCHEMA`)
+---------------------------------
+``run_id``, ``episode_id``, ``backend``, ``domain``, ``task_id`` (strings),
+``trial`` (int32), ``seed`` (int64), ``agent``, ``agent_model`` (nullable),
+``user_model`` (nullable), ``user_strategy``, ``reward`` (float64, nullable:
+no score for an errored episode), ``reward_breakdown`` (JSON text of the
+backend's own breakdown, ``info["evaluation"]``; its shape differs by
+backend, ``"null"`` when there was none), ``terminated``, ``truncated``,
+``error`` (bools), ``error_cause`` (nullable), ``termination`` (``agent``,
+``user``, ``max_steps`` or ``error``), ``num_steps`` (int32), ``messages``,
+``tools``, ``llm_calls``, ``llm_retries``, ``prompt_tokens``,
+``completion_tokens`` (int64), ``cost_usd``, ``duration_s`` (float64),
+``taugym_version``.
+
+``messages`` is the conversation in OpenAI chat format, system prompt first:
+a list of ``{role, content, tool_calls, tool_call_id, name}`` where
+``content`` may be null (an assistant turn that only calls tools),
+``tool_calls`` is null or a list of ``{id, type, function: {name,
+arguments}}`` with ``arguments`` always a JSON *string*, and tool results
+have ``role="tool"`` with ``tool_call_id`` and ``name``. It is the
+conversational format of Hugging Face ``datasets``/TRL, so the column loads
+straight into chat fine-tuning::
+
+    pyarrow.dataset.dataset("DIR/episodes", partitioning="hive").to_table()["messages"].to_pylist()
+    pandas.read_parquet("DIR/episodes", dtype_backend="pyarrow")["messages"][0]   # a list of dicts
+    ray.data.read_parquet("DIR/episodes").take(1)[0]["messages"]                  # a list of dicts
+
+(With pandas' default numpy backend a cell is a numpy array of dicts: a
+sequence, not a list.) ``tools`` is JSON text: ``json.loads(row["tools"])``
+gives the OpenAI tool-schema list. JSON Schemas vary too much from tool to
+tool for a fixed Arrow struct.
+
+Steps (:data:`STEP_SCHEMA`), for offline RL
+-------------------------------------------
+``run_id``, ``episode_id``, ``domain``, ``task_id``, ``step_index`` (int32,
+0 for the first action), ``observation`` (the text the agent saw before
+acting: the env's ``obs["feedback"]``), ``action`` (the action string
+sent), ``reward`` (float64), ``next_observation`` (``obs["feedback"]``
+after the step), ``terminated``, ``truncated``. RLlib's offline API reads
+them with :data:`RLLIB_INPUT_READ_SCHEMA`::
+
+    config.offline_data(input_="DIR/steps", input_read_schema=RLLIB_INPUT_READ_SCHEMA)
+
+Writing
+-------
+:class:`ParquetEpisodeWriter` streams rows as episodes finish: it holds at
+most ``rows_per_row_group`` episodes per domain in memory, writes them as
+one row group (episodes and their steps), and publishes a file when it
+reaches ``max_rows_per_file`` rows or ``max_seconds_per_file`` of age, or on
+:meth:`~ParquetEpisodeWriter.flush` / :meth:`~ParquetEpisodeWriter.close`.
+:func:`episode_row_from_info` builds the episode row from ``TauEnv``'s final
+``info``; :func:`step_row` builds a step row keyed like its episode.
+
+Durability guarantee
+--------------------
+* A file is written under a hidden temporary name in its final folder
+  (``.part-….parquet.tmp``: pyarrow, pandas and Ray Data skip names that
+  start with ``.`` or ``_``, and a ``*.parquet`` glob does not match it),
+  fsynced, and only then renamed to its final name with an atomic
+  ``os.replace``. A reader never sees a torn file.
+* Steps are published before episodes: the steps file of a pair is renamed
+  into place before the episodes file. So whenever an episode row is
+  visible, all of its step rows already are, whatever the moment of a crash.
+* A crash (a killed process, ``os._exit``, an exception that skips
+  ``close()``; files are fsynced before the rename, so a power loss too)
+  loses only the rows not yet published: per domain the one open file, at
+  most ``max_rows_per_file`` episodes. The age limit is checked on every
+  ``write()``: while episodes keep finishing nothing older than about
+  ``max_seconds_per_file`` stays unpublished; a caller whose episodes
+  finish rarely can call ``flush()`` on its own timer. Lost episodes are
+  absent from :func:`completed_keys`, so ``--resume`` runs them again.
+  Their temporary files stay hidden.
+* A crash in the instant between the two renames leaves a steps file whose
+  episodes partner is missing (an "orphan"). :func:`read_steps` and
+  :func:`count_rows` skip such files, and the next writer started with the
+  same ``run_id`` and ``writer_id`` deletes them together with its stale
+  temporary files. (A raw ``ray.data.read_parquet("DIR/steps")`` right after
+  such a crash would still see the orphan.)
+* ``writer_id`` must be unique among the writers of a run that are alive at
+  the same time (e.g. the Ray actor index); file names never collide
+  otherwise, also across restarts: a new writer continues after the highest
+  sequence number already on disk, and a publish never overwrites a file.
+
+No row holds secrets: the rows carry the conversation, tool schemas,
+scores and counters only, never environment variables or configuration
+dumps (and :func:`episode_row_from_info` masks anything shaped like an API
+key in ``error_cause``).
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import re
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+__all__ = [
+    "EPISODE_SCHEMA",
+    "STEP_SCHEMA",
+    "MESSAGE_TYPE",
+    "RLLIB_INPUT_READ_SCHEMA",
+    "SCHEMA_VERSION",
+    "ParquetEpisodeWriter",
+    "episode_row_from_info",
+    "step_row",
+    "read_episodes",
+    "read_steps",
+    "completed_keys",
+    "count_rows",
+]
+
+PathLike = Union[str, os.PathLike]
+
+#: Bumped whenever a column is added, removed or changes type. Stored in each
+#: file's schema metadata under ``taugym.dataset_schema_version``.
+SCHEMA_VERSION = 1
+
+EPISODES_DIR = "episodes"
+STEPS_DIR = "steps"
+PARTITION_COLUMN = "domain"
+
+_TOOL_CALL_TYPE = pa.struct(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("type", pa.string(), nullable=False),
+        pa.field(
+            "function",
+            pa.struct(
+                [
+                    pa.field("name", pa.string(), nullable=False),
+                    pa.field("arguments", pa.string(), nullable=False),
+                ]
+            ),
+            nullable=False,
+        ),
+    ]
+)
+
+#: One chat message: OpenAI / Hugging Face conversational format.
+MESSAGE_TYPE = pa.struct(
+    [
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("content", pa.string()),
+        pa.field("tool_calls", pa.list_(_TOOL_CALL_TYPE)),
+        pa.field("tool_call_id", pa.string()),
+        pa.field("name", pa.string()),
+    ]
+)
+
+
+def _f(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable)
+
+
+#: One row per finished episode (see the module docstring for each column).
+EPISODE_SCHEMA = pa.schema(
+    [
+        _f("run_id", pa.string()),
+        _f("episode_id", pa.string()),
+        _f("backend", pa.string()),
+        _f("domain", pa.string()),
+        _f("task_id", pa.string()),
+        _f("trial", pa.int32()),
+        _f("seed", pa.int64()),
+        _f("agent", pa.string()),
+        _f("agent_model", pa.string(), True),
+        _f("user_model", pa.string(), True),
+        _f("user_strategy", pa.string()),
+        _f("reward", pa.float64(), True),
+        _f("reward_breakdown", pa.string()),
+        _f("terminated", pa.bool_()),
+        _f("truncated", pa.bool_()),
+        _f("error", pa.bool_()),
+        _f("error_cause", pa.string(), True),
+        _f("termination", pa.string()),
+        _f("num_steps", pa.int32()),
+        _f("messages", pa.list_(MESSAGE_TYPE)),
+        _f("tools", pa.string()),
+        _f("llm_calls", pa.int64()),
+        _f("llm_retries", pa.int64()),
+        _f("prompt_tokens", pa.int64()),
+        _f("completion_tokens", pa.int64()),
+        _f("cost_usd", pa.float64()),
+        _f("duration_s", pa.float64()),
+        _f("taugym_version", pa.string()),
+    ]
+)
+
+#: One row per environment step, for offline RL.
+STEP_SCHEMA = pa.schema(
+    [
+        _f("run_id", pa.string()),
+        _f("episode_id", pa.string()),
+        _f("domain", pa.string()),
+        _f("task_id", pa.string()),
+        _f("step_index", pa.int32()),
+        _f("observation", pa.string()),
+        _f("action", pa.string()),
+        _f("reward", pa.float64()),
+        _f("next_observation", pa.string()),
+        _f("terminated", pa.bool_()),
+        _f("truncated", pa.bool_()),
+    ]
+)
+
+#: ``AlgorithmConfig.offline_data(input_read_schema=...)`` for ``DIR/steps``:
+#: keys are ``ray.rllib.core.columns.Columns`` values (``Columns.EPS_ID``,
+#: ``OBS``, ``ACTIONS``, ``REWARDS``, ``NEXT_OBS``, ``TERMINATEDS``,
+#: ``TRUNCATEDS``), values are our column names. Plain strings, so importing
+#: this module does not import RLlib. Observations and actions are text: the
+#: RLModule needs a text encoder (or a connector that tokenises them).
+RLLIB_INPUT_READ_SCHEMA: dict[str, str] = {
+    "eps_id": "episode_id",
+    "obs": "observation",
+    "actions": "action",
+    "rewards": "reward",
+    "new_obs": "next_observation",
+    "terminateds": "terminated",
+    "truncateds": "truncated",
+}
+
+_KEY_COLUMNS = ("run_id", "episode_id", "domain", "task_id")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_SAFE_WRITER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
+_API_KEY_PATTERN = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{16,}|AIza[0-9A-Za-z_\-]{30,}|(?i:bearer)\s+[A-Za-z0-9_\-.=]{16,}"
+    r"|(?i:api[_-]?key)\s*[=:]\s*['\"]?[A-Za-z0-9_\-.]{8,})"
+)
+
+
+def _file_schema(schema: pa.Schema) -> pa.Schema:
+    """What a file stores: the schema less the partition column, with a version tag."""
+    stored = schema.remove(schema.get_field_index(PARTITION_COLUMN))
+    return stored.with_metadata({b"taugym.dataset_schema_version": str(SCHEMA_VERSION).encode()})
+
+
+_EPISODE_FILE_SCHEMA = _file_schema(EPISODE_SCHEMA)
+_STEP_FILE_SCHEMA = _file_schema(STEP_SCHEMA)
+_PARTITIONING = ds.partitioning(pa.schema([pa.field(PARTITION_COLUMN, pa.string())]), flavor="hive")
+
+_INT_RANGES = {pa.int32(): (-(2**31), 2**31 - 1), pa.int64(): (-(2**63), 2**63 - 1)}
+
+
+# ---------------------------------------------------------------- validation
+def _is_bool(value: Any) -> bool:
+    """A Python or numpy bool (numpy ints and floats count as numbers, not bools)."""
+    kind = type(value)
+    return isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool"))
+
+
+def _check_value(value: Any, type_: pa.DataType, nullable: bool, path: str) -> None:
+    """Raise ValueError naming ``path`` if ``value`` does not fit ``type_``."""
+    if value is None:
+        if not nullable:
+            raise ValueError(f"column {path!r} must not be None")
+        return
+    if pa.types.is_string(type_):
+        if not isinstance(value, str):
+            raise ValueError(f"column {path!r} must be a str, got {type(value).__name__}: {value!r:.80}")
+    elif pa.types.is_boolean(type_):
+        if not _is_bool(value):
+            raise ValueError(f"column {path!r} must be a bool, got {type(value).__name__}: {value!r:.80}")
+    elif pa.types.is_integer(type_):
+        if _is_bool(value) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"column {path!r} must be an int, got {type(value).__name__}: {value!r:.80}")
+        low, high = _INT_RANGES[type_]
+        if not low <= value <= high:
+            raise ValueError(f"column {path!r} = {value} does not fit {type_}")
+    elif pa.types.is_floating(type_):
+        if _is_bool(value) or not isinstance(value, numbers.Real):
+            raise ValueError(f"column {path!r} must be a float, got {type(value).__name__}: {value!r:.80}")
+    elif pa.types.is_list(type_):
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+            raise ValueError(f"column {path!r} must be a list, got {type(value).__name__}")
+        item = type_.value_field
+        for i, element in enumerate(value):
+            _check_value(element, item.type, item.nullable, f"{path}[{i}]")
+    elif pa.types.is_struct(type_):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"column {path!r} must be a dict, got {type(value).__name__}")
+        names = {type_.field(i).name for i in range(type_.num_fields)}
+        extra = sorted(set(value) - names)
+        if extra:
+            raise ValueError(f"column {path!r} has unknown key(s) {extra}; allowed keys: {sorted(names)}")
+        for i in range(type_.num_fields):
+            field = type_.field(i)
+            _check_value(value.get(field.name), field.type, field.nullable, f"{path}.{field.name}")
+    else:  # pragma: no cover - the schemas above use only the types handled here
+        raise TypeError(f"unsupported type {type_} for {path!r}")
+
+
+def _check_row(row: Any, schema: pa.Schema, what: str) -> None:
+    """Raise ValueError naming the column if ``row`` does not match ``schema`` exactly."""
+    if not isinstance(row, Mapping):
+        raise ValueError(f"{what} row must be a dict of columns, got {type(row).__name__}")
+    missing = [name for name in schema.names if name not in row]
+    if missing:
+        raise ValueError(f"{what} row is missing column(s) {missing}")
+    extra = sorted(set(row) - set(schema.names))
+    if extra:
+        raise ValueError(f"{what} row has unknown column(s) {extra}; the {what} columns are {schema.names}")
+    for field in schema:
+        _check_value(row[field.name], field.type, field.nullable, field.name)
+
+
+def _check_name(kind: str, value: Any, pattern: re.Pattern, hint: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise ValueError(f"{kind} must be a non-empty string of {hint} (it becomes part of a file or folder name), got {value!r}")
+    return value
+
+
+# -------------------------------------------------------------- row builders
+def _normalize_message(message: Mapping[str, Any], index: int) -> dict[str, Any]:
+    if not isinstance(message, Mapping):
+        raise ValueError(f"messages[{index}] must be a dict, got {type(message).__name__}")
+    known = {"role", "content", "tool_calls", "tool_call_id", "name"}
+    dropped = sorted(k for k, v in message.items() if k not in known and v is not None)
+    if dropped:
+        raise ValueError(f"messages[{index}] has key(s) {dropped} that the messages column cannot hold; allowed: {sorted(known)}")
+    content = message.get("content")
+    if isinstance(content, list):  # OpenAI content parts
+        if all(isinstance(p, Mapping) and p.get("type") == "text" for p in content):
+            content = "".join(str(p.get("text", "")) for p in content)
+        else:
+            content = json.dumps(content, ensure_ascii=False)
+    elif content is not None and not isinstance(content, str):
+        content = json.dumps(content, ensure_ascii=False, default=str)
+    tool_calls = None
+    if message.get("tool_calls"):
+        tool_calls = []
+        for j, call in enumerate(message["tool_calls"]):
+            function = call.get("function") or {}
+            arguments = function.get("arguments")
+            if not isinstance(arguments, str):
+                arguments = json.dumps({} if arguments is None else arguments, ensure_ascii=False)
+            tool_calls.append(
+                {
+                    "id": str(call.get("id") or f"call_{index}_{j}"),
+                    "type": call.get("type") or "function",
+                    "function": {"name": function.get("name"), "arguments": arguments},
+                }
+            )
+    return {
+        "role": message.get("role"),
+        "content": content,
+        "tool_calls": tool_calls,
+        "tool_call_id": message.get("tool_call_id"),
+        "name": message.get("name"),
+    }
+
+
+def _error_cause(error: Any) -> Optional[str]:
+    if error is None:
+        return None
+    if isinstance(error, Mapping):
+        parts = [str(error[k]) for k in ("source", "type", "message") if error.get(k)]
+        text = ": ".join(parts) if parts else json.dumps(error, ensure_ascii=False, default=str)
+    else:
+        text = str(error)
+    return _API_KEY_PATTERN.sub("[redacted]", text)
+
+
+def _usage_value(usage: Any, *names: str, default: Union[int, float] = 0) -> Any:
+    for name in names:
+        if isinstance(usage, Mapping) and usage.get(name) is not None:
+            return usage[name]
+        if not isinstance(usage, Mapping) and getattr(usage, name, None) is not None:
+            return getattr(usage, name)
+    return default
+
+
+def episode_row_from_info(
+    info: Mapping[str, Any],
+    *,
+    run_id: str,
+    trial: int,
+    seed: int,
+    agent: str,
+    agent_model: Optional[str],
+    user_model: Optional[str],
+    user_strategy: str,
+    duration_s: float,
+    reward: Optional[float],
+    terminated: bool,
+    truncated: bool,
+    num_steps: int,
+    taugym_version: str,
+    llm_usage: Optional[Mapping[str, Any]] = None,
+    episode_id: Optional[str] = None,
+) -> dict[str, Any]:
+    """The episode row for a finished ``TauEnv`` episode, from its final ``info``.
+
+    ``reward`` is the episode's score as the caller reports it (the last
+    step's reward; ``None`` for an errored episode). ``llm_usage`` is the
+    episode's LLM accounting, agent and user together: a dict (or an
+    ``LLMUsage``) with ``calls``, ``retries``, ``prompt_tokens``,
+    ``completion_tokens`` and ``cost_usd``; absent numbers count as 0.
+
+    ``episode_id`` defaults to ``"<run_id>:<task_id>:<trial>:<env id>"``:
+    the env's own ``info["episode_id"]`` depends on the reset seed only, so
+    two tasks reset with the same seed share it; the composed id is unique
+    across tasks, trials and runs. Build the step rows with :func:`step_row`
+    from this row so they carry the same keys.
+
+    Messages are normalised to :data:`MESSAGE_TYPE` (``content`` may be
+    None, ``tool_calls`` None when absent, tool-call ``arguments`` always a
+    JSON string); a message key the column cannot hold raises ValueError.
+    ``error``/``error_cause`` come from ``info.get("error")``,
+    ``termination`` from ``info["termination"]`` (ValueError if the episode
+    is not over), ``reward_breakdown`` is the JSON of ``info["evaluation"]``
+    and ``tools`` the JSON of ``info["tools"]``.
+    """
+    for key in ("task_id", "domain", "backend", "messages", "tools"):
+        if key not in info:
+            raise ValueError(f"info has no {key!r}: pass the info dict of TauEnv's last step")
+    if info.get("termination") is None:
+        raise ValueError("info has no 'termination': the episode is not over (pass the info of its last step)")
+    error = info.get("error")
+    if episode_id is None:
+        episode_id = f"{run_id}:{info['task_id']}:{trial}:{info.get('episode_id', seed)}"
+    usage = llm_usage if llm_usage is not None else {}
+    return {
+        "run_id": run_id,
+        "episode_id": episode_id,
+        "backend": info["backend"],
+        "domain": info["domain"],
+        "task_id": info["task_id"],
+        "trial": trial,
+        "seed": seed,
+        "agent": agent,
+        "agent_model": agent_model,
+        "user_model": user_model,
+        "user_strategy": user_strategy,
+        "reward": None if reward is None else float(reward),
+        "reward_breakdown": json.dumps(info.get("evaluation"), ensure_ascii=False, default=str),
+        "terminated": bool(terminated),
+        "truncated": bool(truncated),
+        "error": error is not None or info["termination"] == "error",
+        "error_cause": _error_cause(error),
+        "termination": str(info["termination"]),
+        "num_steps": num_steps,
+        "messages": [_normalize_message(m, i) for i, m in enumerate(info["messages"])],
+        "tools": json.dumps(list(info["tools"]), ensure_ascii=False, default=str),
+        "llm_calls": int(_usage_value(usage, "calls", "llm_calls")),
+        "llm_retries": int(_usage_value(usage, "retries", "llm_retries")),
+        "prompt_tokens": int(_usage_value(usage, "prompt_tokens")),
+        "completion_tokens": int(_usage_value(usage, "completion_tokens")),
+        "cost_usd": float(_usage_value(usage, "cost_usd", default=0.0)),
+        "duration_s": float(duration_s),
+        "taugym_version": taugym_version,
+    }
+
+
+def step_row(
+    episode_row: Mapping[str, Any],
+    *,
+    step_index: int,
+    observation: str,
+    action: str,
+    reward: float,
+    next_observation: str,
+    terminated: bool,
+    truncated: bool,
+) -> dict[str, Any]:
+    """A step row keyed like ``episode_row`` (same run_id, episode_id, domain, task_id).
+
+    ``observation`` is ``obs["feedback"]`` before the step, ``next_observation``
+    after it; ``step_index`` counts from 0.
+    """
+    row = {key: episode_row[key] for key in _KEY_COLUMNS}
+    row.update(
+        step_index=step_index,
+        observation=observation,
+        action=action,
+        reward=float(reward),
+        next_observation=next_observation,
+        terminated=bool(terminated),
+        truncated=bool(truncated),
+    )
+    return row
+
+
+# -------------------------------------------------------------------- writer
+class _OpenFile:
+    """One file of a pair being written: a hidden temporary file and its ParquetWriter."""
+
+    def __init__(self, folder: Path, name: str, schema: pa.Schema):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.final = folder / name
+        self.temp = folder / f".{name}.tmp"
+        self.handle = open(self.temp, "wb")
+        self.writer = pq.ParquetWriter(self.handle, schema, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.writer.write_table(table, row_group_size=table.num_rows)
+            self.handle.flush()  # the row group leaves this process' memory
+
+    def publish(self) -> Path:
+        self.writer.close()  # writes the footer
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        if self.final.exists():
+            raise FileExistsError(
+                f"{self.final} already exists: two live writers share a run_id and writer_id; "
+                f"the new rows stay in {self.temp}"
+            )
+        os.replace(self.temp, self.final)
+        _fsync_dir(self.final.parent)
+        return self.final
+
+    def abandon(self) -> None:
+        """Release the handles without publishing (the temporary file stays hidden)."""
+        for close in (self.writer.close, self.handle.close):
+            try:
+                close()
+            except Exception:
+                pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _Partition:
+    """The open file pair of one domain and the current row group's buffer."""
+
+    def __init__(self, out_dir: Path, domain: str, name: str):
+        self.steps = _OpenFile(out_dir / STEPS_DIR / f"{PARTITION_COLUMN}={domain}", name, _STEP_FILE_SCHEMA)
+        self.episodes = _OpenFile(out_dir / EPISODES_DIR / f"{PARTITION_COLUMN}={domain}", name, _EPISODE_FILE_SCHEMA)
+        self.opened_at = time.monotonic()
+        self.rows_in_file = 0
+        self.episode_buffer: list[pa.RecordBatch] = []
+        self.step_buffer: list[pa.RecordBatch] = []
+
+    def flush_row_group(self) -> None:
+        if not self.episode_buffer:
+            return
+        # Steps first, also inside the temporary files: no ordering is visible
+        # before publish, but this keeps "steps no later than episodes" simple.
+        self.steps.write(pa.Table.from_batches(self.step_buffer, _STEP_FILE_SCHEMA).combine_chunks())
+        self.episodes.write(pa.Table.from_batches(self.episode_buffer, _EPISODE_FILE_SCHEMA).combine_chunks())
+        self.episode_buffer.clear()
+        self.step_buffer.clear()
+
+    def publish(self) -> list[Path]:
+        self.flush_row_group()
+        steps = self.steps.publish()  # steps before episodes: see the durability guarantee
+        episodes = self.episodes.publish()
+        return [steps, episodes]
+
+
+class ParquetEpisodeWriter:
+    """Streams finished episodes and their steps into ``out_dir/episodes`` and ``out_dir/steps``.
+
+    ``write(episode_row, step_rows)`` validates the rows against
+    :data:`EPISODE_SCHEMA` / :data:`STEP_SCHEMA` (a missing or unknown column,
+    or a value of the wrong type, raises ValueError naming it; nothing is
+    dropped silently) and buffers them. Every ``rows_per_row_group``
+    episodes of a domain are written out as one row group of the episodes
+    file (and one of the steps file), so memory holds at most
+    ``rows_per_row_group`` episodes per domain, however long the job. A file
+    pair is published (see the module's durability guarantee) once it holds
+    ``max_rows_per_file`` episodes, or when a write finds it older than
+    ``max_seconds_per_file`` (the age is checked on each write, not by a
+    timer); :meth:`flush` publishes the open files now and
+    :meth:`close` finalises everything. Use it as a context manager.
+
+    ``step_rows`` must be the episode's steps in order: one per env step
+    (``len(step_rows) == episode_row["num_steps"]``, ``step_index`` 0, 1, …)
+    with the episode's run_id, episode_id, domain and task_id.
+
+    ``run_id`` and ``writer_id`` name the files
+    (``part-<run_id>-<writer_id>-<seq>.parquet``). ``writer_id`` must be unique
+    among the live writers of a run (e.g. the actor index). On start, the
+    writer removes what an earlier crashed writer with the same ids left
+    behind: its hidden temporary files and orphan steps files.
+
+    Not process-safe beyond that naming rule; thread-safe within a process.
+    A writer dropped without :meth:`close` publishes nothing more: its open
+    files stay hidden, as after a crash.
+    """
+
+    def __init__(
+        self,
+        out_dir: PathLike,
+        run_id: str,
+        writer_id: str = "0",
+        rows_per_row_group: int = 64,
+        max_rows_per_file: int = 1024,
+        max_seconds_per_file: float = 60.0,
+    ):
+        self.out_dir = Path(out_dir)
+        self.run_id = _check_name("run_id", run_id, _SAFE_NAME, "letters, digits, '_', '.' and '-'")
+        self.writer_id = _check_name("writer_id", str(writer_id), _SAFE_WRITER_ID, "letters, digits, '_' and '.'")
+        if not isinstance(rows_per_row_group, int) or rows_per_row_group < 1:
+            raise ValueError(f"rows_per_row_group must be an int >= 1, got {rows_per_row_group!r}")
+        if not isinstance(max_rows_per_file, int) or max_rows_per_file < 1:
+            raise ValueError(f"max_rows_per_file must be an int >= 1, got {max_rows_per_file!r}")
+        if not max_seconds_per_file > 0:
+            raise ValueError(f"max_seconds_per_file must be > 0, got {max_seconds_per_file!r}")
+        self.rows_per_row_group = rows_per_row_group
+        self.max_rows_per_file = max_rows_per_file
+        self.max_seconds_per_file = float(max_seconds_per_file)
+        self.published_files: list[Path] = []
+        self.episodes_written = 0
+        self._partitions: dict[str, _Partition] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+        self._next_seq = self._recover()
+
+    # ---------------------------------------------------------------- public
+    @property
+    def buffered_rows(self) -> int:
+        """Episode rows held in memory now (never above ``rows_per_row_group`` per domain)."""
+        return sum(len(p.episode_buffer) for p in self._partitions.values())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def write(self, episode_row: Mapping[str, Any], step_rows: Sequence[Mapping[str, Any]]) -> None:
+        """Validate and buffer one finished episode and its steps; may write a row group or publish files."""
+        _check_row(episode_row, EPISODE_SCHEMA, "episode")
+        domain = _check_name("column 'domain'", episode_row["domain"], _SAFE_NAME, "letters, digits, '_', '.' and '-'")
+        step_rows = list(step_rows)
+        if len(step_rows) != episode_row["num_steps"]:
+            raise ValueError(
+                f"episode {episode_row['episode_id']!r} has num_steps={episode_row['num_steps']} "
+                f"but {len(step_rows)} step rows were given"
+            )
+        for i, step in enumerate(step_rows):
+            _check_row(step, STEP_SCHEMA, f"step {i}")
+            for key in _KEY_COLUMNS:
+                if step[key] != episode_row[key]:
+                    raise ValueError(
+                        f"step {i}: column {key!r} is {step[key]!r} but the episode's is {episode_row[key]!r}"
+                    )
+            if step["step_index"] != i:
+                raise ValueError(f"step {i}: column 'step_index' is {step['step_index']}, expected {i} (steps in order from 0)")
+        # Convert now: the buffer holds compact Arrow data, a snapshot the caller cannot mutate.
+        episode_batch = pa.RecordBatch.from_pylist([_without_domain(episode_row)], schema=_EPISODE_FILE_SCHEMA)
+        step_batch = pa.RecordBatch.from_pylist([_without_domain(s) for s in step_rows], schema=_STEP_FILE_SCHEMA)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the writer is closed")
+            partition = self._partitions.get(domain)
+            if partition is None:
+                partition = self._open(domain)
+            partition.episode_buffer.append(episode_batch)
+            partition.step_buffer.append(step_batch)
+            partition.rows_in_file += 1
+            self.episodes_written += 1
+            if len(partition.episode_buffer) >= self.rows_per_row_group:
+                partition.flush_row_group()
+            if partition.rows_in_file >= self.max_rows_per_file:
+                self._publish(domain)
+            self._publish_old()
+
+    def flush(self) -> list[Path]:
+        """Publish every open file now (rows so far become visible); returns the files published."""
+        with self._lock:
+            published: list[Path] = []
+            for domain in list(self._partitions):
+                published += self._publish(domain)
+            return published
+
+    def close(self) -> None:
+        """Publish what is open and stop; calling it again does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self.flush()
+            finally:
+                self._closed = True
+
+    def __enter__(self) -> "ParquetEpisodeWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        partitions = getattr(self, "_partitions", None)
+        if partitions and not getattr(self, "_closed", True):
+            warnings.warn(
+                f"ParquetEpisodeWriter for {self.out_dir} was dropped without close(): "
+                f"{sum(p.rows_in_file for p in partitions.values())} episode(s) stay unpublished",
+                ResourceWarning,
+                stacklevel=2,
+            )
+            for partition in partitions.values():
+                partition.steps.abandon()
+                partition.episodes.abandon()
+            self._partitions = {}
+
+    # --------------------------------------------------------------- private
+    def _prefix(self) -> str:
+        return f"part-{self.run_id}-{self.writer_id}-"
+
+    def _recover(self) -> int:
+        """Clean up after a crashed writer with the same ids; return the next free sequence number."""
+        pattern = re.compile(r"^\.?" + re.escape(self._prefix()) + r"(\d+)\.parquet(\.tmp)?$")
+        highest = -1
+        for kind in (STEPS_DIR, EPISODES_DIR):
+            for folder in _partition_folders(self.out_dir / kind):
+                for path in folder.iterdir():
+                    match = pattern.match(path.name)
+                    if not match:
+                        continue
+                    highest = max(highest, int(match.group(1)))
+                    if match.group(2):  # a temporary file of ours: never completed
+                        path.unlink(missing_ok=True)
+                    elif kind == STEPS_DIR and not (self.out_dir / EPISODES_DIR / folder.name / path.name).exists():
+                        path.unlink(missing_ok=True)  # an orphan: crashed between the two renames
+        return highest + 1
+
+    def _open(self, domain: str) -> _Partition:
+        name = f"{self._prefix()}{self._next_seq:05d}.parquet"
+        self._next_seq += 1
+        partition = _Partition(self.out_dir, domain, name)
+        self._partitions[domain] = partition
+        return partition
+
+    def _publish(self, domain: str) -> list[Path]:
+        partition = self._partitions.pop(domain)
+        files = partition.publish()
+        self.published_files += files
+        return files
+
+    def _publish_old(self) -> None:
+        now = time.monotonic()
+        for domain, partition in list(self._partitions.items()):
+            if now - partition.opened_at >= self.max_seconds_per_file:
+                self._publish(domain)
+
+
+def _without_domain(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != PARTITION_COLUMN}
+
+
+# ------------------------------------------------------------------- readers
+def _partition_folders(base: Path) -> list[Path]:
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith(f"{PARTITION_COLUMN}="))
+
+
+def _published_files(out_dir: PathLike, kind: str) -> list[Path]:
+    """Visible Parquet files of ``kind``; for steps, only those whose episodes partner is published."""
+    out = Path(out_dir)
+    files = []
+    for folder in _partition_folders(out / kind):
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith((".", "_")) or not path.name.endswith(".parquet") or not path.is_file():
+                continue
+            if kind == STEPS_DIR and not (out / EPISODES_DIR / folder.name / path.name).exists():
+                continue  # orphan steps: their episodes file never got published
+            files.append(path)
+    return files
+
+
+def _dataset(out_dir: PathLike, kind: str, schema: pa.Schema) -> Optional[ds.Dataset]:
+    files = _published_files(out_dir, kind)
+    if not files:
+        return None
+    return ds.dataset(
+        [str(f) for f in files],
+        schema=schema,
+        format="parquet",
+        partitioning=_PARTITIONING,
+        partition_base_dir=str(Path(out_dir) / kind),
+    )
+
+
+def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Optional[Iterable[str]]) -> pa.Table:
+    names = list(schema.names if columns is None else columns)
+    unknown = [c for c in names if c not in schema.names]
+    if unknown:
+        raise ValueError(f"unknown column(s) {unknown}; the {kind} columns are {schema.names}")
+    dataset = _dataset(out_dir, kind, schema)
+    if dataset is None:
+        return pa.schema([schema.field(c) for c in names]).empty_table()
+    return dataset.to_table(columns=names)
+
+
+def read_episodes(out_dir: PathLike, columns: Optional[Iterable[str]] = None) -> pa.Table:
+    """Every published episode row under ``out_dir`` as a table of :data:`EPISODE_SCHEMA`.
+
+    ``columns`` selects columns (only those are read). An empty table with
+    the schema when nothing has been published. Rows of files still being
+    written are not included.
+    """
+    return _read(out_dir, EPISODES_DIR, EPISODE_SCHEMA, columns)
+
+
+def read_steps(out_dir: PathLike, columns: Optional[Iterable[str]] = None) -> pa.Table:
+    """Every published step row under ``out_dir`` as a table of :data:`STEP_SCHEMA`.
+
+    Steps files whose episodes partner is missing (a crash between the two
+    renames) are skipped, so every step returned belongs to a published
+    episode. Empty table with the schema when there are none.
+    """
+    return _read(out_dir, STEPS_DIR, STEP_SCHEMA, columns)
+
+
+def completed_keys(out_dir: PathLike) -> set[tuple[str, str, int]]:
+    """``(domain, task_id, trial)`` of every published episode, for ``--resume``.
+
+    Reads only those three columns. Errored episodes count as completed (their
+    row is there; running them again would add a second row for the key).
+    """
+    table = read_episodes(out_dir, columns=["domain", "task_id", "trial"])
+    return set(
+        zip(
+            table.column("domain").to_pylist(),
+            table.column("task_id").to_pylist(),
+            table.column("trial").to_pylist(),
+        )
+    )
+
+
+def count_rows(out_dir: PathLike) -> dict[str, int]:
+    """``{"episodes": n, "steps": m}`` published under ``out_dir``, from the files' metadata."""
+    counts = {}
+    for kind, schema in ((EPISODES_DIR, EPISODE_SCHEMA), (STEPS_DIR, STEP_SCHEMA)):
+        dataset = _dataset(out_dir, kind, schema)
+        counts[kind] = 0 if dataset is None else dataset.count_rows()
+    return counts

@@ -1,0 +1,129 @@
+"""Playing one work item to the end, as a Parquet episode row plus step rows."""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+import taugym
+from taugym import TauEnv
+from taugym.agents import Policy
+
+from rollout.dataset import episode_row_from_info, step_row
+
+_USAGE_KEYS = ("calls", "retries", "failures", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One episode to run: a task of a domain, one trial, with its seed."""
+
+    domain: str
+    task_id: str
+    trial: int
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.domain, self.task_id, self.trial)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def item_seed(base_seed: int, domain: str, task_id: str, trial: int) -> int:
+    """A stable seed per (domain, task, trial): reruns and resumes replay the same episode."""
+    return zlib.crc32(f"{base_seed}/{domain}/{task_id}/{trial}".encode())
+
+
+def merge_usage(*usages: dict) -> dict:
+    """Sum LLM accounting dicts (user and agent)."""
+    total = {key: 0 for key in _USAGE_KEYS}
+    total["cost_usd"] = 0.0
+    for usage in usages:
+        for key in _USAGE_KEYS:
+            total[key] += usage.get(key, 0) or 0
+    return total
+
+
+def _action_text(action: Any) -> str:
+    return action if isinstance(action, str) else json.dumps(action, default=str)
+
+
+async def play_episode(
+    env: TauEnv,
+    agent: Policy,
+    item: WorkItem,
+    *,
+    run_id: str,
+    agent_name: str,
+    agent_model: Optional[str],
+) -> dict:
+    """Run ``item`` to the end on ``env`` with ``agent``; return ``{"episode": row, "steps": rows}``.
+
+    A failure of the user or the agent (e.g. a provider down after all
+    retries) ends the episode as an error row with its cause: recorded, not
+    dropped.
+    """
+    started = time.monotonic()
+    config = env.config
+    transitions: list[dict] = []
+    info: dict[str, Any] = {}
+    terminated, truncated = False, False
+    error: Optional[dict] = None
+    try:
+        observation, info = await env.reset_async(seed=item.seed, options={"task_id": item.task_id})
+        while True:
+            action = await agent.aact(observation, info)
+            before = observation["feedback"]
+            observation, reward, terminated, truncated, info = await env.step_async(action)
+            transitions.append(
+                {
+                    "step_index": len(transitions),
+                    "observation": before,
+                    "action": _action_text(action),
+                    "reward": float(reward),
+                    "next_observation": observation["feedback"],
+                    "terminated": bool(terminated),
+                    "truncated": bool(truncated),
+                }
+            )
+            if terminated or truncated:
+                break
+    except Exception as exc:  # recorded as an error episode with its cause
+        error = {"source": "agent" if info else "user", "type": type(exc).__name__, "message": str(exc)[:2000]}
+    if error is not None:
+        info = {**error_info(env.config.backend, item, env.domain.tool_schemas), **info, "error": error, "termination": "error"}
+        terminated, truncated = True, False
+    row = episode_row_from_info(
+        info,
+        run_id=run_id,
+        trial=item.trial,
+        seed=item.seed,
+        agent=agent_name,
+        agent_model=agent_model,
+        user_model=config.user_model if config.user_strategy == "llm" else None,
+        user_strategy=config.user_strategy,
+        duration_s=time.monotonic() - started,
+        reward=None if info.get("error") else float(info.get("benchmark_reward") or 0.0),
+        terminated=bool(terminated),
+        truncated=bool(truncated),
+        num_steps=len(transitions),
+        taugym_version=taugym.__version__,
+        llm_usage=merge_usage(info.get("llm_usage") or {}, agent.usage()),
+        episode_id=episode_id(run_id, item),
+    )
+    return {"episode": row, "steps": [step_row(row, **t) for t in transitions]}
+
+
+def episode_id(run_id: str, item: WorkItem) -> str:
+    """The dataset's id of an episode: unique per run, domain, task and trial."""
+    return f"{run_id}:{item.domain}:{item.task_id}:{item.trial}"
+
+
+def error_info(backend: str, item: WorkItem, tools: list) -> dict[str, Any]:
+    """The info of an episode that failed before the env could report one."""
+    return {"task_id": item.task_id, "domain": item.domain, "backend": backend, "messages": [], "tools": tools}
