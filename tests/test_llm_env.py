@@ -104,8 +104,8 @@ def test_batch_completes_with_30_percent_failures_and_reports_retries(fake_llm_s
     assert len(results) == 6
     assert all(info["termination"] == "user" and "error" not in info for _, info, _ in results)
     retries = sum(info["llm_usage"]["retries"] + usage["retries"] for _, info, usage in results)
-    failures_seen = len(fake_llm_server.requests) - 6 * 6
-    assert retries == failures_seen > 0
+    failures_seen = len(fake_llm_server.requests) - 6 * 6  # requests beyond one per conversation turn
+    assert 0 < failures_seen <= retries  # an attempt cut by the timeout may never reach the server
 
 
 def test_request_rate_never_exceeds_the_configured_limit(fake_llm_server):

