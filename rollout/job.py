@@ -116,6 +116,7 @@ class RolloutJob:
         self.address = address or os.environ.get("RAY_ADDRESS")
         self.progress = progress
         self.actors: list = []
+        self.actor_pids: list[int] = []
         self.written = 0
         self.errors = 0
         self.replaced_actors = 0
@@ -159,6 +160,7 @@ class RolloutJob:
         self._start_ray()
         self.rate_service = start_rate_limit_service(run_id)
         self.actors = [self._new_actor(run_id) for _ in range(self.config.actors)]
+        self.actor_pids = ray.get([actor.pid.remote() for actor in self.actors])
         slots = self.config.episodes_per_actor
         pending: dict = {}
         load = {i: 0 for i in range(len(self.actors))}
@@ -183,7 +185,7 @@ class RolloutJob:
                     except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                             ray.exceptions.ActorUnavailableError) as exc:
                         attempts[item.key] = attempts.get(item.key, 0) + 1
-                        self._replace_actor(index, run_id, pending)
+                        self._replace_actor(index, run_id)
                         if attempts[item.key] < self.config.max_attempts_per_episode:
                             queue.appendleft(item)
                             continue
@@ -209,7 +211,7 @@ class RolloutJob:
         os.replace(tmp, self.out / "summary.json")
         return summary
 
-    def _replace_actor(self, index: int, run_id: str, pending: dict) -> None:
+    def _replace_actor(self, index: int, run_id: str) -> None:
         """Swap a dead actor for a fresh one (once, however many of its calls fail)."""
         actor = self.actors[index]
         try:
@@ -219,10 +221,9 @@ class RolloutJob:
             pass
         ray.kill(actor, no_restart=True)
         self.actors[index] = self._new_actor(run_id)
+        self.actor_pids[index] = ray.get(self.actors[index].pid.remote())
         self.replaced_actors += 1
-        for ref, (_, owner) in list(pending.items()):
-            if owner == index:
-                pass  # calls on the dead actor fail on their own and are re-queued then
+        _log.warning("actor %d died; replaced it and re-queued its episodes", index)
 
     def _lost_item(self, item: WorkItem, run_id: str, exc: Exception) -> dict:
         """The error row of a work item whose actor died every time it ran it."""

@@ -1,0 +1,153 @@
+"""The rollout job: every episode lands exactly once, through actor deaths, driver kills and provider outages."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+import ray
+
+from rollout.config import RolloutConfig
+from rollout.dataset import completed_keys, read_episodes, read_steps
+from rollout.job import RolloutJob
+
+try:
+    from fake_llm_server import FakeLLMServer, Reply, fake_llm_server
+    from test_llm_env import FAKE_KEY, scripted_conversation
+except ImportError:  # pragma: no cover
+    from tests.fake_llm_server import FakeLLMServer, Reply, fake_llm_server  # type: ignore
+    from tests.test_llm_env import FAKE_KEY, scripted_conversation  # type: ignore
+
+__all__ = ["fake_llm_server"]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    os.environ["OPENAI_API_KEY"] = FAKE_KEY  # the actors inherit it; the fake server ignores it
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def oracle_config(**changes) -> RolloutConfig:
+    values = dict(domains=["retail", "airline"], tasks=["retail-000", "retail-001", "retail-002", "airline-000", "airline-001"],
+                  trials=2, agent={"name": "oracle"}, env={"user_strategy": "scripted"}, actors=2, cpus_per_actor=0.5)
+    values.update(changes)
+    return RolloutConfig.from_dict(values)
+
+
+def llm_config(server: FakeLLMServer, tasks, **changes) -> RolloutConfig:
+    values = dict(
+        domains=["retail"], tasks=tasks, trials=1, actors=2, cpus_per_actor=0.5, episodes_per_actor=2,
+        agent={"name": "llm", "model": "fake-agent", "provider": "openai", "base_url": server.base_url,
+               "timeout_s": 2.0, "backoff_initial_s": 0.05, "backoff_max_s": 0.2},
+        env={"user_strategy": "llm", "user_model": "fake-user", "user_provider": "openai",
+             "user_base_url": server.base_url, "llm_timeout_s": 2.0, "llm_backoff_initial_s": 0.05,
+             "llm_backoff_max_s": 0.2},
+    )
+    values.update(changes)
+    return RolloutConfig.from_dict(values)
+
+
+def keys_of(out: Path) -> list[tuple]:
+    table = read_episodes(out).select(["domain", "task_id", "trial"])
+    return list(zip(*(table[c].to_pylist() for c in ("domain", "task_id", "trial"))))
+
+
+def test_rollout_writes_every_episode_once_with_steps_and_summary(tmp_path):
+    summary = RolloutJob(oracle_config(), out=str(tmp_path), progress=False).run()
+    keys = keys_of(tmp_path)
+    assert len(keys) == len(set(keys)) == 10
+    episodes = read_episodes(tmp_path)
+    assert pc.all(pc.equal(episodes["reward"], 1.0)).as_py()
+    steps = read_steps(tmp_path)
+    assert steps.num_rows == sum(episodes["num_steps"].to_pylist())
+    first = episodes.to_pylist()[0]
+    assert first["messages"][0]["role"] == "system" and json.loads(first["tools"])
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["episodes"] == 10 and written["errors"] == 0
+    assert written["domains"]["retail"]["pass^k"] == {"1": 1.0, "2": 1.0}
+    assert summary["domains"]["airline"]["mean_reward"] == 1.0
+    assert sorted(p.name for p in (tmp_path / "episodes").iterdir()) == ["domain=airline", "domain=retail"]
+
+
+def test_an_actor_killed_mid_episode_is_replaced_and_nothing_is_lost_or_doubled(tmp_path, fake_llm_server):
+    fake_llm_server.set_handler(lambda request: scripted_conversation(request, delay_s=0.3))
+    tasks = [f"retail-{i:03d}" for i in range(8)]
+    job = RolloutJob(llm_config(fake_llm_server, tasks), out=str(tmp_path), progress=False)
+    killed = []
+
+    def kill_one_actor(job, result):
+        if not killed:  # the other actor is mid-episode, waiting on the LLM
+            os.kill(job.actor_pids[1], signal.SIGKILL)
+            killed.append(job.actor_pids[1])
+
+    summary = job.run(on_result=kill_one_actor)
+    keys = keys_of(tmp_path)
+    assert sorted(keys) == sorted(("retail", t, 0) for t in tasks)
+    assert job.replaced_actors >= 1 and summary["errors"] == 0
+    steps = read_steps(tmp_path)
+    assert set(steps["episode_id"].to_pylist()) == set(read_episodes(tmp_path)["episode_id"].to_pylist())
+
+
+def test_a_killed_driver_resumes_and_completes_the_dataset(tmp_path):
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps({
+        "domains": ["retail"], "tasks": "all", "trials": 1, "agent": {"name": "oracle"},
+        "env": {"user_strategy": "scripted"}, "actors": 1, "cpus_per_actor": 1, "rows_per_file": 5,
+    }))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "rollout", "--config", str(config), "--out", str(out), "--no-progress"]
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(completed_keys(out)) < 10:
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
+    driver.wait()
+    before = completed_keys(out)
+    assert 10 <= len(before) < 114, "the driver was to be killed mid-run"
+    finished = subprocess.run(command + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    keys = keys_of(out)
+    assert len(keys) == len(set(keys)) == 114
+    assert json.loads((out / "summary.json").read_text())["episodes"] == 114
+    assert json.loads((out / "summary.json").read_text())["episodes_this_run"] == 114 - len(before)
+
+
+def test_a_provider_down_for_good_is_recorded_as_errors_not_dropped(tmp_path, fake_llm_server):
+    fake_llm_server.set_handler(lambda request: Reply.server_error(503))
+    config = llm_config(fake_llm_server, ["retail-000", "retail-001"])
+    config.env["llm_max_attempts"] = 2
+    summary = RolloutJob(config, out=str(tmp_path), progress=False).run()
+    episodes = read_episodes(tmp_path).to_pylist()
+    assert len(episodes) == 2 and all(e["error"] for e in episodes)
+    assert all("LLMCallError" in e["error_cause"] and "2 attempt" in e["error_cause"] for e in episodes)
+    assert all(e["reward"] is None for e in episodes)
+    assert summary["errors"] == 2 and summary["domains"]["retail"]["errors"] == 2
+    assert FAKE_KEY not in json.dumps(episodes, default=str)
+
+
+def test_rate_limit_holds_for_the_whole_cluster(tmp_path, fake_llm_server):
+    fake_llm_server.set_handler(scripted_conversation)
+    tasks = [f"retail-{i:03d}" for i in range(4)]
+    config = llm_config(fake_llm_server, tasks)
+    config.env["llm_requests_per_minute"] = 600  # 10 per second for all actors together
+    config.agent["requests_per_minute"] = 600
+    summary = RolloutJob(config, out=str(tmp_path), progress=False).run()
+    assert summary["errors"] == 0
+    for model in ("fake-user", "fake-agent"):
+        times = [r.t for r in fake_llm_server.requests if r.body["model"] == model]
+        assert len(times) == 12
+        assert max(sum(1 for t in times if s <= t < s + 1.0) for s in times) <= 11
+    episodes = read_episodes(tmp_path).to_pylist()
+    assert all(e["llm_calls"] == 6 for e in episodes)  # user and agent accounting land in the dataset
