@@ -24,6 +24,7 @@ rollout: install
 
 bench: install
 	$(PY) tests/bench/bench_env.py
+	$(PY) tests/bench/bench_rollout.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

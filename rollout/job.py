@@ -49,9 +49,17 @@ class RolloutWorker:
         self.run_id = run_id
         self.free_envs: dict[str, list] = {}
         install_rate_limiter_factory(cluster_rate_limiter_factory(rate_service))  # one budget per job
+        for domain in self.config.domains:  # load backends and envs now, not in the first episode
+            self.free_envs[domain] = [self._env(domain) for _ in range(self.config.episodes_per_actor)]
 
     def pid(self) -> int:
         return os.getpid()
+
+    def rss_bytes(self) -> int:
+        """This actor's resident memory (for the memory benchmark)."""
+        import psutil
+
+        return psutil.Process().memory_info().rss
 
     def _env(self, domain: str):
         from taugym import TauEnv

@@ -910,14 +910,19 @@ def _tool_call_dict(tool_call: Any) -> dict[str, Any]:
     }
 
 
+_UNPRICED_MODELS: set[str] = set()  # models litellm has no price for: don't ask again on every call
+
+
 def _cost(response: Any) -> float:
     """litellm's price for this response; 0.0 when unknown (never raises)."""
     hidden = getattr(response, "_hidden_params", None) or {}
     cost = hidden.get("response_cost") if isinstance(hidden, Mapping) else None
-    if cost is None:
+    model = str(getattr(response, "model", "") or "")
+    if cost is None and model not in _UNPRICED_MODELS:
         try:
             cost = _litellm().completion_cost(completion_response=response)
         except Exception:  # noqa: BLE001 - unknown model / price: count as free
+            _UNPRICED_MODELS.add(model)
             cost = 0.0
     try:
         value = float(cost or 0.0)
