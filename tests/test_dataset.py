@@ -159,6 +159,25 @@ def test_real_episode_round_trips_through_pyarrow_and_pandas(tmp_path, oracle_ep
     assert all(isinstance(m, dict) for m in messages)
 
 
+def test_hugging_face_datasets_loads_messages_and_tools_for_chat_fine_tuning(tmp_path, oracle_episode, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import datasets
+
+    row, steps, info = oracle_episode
+    with ParquetEpisodeWriter(tmp_path / "out", "run1") as writer:
+        writer.write(row, steps)
+    files = sorted(str(p) for p in (tmp_path / "out" / "episodes").rglob("*.parquet"))
+    loaded = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "cache"))
+    example = loaded[0]
+    # TRL's conversational format: a list of {role, content, tool_calls, ...} and the tool schemas
+    assert [m["role"] for m in example["messages"]] == [m["role"] for m in info["messages"]]
+    assert example["messages"][0]["content"] == info["messages"][0]["content"]
+    assert json.loads(example["tools"]) == info["tools"]
+    called = [m for m in example["messages"] if m["tool_calls"]]
+    assert called[0]["tool_calls"][0]["function"]["name"] == info["messages"][3]["tool_calls"][0]["function"]["name"]
+
+
 def test_ray_data_reads_episodes_and_steps(tmp_path, oracle_episode):
     import ray
     from ray.rllib.core.columns import Columns

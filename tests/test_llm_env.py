@@ -181,3 +181,25 @@ def test_text_protocol_agent_for_models_without_tool_calling(fake_llm_server):
     reward, info, _ = asyncio.run(play(env, make_agent(fake_llm_server, native_tools=False), seed=0))
     assert info["termination"] == "agent"
     assert any(m.get("tool_calls") for m in info["messages"])
+
+
+def test_default_config_is_the_seeds_llm_user_on_gpt4o():
+    from taugym.users.llm import LLMUser
+
+    env = TauEnv()  # building it calls no model; reset would, with OPENAI_API_KEY
+    assert isinstance(env.user, LLMUser)
+    assert (env.user.client.model, env.user.client.provider) == ("gpt-4o", "openai")
+    assert env.user.client.default_params == {"temperature": 0.0}
+
+
+def test_llm_user_and_agent_settings_load_from_yaml(tmp_path, fake_llm_server):
+    fake_llm_server.set_handler(scripted_conversation)
+    path = tmp_path / "env.yaml"
+    path.write_text(
+        f"user_strategy: llm\nuser_model: fake-user\nuser_provider: openai\nuser_base_url: {fake_llm_server.base_url}\n"
+        "llm_requests_per_minute: 1200\nllm_max_attempts: 3\ndata_source: retail-000\n"
+    )
+    env = TauEnv(str(path))
+    assert env.user.client.max_attempts == 3 and env.user.client.rate_limiter is not None
+    observation, _ = env.reset(seed=0)
+    assert observation["feedback"] == "User: I want to check my order #W2378156."
