@@ -10,7 +10,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from taugym.agents import AGENTS
-from taugym.config import TauGymConfig
+from taugym.config import TauGymConfig, load_yaml_mapping, options_dataclass
 
 
 @dataclass
@@ -74,19 +74,13 @@ class RolloutConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RolloutConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown rollout option(s) {unknown}; valid options are {sorted(known)}")
-        return cls(**values).validate()
+        """Build a config from a mapping; unknown keys raise ``ValueError``."""
+        return options_dataclass(cls, values, "rollout").validate()
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "RolloutConfig":
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"rollout config not found: {path}; the shipped ones are in configs/rollout/")
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(yaml.safe_load(f) or {})
+        """Load a rollout config from a YAML file."""
+        return cls.from_dict(load_yaml_mapping(path, "rollout config", "configs/rollout/"))
 
     def with_overrides(self, overrides: list[str]) -> "RolloutConfig":
         """Apply ``key=value`` overrides (YAML values; ``env.max_steps=10`` reaches into a mapping)."""

@@ -141,23 +141,12 @@ class TauGymConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TauGymConfig":
         """Build a config from a mapping; unknown keys raise ``ValueError``."""
-        if not isinstance(values, dict):
-            raise ValueError(f"a TauGym config must be a mapping of option names to values, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config option(s) {unknown}; valid options are {sorted(known)}")
-        return cls(**values).validate()
+        return options_dataclass(cls, values, "config").validate()
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "TauGymConfig":
         """Load a config from a YAML file (a mapping of option names to values)."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"config file not found: {path}; the shipped configs are in configs/")
-        with open(path, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
-        return cls.from_dict(values)
+        return cls.from_dict(load_yaml_mapping(path, "config", "configs/env/"))
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain dict (what ``from_dict`` takes back)."""
@@ -173,6 +162,26 @@ class TauGymConfig:
     def replace(self, **changes: Any) -> "TauGymConfig":
         """A validated copy with some options changed."""
         return TauGymConfig.from_dict({**self.to_dict(), **changes})
+
+
+def options_dataclass(cls: type, values: Any, what: str) -> Any:
+    """``cls(**values)``, refusing what is not a mapping or names an option ``cls`` lacks."""
+    if not isinstance(values, dict):
+        raise ValueError(f"a {what} must be a mapping of option names to values, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} option(s) {unknown}; valid options are {sorted(known)}")
+    return cls(**values)
+
+
+def load_yaml_mapping(path: Union[str, Path], what: str, shipped: str) -> Any:
+    """The contents of a YAML file (None when empty becomes {})."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} file not found: {path}; the shipped ones are in {shipped}")
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
 
 
 def get_default_config() -> TauGymConfig:

@@ -10,7 +10,6 @@ import string
 import gymnasium as gym
 import pytest
 
-import taugym
 from taugym import TauEnv, TauGymConfig, get_default_config
 from taugym.agents import OraclePolicy
 from conftest import run_episode

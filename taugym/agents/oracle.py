@@ -10,7 +10,6 @@ reward pipeline end to end and to produce demonstrations, labelled as such.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from taugym.agents.base import Policy
 
