@@ -19,8 +19,9 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q; status=$$?; [ $$status -ne 5 ] || echo 'pytest collected no tests: that is a failure'; exit $$status
 
+# each run writes a new folder under runs/; resume one with: .venv/bin/python -m rollout --out DIR --resume
 rollout: install
-	$(PY) -m rollout --config configs/rollout/default.yaml
+	$(PY) -m rollout --config configs/rollout/default.yaml --out runs/default-$$(date +%Y%m%d-%H%M%S)
 
 bench: install
 	$(PY) tests/bench/bench_env.py

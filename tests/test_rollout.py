@@ -151,3 +151,24 @@ def test_rate_limit_holds_for_the_whole_cluster(tmp_path, fake_llm_server):
         assert max(sum(1 for t in times if s <= t < s + 1.0) for s in times) <= 11
     episodes = read_episodes(tmp_path).to_pylist()
     assert all(e["llm_calls"] == 6 for e in episodes)  # user and agent accounting land in the dataset
+
+
+def test_command_line_entry_points_and_bad_overrides(tmp_path):
+    console = Path(sys.executable).with_name("taugym")
+    for command in ([sys.executable, "-m", "rollout", "--help"], [str(console), "rollout", "--help"]):
+        shown = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and "--resume" in shown.stdout
+    refused = subprocess.run([sys.executable, "-m", "rollout", "--out", str(tmp_path), "actors"], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "key=value" in refused.stderr
+    refused = subprocess.run([sys.executable, "-m", "rollout", "--out", str(tmp_path), "env.user_strategy=robot"],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "'llm', 'scripted'" in refused.stderr
+
+
+def test_an_existing_dataset_is_never_overwritten_without_resume(tmp_path):
+    RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), progress=False).run()
+    with pytest.raises(ValueError, match="--resume"):
+        RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), progress=False).run()
+    summary = RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), resume=True, progress=False).run()
+    assert summary["episodes"] == 1 and summary["episodes_this_run"] == 0
