@@ -78,19 +78,34 @@ class ScriptedUser(SimulatedUser):
         return "Could you help me with that? " + _first_person(self._task.reason_for_call)
 
 
+_SUBJECT_FOLLOWERS = (
+    "want|wants|wish|are|were|have|had|would|will|can|could|do|did|don't|didn't|need|prefer|received|"
+    "ordered|bought|recently|also|just|only|think|know|remember|like|live|plan|may|might|should|must|"
+    "forgot|lost|booked|made|reserved|paid|changed|moved|then|still|already|never|always|get|got|"
+    "agree|accept|insist|refuse|request|decide|expect|hope|travel|fly|is|was"
+)
+
+
 def _first_person(text: str) -> str:
-    """Scenario text speaks to the user ("You are Yusuf ..."); the user speaks as "I"."""
+    """Scenario text speaks to the user ("You are Yusuf ..."); the user speaks as "I".
+
+    "you" becomes "I" before a verb ("you want" -> "I want") and "me"
+    elsewhere ("saves you money" -> "saves me money").
+    """
     text = " ".join(text.split())
     replacements = (
         (r"\bYou are\b", "I am"),
         (r"\byou are\b", "I am"),
         (r"\bYou're\b", "I'm"),
         (r"\byou're\b", "I'm"),
-        (r"\bYou\b", "I"),
-        (r"\byou\b", "I"),
+        (r"\byourself\b", "myself"),
+        (r"\bYours\b", "Mine"),
+        (r"\byours\b", "mine"),
         (r"\bYour\b", "My"),
         (r"\byour\b", "my"),
-        (r"\byourself\b", "myself"),
+        (rf"\b[Yy]ou\b(?=\s+(?:{_SUBJECT_FOLLOWERS})\b)", "I"),
+        (r"(?<=\w )you\b", "me"),
+        (r"\b[Yy]ou\b", "I"),
     )
     for pattern, repl in replacements:
         text = re.sub(pattern, repl, text)
