@@ -37,13 +37,14 @@ from test_llm_env import scripted_conversation  # noqa: E402
 LATENCY_S = float(os.environ.get("BENCH_LATENCY_S", "0.25"))
 CALLS_PER_EPISODE = 6  # the scripted conversation: 3 user turns, 3 agent turns
 SLOTS = int(os.environ.get("BENCH_SLOTS", "4"))
-EPISODES_PER_SLOT = int(os.environ.get("BENCH_EPISODES_PER_SLOT", "4"))
+EPISODES_PER_SLOT = int(os.environ.get("BENCH_EPISODES_PER_SLOT", "10"))  # long enough to reach steady state
 
 
 def llm_job_config(server: FakeLLMServer, actors: int, episodes: int) -> RolloutConfig:
-    tasks = [f"retail-{i:03d}" for i in range(min(episodes, 114))]
+    trials = -(-episodes // 114)  # retail has 114 tasks
+    tasks = [f"retail-{i:03d}" for i in range(episodes // trials)]
     return RolloutConfig.from_dict(dict(
-        domains=["retail"], tasks=tasks, trials=max(1, -(-episodes // len(tasks))), actors=actors,
+        domains=["retail"], tasks=tasks, trials=trials, actors=actors,
         cpus_per_actor=0.25, episodes_per_actor=SLOTS,
         agent={"name": "llm", "model": "fake-agent", "provider": "openai", "base_url": server.base_url},
         env={"user_strategy": "llm", "user_model": "fake-user", "user_provider": "openai",
@@ -65,7 +66,7 @@ def throughput(server: FakeLLMServer) -> None:
 
 
 def tau2_side_by_side(server: FakeLLMServer) -> None:
-    episodes = SLOTS * EPISODES_PER_SLOT
+    episodes = SLOTS * 4
     with tempfile.TemporaryDirectory() as out:
         summary = RolloutJob(llm_job_config(server, 1, episodes), out=out, progress=False).run()
     ours = summary["episodes"] / summary["wall_s"]
