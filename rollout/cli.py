@@ -23,6 +23,9 @@ def rollout_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse
 
 
 def run_rollout_command(args: argparse.Namespace) -> int:
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        # a local Ray of our own listens on loopback only (ray reads this when imported)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from rollout.config import RolloutConfig
     from rollout.job import RolloutJob
     from rollout.summary import format_summary

@@ -24,6 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench-not-a-real-key")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the local Ray on loopback only
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the fake server
 
 import ray  # noqa: E402
