@@ -147,7 +147,7 @@ class RolloutJob:
             ray.init(address=self.address, log_to_driver=False)
         else:
             needed = self.config.actors * max(self.config.cpus_per_actor, 0)
-            ray.init(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)), include_dashboard=False,
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)), include_dashboard=False,
                      log_to_driver=False)
 
     def _new_actor(self, run_id: str):

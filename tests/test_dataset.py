@@ -191,7 +191,7 @@ def test_ray_data_reads_episodes_and_steps(tmp_path, oracle_episode):
     pending.write(*make_episode(2, domain="airline"))
     assert hidden_files(tmp_path)
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         episodes = {r["episode_id"]: r for r in ray.data.read_parquet(str(tmp_path / "episodes")).take_all()}

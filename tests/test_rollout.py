@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     os.environ["OPENAI_API_KEY"] = FAKE_KEY  # the actors inherit it; the fake server ignores it
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -52,3 +52,13 @@ def test_rollout_runs_on_an_existing_cluster_given_by_address(tmp_path):
     finally:
         os.killpg(head.pid, signal.SIGKILL)  # the head and the processes it started
         head.wait()
+        _forget_cluster(port)
+
+
+def _forget_cluster(port: int) -> None:
+    """`ray start` notes the head's address for later `ray.init("auto")` calls; the head is gone."""
+    import tempfile
+
+    note = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    if note.exists() and note.read_text().strip().endswith(f":{port}"):
+        note.unlink()

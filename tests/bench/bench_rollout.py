@@ -104,7 +104,7 @@ def memory(episodes: int = 1000) -> None:
 
 
 def main() -> int:
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     with FakeLLMServer() as server:
         server.set_handler(lambda request: scripted_conversation(request, delay_s=LATENCY_S))
         throughput(server)
