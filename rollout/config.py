@@ -62,8 +62,21 @@ class RolloutConfig:
             raise ValueError(f"cpus_per_actor must be a number >= 0, got {self.cpus_per_actor!r}")
         if not isinstance(self.agent, dict) or self.agent.get("name") not in AGENTS:
             raise ValueError(f"agent must be a mapping with name one of {list(AGENTS)}, got {self.agent!r}")
+        self._check_agent_options()
         self.env_config()  # raises on bad env options
         return self
+
+    def _check_agent_options(self) -> None:
+        """Refuse agent options the agent does not take, before any actor starts."""
+        import inspect
+
+        from taugym.agents import agent_class
+
+        options = set(self.agent) - {"name"}
+        accepted = set(inspect.signature(agent_class(self.agent["name"])).parameters) - {"self", "client"}
+        unknown = sorted(options - accepted)
+        if unknown:
+            raise ValueError(f"agent {self.agent['name']!r} has no option(s) {unknown}; its options are {sorted(accepted)}")
 
     def env_config(self, domain: Optional[str] = None) -> TauGymConfig:
         """The TauGymConfig of the envs (for ``domain`` when given)."""

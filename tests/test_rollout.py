@@ -172,3 +172,14 @@ def test_an_existing_dataset_is_never_overwritten_without_resume(tmp_path):
         RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), progress=False).run()
     summary = RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), resume=True, progress=False).run()
     assert summary["episodes"] == 1 and summary["episodes_this_run"] == 0
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "rollout").glob("*.yaml")))
+def test_shipped_rollout_configs_are_valid(path):
+    config = RolloutConfig.from_yaml(path)
+    assert config.domains and config.agent["name"]
+
+
+def test_unknown_agent_options_are_refused_before_anything_runs():
+    with pytest.raises(ValueError, match="has no option"):
+        oracle_config(agent={"name": "llm", "modle": "gpt-4o"})
