@@ -108,32 +108,33 @@ class LLMAgent(Policy):
             return text
         return text if text.startswith("[") else f"[action] {text}"
 
-    def act(self, observation: dict, info: dict) -> Any:
+    def _request(self, observation: dict, info: dict) -> tuple[list[dict], Optional[list[dict]]]:
         self._new_episode(info)
+        if self.native_tools:
+            return self._native_request(observation, info)
+        return self._text_request(observation, info), None
+
+    def _account(self, response: Any = None, error: Optional[LLMCallError] = None) -> None:
+        self._usage.add(error.usage if error is not None else response)
+
+    def act(self, observation: dict, info: dict) -> Any:
+        messages, tools = self._request(observation, info)
         try:
-            if self.native_tools:
-                messages, tools = self._native_request(observation, info)
-                response = self.client.complete(messages, tools=tools)
-            else:
-                response = self.client.complete(self._text_request(observation, info))
+            response = self.client.complete(messages, tools=tools)
         except LLMCallError as exc:
-            self._usage.add(exc.usage)
+            self._account(error=exc)  # failed attempts count too
             raise
-        self._usage.add(response)
+        self._account(response)
         return self._to_action(response)
 
     async def aact(self, observation: dict, info: dict) -> Any:
-        self._new_episode(info)
+        messages, tools = self._request(observation, info)
         try:
-            if self.native_tools:
-                messages, tools = self._native_request(observation, info)
-                response = await self.client.acomplete(messages, tools=tools)
-            else:
-                response = await self.client.acomplete(self._text_request(observation, info))
+            response = await self.client.acomplete(messages, tools=tools)
         except LLMCallError as exc:
-            self._usage.add(exc.usage)
+            self._account(error=exc)
             raise
-        self._usage.add(response)
+        self._account(response)
         return self._to_action(response)
 
     def usage(self) -> dict[str, Any]:
