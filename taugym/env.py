@@ -195,6 +195,7 @@ class TauEnv(gym.Env):
             raise ValueError(f"unknown reset option(s) {unknown}; the only option is 'task_id'")
         index = self._choose_task(options.get("task_id"))
         self.task = self.domain.tasks[index]
+        self._task_info = self.task.to_dict()  # once per episode, not per step
         self.session = self.domain.new_session(index)
         self.step_count = 0
         self.episode_complete = False
@@ -400,7 +401,7 @@ class TauEnv(gym.Env):
             "domain": self.domain.name,
             "backend": self.config.backend,
             "episode_id": self.episode_id,
-            "task": self.task.to_dict(),
+            "task": self._task_info,
             "messages": list(self.messages),
             "tools": self.domain.tool_schemas,
             "step_count": self.step_count,
