@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
 import taugym
 from taugym import TauEnv
 from taugym.agents import Policy
+from taugym.llm import LLMUsage
 
 from rollout.dataset import episode_row_from_info, step_row
-
-_USAGE_KEYS = ("calls", "retries", "failures", "prompt_tokens", "completion_tokens", "cost_usd")
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,12 @@ def item_seed(base_seed: int, domain: str, task_id: str, trial: int) -> int:
 
 
 def merge_usage(*usages: dict) -> dict:
-    """Sum LLM accounting dicts (user and agent)."""
-    total = {key: 0 for key in _USAGE_KEYS}
-    total["cost_usd"] = 0.0
+    """Sum LLM accounting dicts (user and agent) with the one accounting type, :class:`LLMUsage`."""
+    counted = [field.name for field in fields(LLMUsage)]
+    total = LLMUsage()
     for usage in usages:
-        for key in _USAGE_KEYS:
-            total[key] += usage.get(key, 0) or 0
-    return total
+        total.add(LLMUsage(**{name: usage.get(name) or 0 for name in counted}))
+    return total.as_dict()
 
 
 def _action_text(action: Any) -> str:

@@ -26,9 +26,11 @@ from typing import Callable, Optional
 
 import ray
 
+import taugym
+
 from rollout.config import RolloutConfig
-from rollout.dataset import ParquetEpisodeWriter, completed_keys
-from rollout.episode import WorkItem, item_seed
+from rollout.dataset import ParquetEpisodeWriter, completed_keys, episode_row_from_info
+from rollout.episode import WorkItem, episode_id, error_info, item_seed
 from rollout.rate_limit import start_rate_limit_service
 from rollout.summary import summarize
 
@@ -235,11 +237,6 @@ class RolloutJob:
 
     def _lost_item(self, item: WorkItem, run_id: str, exc: Exception) -> dict:
         """The error row of a work item whose actor died every time it ran it."""
-        import taugym
-
-        from rollout.dataset import episode_row_from_info
-        from rollout.episode import episode_id, error_info
-
         cause = {"source": "actor", "type": type(exc).__name__,
                  "message": f"the actor died {self.config.max_attempts_per_episode} times running this episode"}
         info = {**error_info(self.config.env.get("backend", "tau2"), item, []), "termination": "error", "error": cause}

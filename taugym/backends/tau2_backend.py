@@ -20,6 +20,7 @@ ACTION and COMMUNICATE bases with tau2's own evaluators on the trajectory.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import json
@@ -108,7 +109,7 @@ class CopyOnReadDict(dict):
     def _own(self, key: Any) -> Any:
         value = dict.__getitem__(self, key)
         if not self.shared_reads and value is self.pristine.get(key, _MISSING):
-            value = value.model_copy(deep=True) if hasattr(value, "model_copy") else _deepcopy(value)
+            value = value.model_copy(deep=True) if hasattr(value, "model_copy") else copy.deepcopy(value)
             dict.__setitem__(self, key, value)
         return value
 
@@ -146,12 +147,6 @@ class CopyOnReadDict(dict):
 
     def __reduce__(self):  # pickles as a plain dict of the current state
         return (dict, (self.copy(),))
-
-
-def _deepcopy(value: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(value)
 
 
 class DatabaseHasher:
@@ -294,12 +289,12 @@ class Tau2Domain(Domain):
         """A tau2 ``Environment`` over per-episode views of the pristine databases."""
         if solo_mode:
             return self._constructor(solo_mode=True)
-        env = _copy(self._pristine_env)
+        env = copy.copy(self._pristine_env)
         if self._agent_db is not None:
-            env.tools = _copy(self._pristine_env.tools)
+            env.tools = copy.copy(self._pristine_env.tools)
             env.tools.db = _overlay_db(self._agent_db)
         if self._user_db is not None:
-            env.user_tools = _copy(self._pristine_env.user_tools)
+            env.user_tools = copy.copy(self._pristine_env.user_tools)
             env.user_tools.db = _overlay_db(self._user_db)
         env.sync_tools()
         return env
@@ -400,12 +395,6 @@ def _literal(node: Any) -> Optional[float]:
     return None
 
 
-def _copy(obj: Any) -> Any:
-    import copy
-
-    return copy.copy(obj)
-
-
 def _is_overlay(db: Any) -> bool:
     return any(isinstance(v, CopyOnReadDict) for v in db.__dict__.values())
 
@@ -487,13 +476,12 @@ class Tau2Session(Session):
                 "which need an LLM judge that TauGym does not run"
             )
         reward, breakdown = 1.0, {}
-        if basis & {RewardType.DB, RewardType.ENV_ASSERTION}:
-            if RewardType.DB in basis:
-                breakdown[RewardType.DB] = db_check.db_reward
-                reward *= db_check.db_reward
-            if RewardType.ENV_ASSERTION in basis:
-                breakdown[RewardType.ENV_ASSERTION] = env_assertion_reward
-                reward *= env_assertion_reward
+        if RewardType.DB in basis:
+            breakdown[RewardType.DB] = db_check.db_reward
+            reward *= db_check.db_reward
+        if RewardType.ENV_ASSERTION in basis:
+            breakdown[RewardType.ENV_ASSERTION] = env_assertion_reward
+            reward *= env_assertion_reward
         if RewardType.ACTION in basis:
             breakdown.update(action_info.reward_breakdown or {})
             reward *= action_info.reward

@@ -41,11 +41,10 @@ class LLMUser(SimulatedUser):
         client = client_from_config(config, config.user_model, config.user_provider, config.user_base_url, config.user_llm_args)
         return cls(client, system_prompt_for)
 
-    def _begin(self, task: TaskSpec, seed: int) -> None:
+    def _begin(self, task: TaskSpec) -> None:
         self._system = self.system_prompt_for(task)
         self._history = []
         self._usage = LLMUsage()
-        self._seed = seed
 
     def _messages(self, agent_message: str) -> list[dict]:
         self._history.append({"role": "user", "content": agent_message})
@@ -58,11 +57,11 @@ class LLMUser(SimulatedUser):
         return text
 
     def start(self, task: TaskSpec, agent_greeting: str, seed: int) -> str:
-        self._begin(task, seed)
+        self._begin(task)
         return self.respond(agent_greeting or DEFAULT_GREETING)
 
     async def astart(self, task: TaskSpec, agent_greeting: str, seed: int) -> str:
-        self._begin(task, seed)
+        self._begin(task)
         return await self.arespond(agent_greeting or DEFAULT_GREETING)
 
     def respond(self, agent_message: str) -> str:
