@@ -19,8 +19,10 @@ class RolloutConfig:
 
     Attributes:
         domains: the domains to run (``task_category`` of each env).
-        tasks: ``"all"`` (every task of the domain), a split name
-            (``"test"``, ``"train"``, ...) or a list of task ids.
+        tasks: None (default: the backend's default split, ``base`` on tau2
+            as ``tau2 run``, ``test`` on v1), a split name (``"train"``,
+            ``"test"``, ``"base"``, telecom's ``"full"``), ``"all"`` (every
+            task of the domain's task list) or a list of task ids.
         trials: episodes per task (pass^k is reported for k = 1..trials).
         seed: base seed; each (domain, task, trial) gets its own seed from it.
         agent: ``{"name": "oracle" | "random" | "llm", ...options}``.
@@ -36,7 +38,7 @@ class RolloutConfig:
     """
 
     domains: list[str] = field(default_factory=lambda: ["retail", "airline"])
-    tasks: Union[str, list[str]] = "all"
+    tasks: Union[str, list[str], None] = None
     trials: int = 1
     seed: int = 0
     agent: dict = field(default_factory=lambda: {"name": "oracle"})
@@ -52,8 +54,8 @@ class RolloutConfig:
         """Check the values; raise ``ValueError`` saying what to write instead."""
         if not isinstance(self.domains, list) or not self.domains:
             raise ValueError("domains must be a non-empty list such as [retail, airline]")
-        if not (self.tasks == "all" or isinstance(self.tasks, (str, list))):
-            raise ValueError("tasks must be 'all', a split name, or a list of task ids")
+        if not (self.tasks is None or isinstance(self.tasks, (str, list))):
+            raise ValueError("tasks must be null (the backend's default split), 'all', a split name, or a list of task ids")
         for name in ("trials", "actors", "episodes_per_actor", "max_attempts_per_episode", "rows_per_file"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from taugym.agents import OraclePolicy, RandomPolicy
-from conftest import run_episode, tau2_reward
+from conftest import run_episode
+from reference import tau2_reward
 
 
 def _sample(env, count, seed):
