@@ -10,15 +10,15 @@ from taugym.agents import OraclePolicy, RandomPolicy
 class DoNothing(OraclePolicy):
     """Ends the conversation at once."""
 
-    def plan(self, task):
+    def plan(self, task, info=None):
         return ["[finish]"]
 
 
 class BrokenOracle(OraclePolicy):
     """The oracle without the task's last gold action."""
 
-    def plan(self, task):
-        return super().plan({**task, "gold_actions": task["gold_actions"][:-1]})
+    def plan(self, task, info=None):
+        return super().plan({**task, "gold_actions": task["gold_actions"][:-1]}, info)
 
 
 POLICIES = {

@@ -36,7 +36,7 @@ def test_random_policy_earns_zero_on_nearly_all_retail_tasks(retail_env):
 class _DropLastWrite(OraclePolicy):
     """The oracle, minus its last state-changing call: must score 0 on both sides."""
 
-    def plan(self, task):
+    def plan(self, task, info=None):
         actions = super().plan(task)
         writes = [i for i, a in enumerate(actions) if a.startswith("[answer]") and '"get_' not in a and "find_" not in a]
         if writes:
@@ -96,3 +96,22 @@ def test_step_penalty_and_normalized_return():
     lowest = -0.01 * env.config.max_steps
     assert reward == pytest.approx((1.0 - 0.01 * steps - lowest) / (1.0 - lowest))
     assert 0.0 <= reward <= 1.0
+
+
+def test_oracle_demonstrations_take_their_arguments_from_the_conversation(retail_env, airline_env):
+    from taugym.agents.oracle import grounded_calls
+
+    grounded = total = 0
+    for env in (retail_env, airline_env):
+        for index in _sample(env, 8, seed=21):
+            reward, info, _ = run_episode(env, OraclePolicy(), env.domain.tasks[index].task_id)
+            assert reward == 1.0
+            counts = grounded_calls(info["messages"])
+            grounded, total = grounded + counts[0], total + counts[1]
+            bare = grounded_calls(_bare_oracle_messages(env, env.domain.tasks[index].task_id))
+            assert counts[0] >= bare[0]  # never fewer grounded calls than the bare gold replay
+    assert grounded / total >= 0.8, (grounded, total)
+
+
+def _bare_oracle_messages(env, task_id):
+    return run_episode(env, OraclePolicy(grounded=False), task_id)[1]["messages"]

@@ -156,6 +156,10 @@ class Domain(ABC):
         guidelines and the task's scenario (tau2's layout; backends override)."""
         return f"{self.user_guidelines}\n\n<scenario>\n{task.user_instructions}\n</scenario>".strip()
 
+    def is_read_only(self, tool_name: str) -> bool:
+        """Whether the tool only reads (the backend says so; False when it cannot tell)."""
+        return False
+
     def tool_names(self) -> list[str]:
         return [schema["function"]["name"] for schema in self.tool_schemas]
 

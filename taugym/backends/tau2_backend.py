@@ -476,7 +476,7 @@ class Tau2Domain(Domain):
         env = self.episode_environment(index)
         for action in (task.evaluation_criteria.actions or []) if task.evaluation_criteria else []:
             try:
-                with _shared_reads(env, self._is_read_only(action.name)):
+                with _shared_reads(env, self.is_read_only(action.name)):
                     env.make_tool_call(tool_name=action.name, requestor=action.requestor, **action.arguments)
             except Exception as exc:  # tau2 logs and goes on
                 _log.debug("gold action %s failed: %s", action.name, exc)
@@ -491,7 +491,8 @@ class Tau2Domain(Domain):
             problem = check_arithmetic_expression(arguments.get("expression", ""))
         return problem
 
-    def _is_read_only(self, tool_name: str) -> bool:
+    def is_read_only(self, tool_name: str) -> bool:
+        """tau2's own tool type: READ tools change nothing."""
         return self._tool_types.get(tool_name) == _tau2["ToolType"].READ
 
     def new_session(self, task_index: int) -> "Tau2Session":
@@ -574,7 +575,7 @@ class Tau2Session(Session):
     def _call(self, name: str, arguments: dict, call_id: str, requestor: str) -> ToolResult:
         m = _tau2["messages"]
         call = m.ToolCall(id=call_id, name=name, arguments=arguments, requestor=requestor)
-        with _shared_reads(self.env, self.domain._is_read_only(name)):
+        with _shared_reads(self.env, self.domain.is_read_only(name)):
             response = self.env.get_response(call)
         caller = m.UserMessage(role="user", content=None, tool_calls=[call]) if requestor == "user" else (
             m.AssistantMessage(role="assistant", content=None, tool_calls=[call]))

@@ -17,6 +17,12 @@ precedence, for each agent message:
 * if the agent says goodbye or asks whether there is anything else, or stalls
   (repeats itself, or exceeds ``patience`` messages), it ends with ``###STOP###``;
 * if the agent asks for confirmation, it confirms ("yes");
+* if the agent offers choices in quotes ("'no longer needed' or 'ordered by
+  mistake'?"), it picks the one closest to its scenario and says it;
+* if the agent asks a question, it answers with the sentences of its
+  scenario (what it knows, its reason for calling, its instructions) that
+  share a word with the question, and with all it knows of itself when the
+  question is about its identity (name, email, zip, ids);
 * if the agent asks for details (name, email, zip, ids, ...), it gives the
   facts the scenario says it knows;
 * otherwise it restates its reason for calling.
@@ -51,7 +57,7 @@ _OPENINGS = ("Hi. {reason}", "Hello! {reason}", "Hi there. {reason}")
 class ScriptedUser(SimulatedUser):
     """A deterministic, seedable offline user (see the module docstring)."""
 
-    def __init__(self, patience: int = 12):
+    def __init__(self, patience: int = 30):
         self.patience = patience
         self._task: TaskSpec | None = None
         self._rng = random.Random(0)
@@ -84,10 +90,18 @@ class ScriptedUser(SimulatedUser):
         device_reply = self._use_device(agent_message)
         if device_reply is not None:
             return device_reply
-        if _CLOSING.search(agent_message) or agent_message == previous or len(self._agent_messages) > self.patience:
+        if _CLOSING.search(agent_message) or len(self._agent_messages) > self.patience:
+            return "No, that's all. Thank you! ###STOP###"
+        choice = self._choose(agent_message)  # a choice asked again (another order) is not a stall
+        if choice is not None:
+            return choice
+        if agent_message == previous:
             return "No, that's all. Thank you! ###STOP###"
         if _CONFIRM.search(agent_message):
             return "Yes, please go ahead."
+        answer = self._answer(agent_message)
+        if answer is not None:
+            return answer
         if _ASK_DETAILS.search(agent_message) and self._task.known_info:
             self._gave_details = True
             return _first_person(self._task.known_info)
@@ -95,6 +109,34 @@ class ScriptedUser(SimulatedUser):
             self._gave_details = True
             return _first_person(self._task.known_info)
         return "Could you help me with that? " + _first_person(self._task.reason_for_call)
+
+    def _scenario_sentences(self) -> list[str]:
+        task = self._task
+        parts = (task.known_info, task.reason_for_call, task.task_instructions)
+        return [sentence for part in parts for sentence in re.split(r"(?<=[.!?])\s+", " ".join(part.split())) if sentence]
+
+    def _choose(self, agent_message: str) -> Optional[str]:
+        """The quoted option closest to the scenario, when the agent offers two or more."""
+        options = re.findall(r"'([^']+)'", agent_message)
+        if "?" not in agent_message or len(options) < 2:
+            return None
+        scenario = _content_words(" ".join(self._scenario_sentences()))
+        best = max(options, key=lambda option: len(_content_words(option) & scenario))
+        return f"'{best}', please."
+
+    def _answer(self, agent_message: str) -> Optional[str]:
+        """The scenario's sentences about what the agent asks, or None when none is."""
+        if "?" not in agent_message:
+            return None
+        asked = _content_words(agent_message)
+        matching = [sentence for sentence in self._scenario_sentences() if _content_words(sentence) & asked]
+        if _ASK_DETAILS.search(agent_message) and self._task.known_info:  # identification: all it knows
+            known = set(re.split(r"(?<=[.!?])\s+", " ".join(self._task.known_info.split())))
+            matching = [s for s in self._scenario_sentences() if s in known] + [s for s in matching if s not in known]
+        if not matching:
+            return None
+        self._gave_details = True
+        return " ".join(_first_person(sentence) for sentence in matching)
 
     def _use_device(self, agent_message: str) -> Optional[str]:
         """Run the device tools the agent asked for; None when it asked for none."""
@@ -141,6 +183,17 @@ def _json_object_in(text: str) -> dict:
     except json.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+_STOPWORDS = frozenset(
+    "a an and are as at be by can could do for from have help how i if in is it me my of on or our please "
+    "should so tell that the then this to us was we what when which will with would you your yours".split()
+)
+
+
+def _content_words(text: str) -> set[str]:
+    """The words of ``text`` that carry meaning (lower case, no stop words)."""
+    return {word for word in re.findall(r"[a-z0-9]+", text.lower()) if len(word) > 1 and word not in _STOPWORDS}
 
 
 _SUBJECT_FOLLOWERS = (
