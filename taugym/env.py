@@ -305,7 +305,7 @@ class TauEnv(gym.Env):
                 else:
                     feedback = f"Error: the user simulator failed: {error['message']}"
         self._last_feedback = feedback
-        _log.info("step %d %s | %s", self.step_count, str(action)[:200], feedback[:200])
+        _log.info("step %d %s | %s", self.step_count, _preview(action), feedback[:200])
         return self._finish_step(stop, error)
 
     def _finish_step(self, stop: Optional[str], error: Optional[dict]) -> tuple:
@@ -473,6 +473,16 @@ def _ask_sync(user: SimulatedUser, request: _UserRequest) -> str:
     if request.task is not None:
         return user.start(request.task, request.message or "", request.seed)
     return user.respond(request.message)
+
+
+def _preview(action: Any) -> str:
+    """The start of an action for the log; never raises (``str`` of a huge int does)."""
+    if isinstance(action, str):
+        return action[:200]
+    try:
+        return str(action)[:200]
+    except Exception:
+        return f"<{type(action).__name__}>"
 
 
 def _json(value: Any) -> str:
