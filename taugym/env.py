@@ -243,9 +243,10 @@ class TauEnv(gym.Env):
                 f"task id {task_id!r} is not a {self.domain.name} task (task_category is "
                 f"{self.domain.name!r}); valid range: {valid}"
             )
-        if not number.isdigit() or not 0 <= int(number) < count:
+        index = int(number) if number.isascii() and number.isdigit() else -1
+        if not 0 <= index < count or self.domain.tasks[index].task_id != task_id:  # 'retail-5' is not 'retail-005'
             raise ValueError(f"unknown task id {task_id!r}; valid range: {valid}")
-        return int(number)
+        return index
 
     # ------------------------------------------------------------------- step
     def step(self, action: Any):

@@ -54,7 +54,7 @@ __all__ = [
 logger = logging.getLogger("taugym.llm")
 
 # Parameters the client controls itself; callers set them on the client.
-_RESERVED_KWARGS = frozenset(
+RESERVED_PARAMS = frozenset(
     {
         "model",
         "messages",
@@ -528,7 +528,7 @@ class LLMClient:
             raise ValueError("timeout_s and deadline_s must be > 0")
         if backoff_initial_s < 0 or backoff_max_s < 0:
             raise ValueError("backoff_initial_s and backoff_max_s must be >= 0")
-        bad = _RESERVED_KWARGS.intersection(default_params)
+        bad = RESERVED_PARAMS.intersection(default_params)
         if bad:
             raise TypeError(
                 f"LLMClient manages {sorted(bad)} itself; use the constructor arguments instead"
@@ -626,7 +626,7 @@ class LLMClient:
         tools: Sequence[Mapping[str, Any]] | None,
         overrides: Mapping[str, Any],
     ) -> tuple[dict[str, Any], int]:
-        bad = _RESERVED_KWARGS.intersection(overrides)
+        bad = RESERVED_PARAMS.intersection(overrides)
         if bad:
             raise TypeError(
                 f"LLMClient manages {sorted(bad)} itself; set them on the client"
