@@ -11,7 +11,7 @@ import yaml
 
 from taugym.agents import AGENTS
 from taugym.backends import get_backend
-from taugym.config import TauGymConfig, is_finite_number, load_yaml_mapping, options_dataclass
+from taugym.config import TauGymConfig, is_finite_number, load_yaml_mapping, options_dataclass, yaml_problem
 
 
 @dataclass
@@ -149,7 +149,11 @@ class RolloutConfig:
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "RolloutConfig":
         """Load a rollout config from a YAML file."""
-        return cls.from_dict(load_yaml_mapping(path, "rollout config", "configs/rollout/"))
+        values = load_yaml_mapping(path, "rollout config", "configs/rollout/")
+        try:
+            return cls.from_dict(values)
+        except ValueError as exc:
+            raise ValueError(f"rollout config {path}: {exc}") from None
 
     def with_overrides(self, overrides: list[str]) -> "RolloutConfig":
         """Apply ``key=value`` overrides (YAML values; ``env.max_steps=10`` reaches into a mapping)."""
@@ -158,7 +162,13 @@ class RolloutConfig:
             if "=" not in item:
                 raise ValueError(f"override {item!r} must look like key=value, e.g. actors=4 or env.max_steps=10")
             key, raw = item.split("=", 1)
-            value = yaml.safe_load(raw)
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError as exc:
+                raise ValueError(
+                    f"override {item!r}: the value is not valid YAML ({yaml_problem(exc)}); "
+                    "quote it in the shell, e.g. 'env={user_strategy: scripted}'"
+                ) from None
             target = values
             *parents, leaf = key.strip().split(".")
             for parent in parents:

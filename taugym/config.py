@@ -187,8 +187,23 @@ def load_yaml_mapping(path: Union[str, Path], what: str, shipped: str) -> Any:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} file not found: {path}; the shipped ones are in {shipped}")
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; pass a YAML file such as one in {shipped}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{what} file {path} is not valid YAML: {yaml_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} file {path} cannot be read: {exc}") from None
+
+
+def yaml_problem(exc: Exception) -> str:
+    """What a YAML parser error says, in one line, with its line and column when it has them."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{problem}{where}"
 
 
 def is_finite_number(value: Any) -> bool:
