@@ -115,3 +115,107 @@ def test_a_domain_without_the_default_split_runs_in_a_rollout():
     env = TauEnv(config.env_config("mock"))  # what each actor builds
     observation, info = env.reset(options={"task_id": "mock-000"})
     assert info["task_id"] == "mock-000"
+
+
+# ---------------------------------------------------------------- item 10
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+
+from taugym.agents import OraclePolicy  # noqa: E402
+
+try:
+    from fake_llm_server import Reply, fake_llm_server
+    from test_llm_env import FAKE_KEY, _isolated, make_agent, make_env, scripted_conversation
+except ImportError:  # pragma: no cover
+    from tests.fake_llm_server import Reply, fake_llm_server  # type: ignore
+    from tests.test_llm_env import FAKE_KEY, _isolated, make_agent, make_env, scripted_conversation  # type: ignore
+
+__all__ = ["fake_llm_server", "_isolated"]
+
+
+def test_a_failed_reset_refuses_step_until_a_reset_succeeds(fake_llm_server):
+    fake_llm_server.set_handler(scripted_conversation)
+    env = make_env(fake_llm_server, llm_max_attempts=1)
+    env.reset(seed=0)
+    env.step("[search] tools")
+    fake_llm_server.set_handler(lambda request: Reply.server_error(500))
+    with pytest.raises(RuntimeError, match="could not start"):
+        env.reset(seed=1)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step("[search] tools")  # neither the new episode nor the old one
+    fake_llm_server.set_handler(scripted_conversation)
+    observation, info = env.reset(seed=1)
+    observation, *_ = env.step("[search] tools")
+    assert int(observation["step_count"]) == 1
+
+
+def test_an_error_in_a_tasks_set_up_is_labelled_as_set_up_not_as_the_user(monkeypatch):
+    from rollout.episode import WorkItem, play_episode
+
+    env = TauEnv(user_strategy="scripted")
+
+    def broken_set_up(index):
+        raise KeyError("initialization action of the task failed")
+
+    monkeypatch.setattr(env.domain, "new_session", broken_set_up)
+    result = asyncio.run(play_episode(env, OraclePolicy(), WorkItem("retail", "retail-000", 0, 1), run_id="r",
+                                      agent_name="oracle", agent_model=None))
+    row = result["episode"]
+    assert row["error"] and row["error_cause"].startswith("setup: "), row["error_cause"]
+    assert "initialization action" in row["error_cause"]
+
+
+def test_rewards_are_never_negative_zero(env):
+    from rollout.episode import WorkItem, play_episode
+
+    result = asyncio.run(play_episode(env, OraclePolicy(), WorkItem("retail", "retail-000", 0, 1), run_id="r",
+                                      agent_name="oracle", agent_model=None))
+    rewards = [row["reward"] for row in result["steps"]] + [result["episode"]["reward"]]
+    assert all(math.copysign(1.0, reward) == 1.0 for reward in rewards), rewards
+    env.reset(options={"task_id": "retail-000"})
+    _, reward, *_ = env.step("[search] tools")
+    assert math.copysign(1.0, reward) == 1.0
+
+
+def test_a_tokens_per_minute_limit_below_one_prompt_is_refused_at_once(fake_llm_server):
+    fake_llm_server.set_handler(scripted_conversation)
+    env = make_env(fake_llm_server, llm_tokens_per_minute=100)  # the user's prompt alone is thousands of tokens
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="llm_tokens_per_minute"):
+        env.reset(seed=0)
+    assert time.monotonic() - started < 5
+    assert not fake_llm_server.requests
+
+
+def test_waiting_for_the_rate_limit_counts_against_the_deadline(fake_llm_server):
+    fake_llm_server.set_handler(scripted_conversation)
+    env = make_env(fake_llm_server, llm_requests_per_minute=1, llm_deadline_s=2)  # one request a minute
+    env.reset(seed=0)
+    started = time.monotonic()
+    _, _, terminated, _, info = env.step("[action] Could you give me your order id?")
+    assert time.monotonic() - started < 5
+    assert terminated and info["termination"] == "error"
+    assert "llm_deadline_s" in info["error"]["message"] or "deadline" in info["error"]["message"]
+
+
+def test_a_provider_echoing_the_api_key_never_puts_it_in_info_or_logs(fake_llm_server, caplog):
+    def echo(request):
+        header = request.headers.get("Authorization", "")
+        if "<scenario>" in request.messages[0]["content"]:
+            return Reply.ok(f"I see your request came with {header}. {scripted_conversation(request).text}")
+        return Reply.ok(f"The header was {header} and the key is {header.split()[-1]}")
+
+    fake_llm_server.set_handler(echo)
+    env = make_env(fake_llm_server, verbose=True)
+    agent = make_agent(fake_llm_server, native_tools=False)
+    with caplog.at_level(logging.DEBUG):
+        observation, info = env.reset(seed=0)
+        action = agent.act(observation, info)
+        observation, reward, terminated, truncated, info = env.step(action)
+    assert any(FAKE_KEY[:10] in r.headers.get("Authorization", "") for r in fake_llm_server.requests)  # it was sent
+    assert FAKE_KEY not in json.dumps(info, default=str)
+    assert FAKE_KEY not in str(action) and FAKE_KEY not in observation["feedback"]
+    assert FAKE_KEY not in caplog.text
