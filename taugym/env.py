@@ -43,6 +43,21 @@ class UnicodeText(spaces.Text):
         return isinstance(x, str) and len(x) <= self.max_length
 
 
+class EpisodeStartError(RuntimeError):
+    """``reset`` could not start the episode; the env refuses ``step`` until a reset succeeds.
+
+    ``source`` says what failed: ``"setup"`` (the task's set-up in the
+    backend) or ``"user"`` (the simulated user's first message).
+    """
+
+    def __init__(self, message: str, source: str):
+        super().__init__(message)
+        self.source = source
+
+    def __reduce__(self):
+        return (EpisodeStartError, (str(self), self.source))
+
+
 class _UserRequest:
     """What the step logic asks of the user: a start, or a reply to ``message``."""
 
@@ -91,6 +106,9 @@ class TauEnv(gym.Env):
     of ``task_split`` (``data_mode="sequential"``) or a seeded draw from it.
     The conversation opens with the benchmark's greeting and the user's
     first message. The same seed gives the same task and the same user.
+    A reset that fails raises ``EpisodeStartError`` (``source``: ``setup``
+    for the task's set-up, ``user`` for the user's first message) and leaves
+    no episode: ``step`` is refused until a reset succeeds.
 
     ## Episode End
     Terminated when the user ends the conversation (``###STOP###``,
@@ -193,10 +211,17 @@ class TauEnv(gym.Env):
         unknown = sorted(set(options) - {"task_id"})
         if unknown:
             raise ValueError(f"unknown reset option(s) {unknown}; the only option is 'task_id'")
+        self.session = None  # no episode to step until this reset succeeds
         index = self._choose_task(options.get("task_id"))
         self.task = self.domain.tasks[index]
         self._task_info = self.task.to_dict()  # once per episode, not per step
-        self.session = self.domain.new_session(index)
+        try:
+            session = self.domain.new_session(index)
+        except Exception as exc:
+            raise EpisodeStartError(
+                f"the set-up of task {self.task.task_id} failed: {type(exc).__name__}: {exc}", source="setup"
+            ) from exc
+        self.session = session
         self.step_count = 0
         self.episode_complete = False
         self.episode_return = 0.0
@@ -212,8 +237,10 @@ class TauEnv(gym.Env):
         try:
             first = yield _UserRequest(task=self.task, message=greeting or "", seed=user_seed)
         except Exception as exc:
-            raise RuntimeError(
-                f"the user simulator could not start task {self.task.task_id}: {type(exc).__name__}: {exc}"
+            self.session = None
+            raise EpisodeStartError(
+                f"the user simulator could not start task {self.task.task_id}: {type(exc).__name__}: {exc}",
+                source="user",
             ) from exc
         self._record_user(first)
         self._last_feedback = f"User: {first}"
@@ -262,7 +289,7 @@ class TauEnv(gym.Env):
 
     def _check_can_step(self) -> None:
         if self.session is None:
-            raise RuntimeError("call reset() before step()")
+            raise RuntimeError("call reset() before step(); after a reset that failed, call reset() again")
         if self.episode_complete:
             raise RuntimeError("the episode is over; call reset() to start a new one")
 
@@ -310,7 +337,7 @@ class TauEnv(gym.Env):
         return self._finish_step(stop, error)
 
     def _finish_step(self, stop: Optional[str], error: Optional[dict]) -> tuple:
-        reward = -float(self.config.step_penalty)
+        reward = 0.0 - float(self.config.step_penalty)  # not -0.0 when there is no penalty
         terminated = stop is not None or error is not None
         truncated = not terminated and self.step_count >= self.config.max_steps
         evaluation: Optional[Evaluation] = None
