@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch: the CPU build pinned here installs from a local wheel on our machines and from PyPI elsewhere
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test rollout bench clean
+.PHONY: install test rollout bench check-domains clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ rollout: install
 bench: install
 	$(PY) tests/bench/bench_env.py
 	$(PY) tests/bench/bench_rollout.py
+
+# every task of every tau2 domain against tau2's own scoring (slow, ~15 min; not part of make test)
+check-domains: install
+	$(PY) tests/bench/check_domains.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -20,8 +20,10 @@ class RolloutConfig:
 
     Attributes:
         domains: the domains to run (``task_category`` of each env).
-        tasks: ``"all"`` (every task of the domain), a split name
-            (``"test"``, ``"train"``, ...) or a list of task ids.
+        tasks: None (default: the backend's default split, ``base`` on tau2
+            as ``tau2 run``, ``test`` on v1), a split name (``"train"``,
+            ``"test"``, ``"base"``, telecom's ``"full"``), ``"all"`` (every
+            task of the domain's task list) or a list of task ids.
         trials: episodes per task (pass^k is reported for k = 1..trials).
         seed: base seed; each (domain, task, trial) gets its own seed from it.
         agent: ``{"name": "oracle" | "random" | "llm", ...options}``.
@@ -37,7 +39,7 @@ class RolloutConfig:
     """
 
     domains: list[str] = field(default_factory=lambda: ["retail", "airline"])
-    tasks: Union[str, list[str]] = "all"
+    tasks: Union[str, list[str], None] = None
     trials: int = 1
     seed: int = 0
     agent: dict = field(default_factory=lambda: {"name": "oracle"})
@@ -58,9 +60,11 @@ class RolloutConfig:
         if not isinstance(self.domains, list) or not self.domains or not all(isinstance(d, str) for d in self.domains):
             raise ValueError("domains must be a non-empty list such as [retail, airline]")
         tasks = self.tasks
-        if not (isinstance(tasks, str) and tasks or isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)):
+        if not (tasks is None or isinstance(tasks, str) and tasks
+                or isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)):
             raise ValueError(
-                f"tasks must be 'all', a split name, or a list of task ids such as [retail-000, airline-001], got {tasks!r}"
+                "tasks must be null (the backend's default split), 'all', a split name, or a list of task ids "
+                f"such as [retail-000, airline-001], got {tasks!r}"
             )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
@@ -116,7 +120,7 @@ class RolloutConfig:
                     raise ValueError(
                         f"unknown task id(s) {unknown}; valid: {domain}-000 … {domain}-{len(loaded.tasks) - 1:03d}"
                     )
-            elif self.tasks != "all" and self.tasks not in loaded.splits:
+            elif self.tasks not in (None, "all") and self.tasks not in loaded.splits:
                 raise ValueError(
                     f"tasks: {self.tasks!r} is not a split of {domain}; valid: {sorted(loaded.splits)} or 'all'"
                 )
@@ -134,7 +138,7 @@ class RolloutConfig:
             return TauGymConfig.from_dict(values)
         values["task_category"] = domain
         config = TauGymConfig.from_dict(values)
-        if "task_split" not in self.env:
+        if "task_split" not in self.env and config.task_split is not None:
             splits = get_backend(config.backend).load_domain(domain).splits
             if config.task_split not in splits:
                 chosen = self.tasks if isinstance(self.tasks, str) and self.tasks in splits else next(iter(splits))

@@ -97,12 +97,13 @@ def work_items(config: RolloutConfig) -> list[WorkItem]:
     for domain in config.domains:
         env_config = config.env_config(domain)
         loaded = get_backend(env_config.backend).load_domain(domain)
-        if config.tasks == "all":
+        split = loaded.default_split if config.tasks is None else config.tasks
+        if split == "all":
             task_ids = [t.task_id for t in loaded.tasks]
-        elif isinstance(config.tasks, str):
-            if config.tasks not in loaded.splits:
-                raise ValueError(f"tasks: {config.tasks!r} is not a split of {domain}; valid: {sorted(loaded.splits)} or 'all'")
-            task_ids = [loaded.tasks[i].task_id for i in loaded.splits[config.tasks]]
+        elif isinstance(split, str):
+            if split not in loaded.splits:
+                raise ValueError(f"tasks: {split!r} is not a split of {domain}; valid: {sorted(loaded.splits)} or 'all'")
+            task_ids = [loaded.tasks[i].task_id for i in loaded.splits[split]]
         else:
             valid = {t.task_id for t in loaded.tasks}
             task_ids = [t for t in config.tasks if t.startswith(f"{domain}-")]

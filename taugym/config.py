@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -29,12 +29,18 @@ class TauGymConfig:
             ``"tau_bench"`` (the original tau-bench, installed from source).
         task_category: the domain: ``"retail"``, ``"airline"``; also
             ``"telecom"`` and ``"mock"`` on the tau2 backend.
-        task_split: the backend's split that seeded task choice draws from
-            (tau2: ``train``, ``test``, ``base``; tau-bench: ``test``,
-            ``train``, ``dev``).
+        task_split: the backend's split that seeded task choice draws from;
+            None (default) is the backend's own default: ``base`` on tau2
+            (what ``tau2 run`` runs and the leaderboard reports), ``test`` on
+            tau-bench v1 (which has no ``base``). tau2: ``train``, ``test``,
+            ``base`` (= train ∪ test); telecom also ``small`` and ``full``
+            (2,285 tasks). tau-bench: ``test``, ``train``, ``dev``. Train on
+            ``train``, evaluate on ``test``: a policy trained on ``train``
+            has seen part of ``base``.
         data_source: a task id such as ``"retail-019"`` (index into the
-            backend's full task list, in its order), or None to choose by
-            the reset seed from ``task_split``.
+            backend's task list: tau2's ``base`` tasks first, in file order,
+            then the rest of the domain's task file, e.g. telecom's full
+            set), or None to choose by the reset seed from ``task_split``.
         data_mode: ``"single"`` (each reset picks one task: ``data_source``
             or a seeded draw) or ``"sequential"`` (resets walk the split in
             order, wrapping around).
@@ -45,11 +51,18 @@ class TauGymConfig:
             user when benchmarking).
         user_model, user_provider, user_base_url, user_llm_args: the LLM
             user's model, litellm provider, optional OpenAI-compatible base
-            URL and sampling arguments. API keys come from the provider's
-            environment variable (e.g. ``OPENAI_API_KEY``), never the config.
+            URL and sampling arguments. ``user_llm_args=None`` (default) is
+            the backend's own: ``{"temperature": 0.0}`` on tau2, none on
+            tau-bench v1 (the provider's default). API keys come from the
+            provider's environment variable (e.g. ``OPENAI_API_KEY``), never
+            the config.
 
     Episode:
         max_steps: steps before truncation (reward 0, evaluation still in info).
+        max_errors: tool calls that fail or are refused (the agent's and the
+            user's) before the episode ends with reward 0, as tau2's
+            ``max_errors`` rule; None (default) is the backend's own (10 on
+            tau2, no such rule on v1), 0 turns the rule off.
         step_penalty: subtracted from the reward at every step.
         normalize_rewards: map the episode return into [0, 1].
         seed: default seed for the first reset when none is passed.
@@ -68,7 +81,7 @@ class TauGymConfig:
     """
 
     # Task selection
-    task_split: str = "test"
+    task_split: Optional[str] = None
     task_category: str = "retail"
     data_source: Optional[str] = None
     data_mode: str = "single"
@@ -78,9 +91,10 @@ class TauGymConfig:
     user_model: str = "gpt-4o"
     user_provider: str = "openai"
     user_base_url: Optional[str] = None
-    user_llm_args: dict = field(default_factory=lambda: {"temperature": 0.0})
+    user_llm_args: Optional[dict] = None
     # Episode
     max_steps: int = 30
+    max_errors: Optional[int] = None
     verbose: bool = False
     seed: Optional[int] = 42
     normalize_rewards: bool = False
@@ -142,7 +156,14 @@ class TauGymConfig:
                 f"data_source must be a task id string such as 'retail-019' or null, got {self.data_source!r}"
             )
         check_llm_target(self.user_model, self.user_provider, self.user_base_url, prefix="user_")
-        check_sampling_args("user_llm_args", self.user_llm_args)
+        if self.user_llm_args is not None:  # null: the backend's default
+            check_sampling_args("user_llm_args", self.user_llm_args)
+        if self.task_split is not None and not isinstance(self.task_split, str):
+            raise ValueError(f"task_split must be a split name such as 'test' or null (the backend's default), got {self.task_split!r}")
+        if self.max_errors is not None and (
+            not isinstance(self.max_errors, int) or isinstance(self.max_errors, bool) or self.max_errors < 0
+        ):
+            raise ValueError(f"max_errors must be an integer >= 0 (0: no limit) or null (the backend's default), got {self.max_errors!r}")
         return self
 
     @classmethod

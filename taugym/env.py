@@ -23,7 +23,7 @@ from taugym.actions import (
 )
 from taugym.backends import USER_STOP_TOKENS, Domain, Evaluation, Session, TaskSpec, get_backend
 from taugym.config import TauGymConfig, get_default_config
-from taugym.users import SimulatedUser, make_user
+from taugym.users import SimulatedUser, UserDevice, make_user
 
 _log = logging.getLogger("taugym.env")
 
@@ -59,10 +59,10 @@ class EpisodeStartError(RuntimeError):
 
 
 class _UserRequest:
-    """What the step logic asks of the user: a start, or a reply to ``message``."""
+    """What the step logic asks of the user: a reply to ``message``."""
 
-    def __init__(self, message: Optional[str] = None, task: Optional[TaskSpec] = None, seed: int = 0):
-        self.message, self.task, self.seed = message, task, seed
+    def __init__(self, message: str):
+        self.message = message
 
 
 class TauEnv(gym.Env):
@@ -155,11 +155,13 @@ class TauEnv(gym.Env):
 
             set_backend_logging(self.config.verbose)
         self.domain: Domain = self.backend.load_domain(self.config.task_category)
-        if self.config.task_split not in self.domain.splits:
+        self.task_split = self.config.task_split or self.domain.default_split
+        if self.task_split not in self.domain.splits:
             raise ValueError(
-                f"task_split {self.config.task_split!r} is not a split of {self.config.backend} "
+                f"task_split {self.task_split!r} is not a split of {self.config.backend} "
                 f"{self.domain.name}; valid choices: {sorted(self.domain.splits)}"
             )
+        self.max_errors = self.domain.default_max_errors if self.config.max_errors is None else self.config.max_errors
         if self.config.data_source is not None:
             self._task_index(self.config.data_source)  # fail now, not at reset
         self.user: SimulatedUser = make_user(self.config, self.domain)
@@ -184,6 +186,7 @@ class TauEnv(gym.Env):
         self.episode_complete = False
         self.episode_return = 0.0
         self._call_counter = 0
+        self.tool_errors = 0
         self._last_feedback = ""
         self._end_info: dict[str, Any] = {}
 
@@ -226,16 +229,29 @@ class TauEnv(gym.Env):
         self.episode_complete = False
         self.episode_return = 0.0
         self._call_counter = 0
+        self.tool_errors = 0
         self._end_info = {}
         self.episode_id = self.np_random.bytes(8).hex()  # reproducible for a seed, like the rest
-        self.messages = [{"role": "system", "content": self.instruction}]
-        greeting = self.domain.first_agent_message
-        if greeting:
-            self.session.record_agent_message(greeting)
-            self.messages.append({"role": "assistant", "content": greeting})
-        user_seed = int(self.np_random.integers(0, 2**31 - 1))
+        history = self.session.agent_history()
+        self.messages = [{"role": "system", "content": self.instruction}, *history]
+        device = UserDevice(self.domain.user_tool_schemas, self._call_user_tool) if self.domain.user_tool_schemas else None
+        last = history[-1] if history else None
+        user_history = self.session.user_history()
+        if last is not None and last["role"] == "assistant":
+            user_history = user_history[:-1]  # the user is about to answer it, as in tau2's orchestrator
+        self.user.begin(self.task, int(self.np_random.integers(0, 2**31 - 1)), user_history, device)
+        if last is not None and last["role"] != "assistant":  # the history ends with the user's turn: the agent acts
+            self._last_feedback = _history_feedback(last)
+            return self._observation(), self._info()
+        if last is None:
+            greeting = self.domain.first_agent_message or ""
+            if greeting:
+                self.session.record_agent_message(greeting)
+                self.messages.append({"role": "assistant", "content": greeting})
+        else:
+            greeting = last["content"] or ""
         try:
-            first = yield _UserRequest(task=self.task, message=greeting or "", seed=user_seed)
+            first = yield _UserRequest(greeting)
         except Exception as exc:
             self.session = None
             raise EpisodeStartError(
@@ -252,7 +268,7 @@ class TauEnv(gym.Env):
             return self._task_index(task_id)
         if self.config.data_source is not None:
             return self._task_index(self.config.data_source)
-        split = self.domain.splits[self.config.task_split]
+        split = self.domain.splits[self.task_split]
         if self.config.data_mode == "sequential":
             index = split[self._sequential_position % len(split)]
             self._sequential_position += 1
@@ -338,17 +354,19 @@ class TauEnv(gym.Env):
 
     def _finish_step(self, stop: Optional[str], error: Optional[dict]) -> tuple:
         reward = 0.0 - float(self.config.step_penalty)  # not -0.0 when there is no penalty
-        terminated = stop is not None or error is not None
+        too_many_errors = stop is None and error is None and bool(self.max_errors) and self.tool_errors >= self.max_errors
+        terminated = stop is not None or error is not None or too_many_errors
         truncated = not terminated and self.step_count >= self.config.max_steps
         evaluation: Optional[Evaluation] = None
-        if stop is not None or truncated:
+        if stop is not None or truncated or too_many_errors:
             evaluation = self.session.evaluate(stop if stop is not None else None)  # type: ignore[arg-type]
             reward += evaluation.reward
         self.episode_return += reward
         if terminated or truncated:
             self.episode_complete = True
+            ending = "max_errors" if too_many_errors else "max_steps"
             self._end_info = {
-                "termination": "error" if error else (stop if stop else "max_steps"),
+                "termination": "error" if error else (stop if stop else ending),
                 "evaluation": evaluation.breakdown if evaluation else None,
                 "benchmark_reward": evaluation.reward if evaluation else None,
             }
@@ -385,10 +403,12 @@ class TauEnv(gym.Env):
     def _call_tool(self, call: ToolCallAction) -> str:
         problem = self.domain.check_tool_call(call.name, call.arguments)
         if problem is not None:
+            self.tool_errors += 1  # tau2's tools would have raised: an error towards max_errors
             return f"Error: {problem}"
         self._call_counter += 1
         call_id = call.call_id or f"call_{self._call_counter}"
         result = self.session.call_tool(call.name, call.arguments, call_id)
+        self.tool_errors += result.error
         self.messages.append(
             {
                 "role": "assistant",
@@ -408,6 +428,21 @@ class TauEnv(gym.Env):
         if len(content) > limit:
             content = content[:limit] + f"\n[... cut: the result has {len(result.content)} characters, {limit} shown]"
         return f"Tool {call.name}: {content}"
+
+    def _call_user_tool(self, name: str, arguments: Any, call_id: Optional[str]) -> str:
+        """Run one of the user's own tools for the user simulator; the result is the user's only."""
+        problem = (
+            f"the arguments of {name} must be a JSON object, got {type(arguments).__name__}"
+            if not isinstance(arguments, dict)
+            else self.domain.check_user_tool_call(name, arguments)
+        )
+        if problem is not None:
+            self.tool_errors += 1
+            return f"Error: {problem}"
+        self._call_counter += 1
+        result = self.session.call_user_tool(name, arguments, call_id or f"user_call_{self._call_counter}")
+        self.tool_errors += result.error
+        return result.content
 
     def _record_user(self, text: str) -> None:
         self.session.record_user_message(text)
@@ -470,7 +505,7 @@ def _drive_sync(steps: Generator, user: SimulatedUser):
         request = next(steps)
         while True:
             try:
-                reply = _ask_sync(user, request)
+                reply = user.respond(request.message)
             except Exception as exc:
                 request = steps.throw(exc)
             else:
@@ -485,10 +520,7 @@ async def _drive_async(steps: Generator, user: SimulatedUser):
         request = next(steps)
         while True:
             try:
-                if request.task is not None:
-                    reply = await user.astart(request.task, request.message or "", request.seed)
-                else:
-                    reply = await user.arespond(request.message)
+                reply = await user.arespond(request.message)
             except Exception as exc:
                 request = steps.throw(exc)
             else:
@@ -497,10 +529,11 @@ async def _drive_async(steps: Generator, user: SimulatedUser):
         return done.value
 
 
-def _ask_sync(user: SimulatedUser, request: _UserRequest) -> str:
-    if request.task is not None:
-        return user.start(request.task, request.message or "", request.seed)
-    return user.respond(request.message)
+def _history_feedback(message: dict) -> str:
+    """The feedback for the last message of a task's initial history."""
+    if message["role"] == "tool":
+        return f"Tool {message.get('name')}: {message['content']}"
+    return f"User: {message['content']}"
 
 
 def _preview(action: Any) -> str:

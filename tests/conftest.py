@@ -33,3 +33,4 @@ def retail_env():
 @pytest.fixture(scope="session")
 def airline_env():
     return TauEnv(task_category="airline", user_strategy="scripted")
+

@@ -25,7 +25,8 @@ def test_gym_make_and_direct_construction_both_work():
 
 def test_default_config_has_the_seed_options_and_defaults():
     config = get_default_config()
-    assert (config.task_category, config.task_split, config.data_source, config.data_mode) == ("retail", "test", None, "single")
+    assert (config.task_category, config.task_split, config.data_source, config.data_mode) == ("retail", None, None, "single")
+    assert (config.user_llm_args, config.max_errors) == (None, None)  # the backend's own defaults
     assert (config.user_strategy, config.user_model, config.user_provider) == ("llm", "gpt-4o", "openai")
     assert (config.max_steps, config.verbose, config.normalize_rewards) == (30, False, False)
     assert (config.backend, config.seed, config.step_penalty) == ("tau2", 42, 0.0)
@@ -65,8 +66,8 @@ def test_reset_is_deterministic_for_a_seed(retail_env):
     assert first[0]["feedback"] == second[0]["feedback"]
     chosen = {retail_env.reset(seed=s)[1]["task_id"] for s in range(12)}
     assert len(chosen) > 3  # seeds draw different tasks
-    test_split = {retail_env.domain.tasks[i].task_id for i in retail_env.domain.splits["test"]}
-    assert chosen <= test_split
+    base_split = {retail_env.domain.tasks[i].task_id for i in retail_env.domain.splits[retail_env.task_split]}
+    assert retail_env.task_split == "base" and chosen <= base_split  # tau2's default split
 
 
 def test_reset_options_choose_the_task_and_sequential_mode_walks_the_split():

@@ -203,3 +203,58 @@ def test_llm_user_and_agent_settings_load_from_yaml(tmp_path, fake_llm_server):
     assert env.user.client.max_attempts == 3 and env.user.client.rate_limiter is not None
     observation, _ = env.reset(seed=0)
     assert observation["feedback"] == "User: I want to check my order #W2378156."
+
+
+def _telecom_user(request: RecordedRequest) -> Reply:
+    """The telecom user: checks the status bar on its phone, then reports what it saw."""
+    messages = request.messages
+    if "<scenario>" not in (messages[0].get("content") or ""):
+        return Reply.ok("unused")
+    if messages[-1]["role"] == "tool":
+        return Reply.ok("My status bar says: " + messages[-1]["content"][:60])
+    if sum(1 for m in messages if m["role"] == "user") >= 2:
+        return Reply.tools(("check_status_bar", {}))
+    return Reply.ok("My phone has no internet.")
+
+
+def test_telecom_llm_user_calls_its_device_tools_and_only_it_sees_the_results(fake_llm_server):
+    from tau2.agent.base import is_valid_agent_history_message
+    from tau2.user.user_simulator import get_global_user_sim_guidelines
+
+    fake_llm_server.set_handler(_telecom_user)
+    env = make_env(fake_llm_server, task_category="telecom", data_source="telecom-000")
+    observation, info = env.reset()
+    assert observation["feedback"] == "User: My phone has no internet."
+    observation, reward, terminated, truncated, info = env.step("[action] What does your status bar show?")
+    assert observation["feedback"].startswith("User: My status bar says: ")
+    user_requests = [r for r in fake_llm_server.requests if "<scenario>" in r.messages[0]["content"]]
+    # tau2's user gets the tools guidelines and its device tools
+    assert get_global_user_sim_guidelines(use_tools=True).strip()[:300] in user_requests[0].messages[0]["content"]
+    device_tools = {t["function"]["name"] for t in user_requests[0].body["tools"]}
+    assert "check_status_bar" in device_tools and not device_tools & set(env.domain.tool_names())
+    # the call ran on the user's device; its result went back to the user model only
+    result = user_requests[-1].messages[-1]
+    assert result["role"] == "tool"
+    assert not [m for m in info["messages"] if m["role"] == "tool" or m.get("tool_calls")]
+    expected = env.session.env.user_tools.check_status_bar()
+    assert result["content"] == expected
+    user_calls = [m for m in env.session.messages if m.role == "user" and m.tool_calls]
+    assert [c.requestor for m in user_calls for c in m.tool_calls] == ["user"]
+    # the agent's messages are what tau2's agent sees of the same exchange
+    tau2_view = [(m.role, m.content) for m in env.session.messages if is_valid_agent_history_message(m)]
+    assert [(m["role"], m["content"]) for m in info["messages"][1:]] == tau2_view
+
+
+def test_llm_user_sees_a_tasks_initial_history(fake_llm_server):
+    fake_llm_server.set_handler(lambda request: Reply.ok("Please also mark it as important."))
+    env = make_env(fake_llm_server, task_category="mock", data_source="mock-004")
+    observation, info = env.reset()
+    user_request = fake_llm_server.requests[0].messages
+    assert [m["content"] for m in user_request[1:]] == [
+        "I need to create a task for the project review meeting.",  # its own turn: flipped to assistant
+        "I've created a task titled 'Project Review' for you. The task has been created with ID task_2 "
+        "and is currently in pending status.",
+    ]
+    assert [m["role"] for m in user_request[1:]] == ["assistant", "user"]
+    assert observation["feedback"] == "User: Please also mark it as important."
+    assert any(m.get("tool_calls") for m in info["messages"])  # the agent sees the history's tool call

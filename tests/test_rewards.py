@@ -9,6 +9,7 @@ import pytest
 
 from taugym.agents import OraclePolicy, RandomPolicy
 from conftest import run_episode
+from reference import tau2_reward
 
 
 def _sample(env, count, seed):
@@ -32,24 +33,6 @@ def test_random_policy_earns_zero_on_nearly_all_retail_tasks(retail_env):
     assert sum(rewards) / len(rewards) <= 0.2
 
 
-def _tau2_reward(env):
-    """tau2's own evaluate_simulation on the trajectory the env just recorded."""
-    from tau2.data_model.simulation import SimulationRun, TerminationReason
-    from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
-
-    session = env.session
-    run = SimulationRun(
-        id="check",
-        task_id=session.task.id,
-        start_time="",
-        end_time="",
-        duration=0.0,
-        termination_reason=TerminationReason.AGENT_STOP,
-        messages=session.messages,
-    )
-    return evaluate_simulation(run, session.task, EvaluationType.ALL, False, env.domain.name).reward
-
-
 class _DropLastWrite(OraclePolicy):
     """The oracle, minus its last state-changing call: must score 0 on both sides."""
 
@@ -68,7 +51,7 @@ def test_scores_equal_tau2_evaluate_simulation(retail_env, airline_env, policy_f
             reward, info, _ = run_episode(env, policy_factory(), env.domain.tasks[index].task_id)
             if info["termination"] == "max_steps":
                 continue  # tau2 scores truncation 0 without looking; compared in the truncation test
-            assert reward == _tau2_reward(env), (env.domain.tasks[index].task_id, info["evaluation"])
+            assert reward == tau2_reward(env), (env.domain.tasks[index].task_id, info["evaluation"])
 
 
 def test_database_hash_is_tau2_hash_after_writes(retail_env):

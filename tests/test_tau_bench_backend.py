@@ -327,3 +327,18 @@ def test_llm_user_gets_v1s_own_user_prompt(standin):
     user_module = importlib.import_module("tau_bench.envs.user")
     assert prompt == user_module.LLMUserSimulationEnv.build_system_prompt(None, task.user_instructions)
     assert task.user_instructions in prompt
+
+
+def test_v1_defaults_are_v1s_own_split_and_user_sampling(standin, monkeypatch):
+    from fake_llm_server import FakeLLMServer, Reply
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-key")
+    env = _env()
+    assert env.task_split == "test"  # v1 has no base split
+    with FakeLLMServer() as server:
+        server.enqueue(Reply.ok("Hi, I want to return an item."))
+        llm_env = TauEnv(backend="tau_bench", task_category="retail", user_strategy="llm", user_model="fake-user",
+                         user_provider="openai", user_base_url=server.base_url, llm_max_attempts=1)
+        llm_env.reset(options={"task_id": "retail-000"})
+        body = server.requests[0].body
+    assert "temperature" not in body  # v1's user sends none: the provider's default applies

@@ -1,8 +1,11 @@
 """OraclePolicy: replays the task's ground truth. A reference, not an agent.
 
-It calls every gold tool call of the task in order (``[answer]``), tells the
-user every piece of information the task requires to be communicated
-(``[action]``), then sends ``[finish]``. It reads the ground truth from
+It calls every gold tool call of the task in order (``[answer]``); a gold
+action that is the user's to do (tau2 telecom: toggling airplane mode on the
+user's phone) is asked of the user instead (``[action]`` naming the user's
+tool and its JSON arguments, which the scripted user performs). Then it
+tells the user every piece of information the task requires to be
+communicated (``[action]``) and sends ``[finish]``. It reads the ground truth from
 ``info["task"]``, which a learning policy must never do: use it to check the
 reward pipeline end to end and to produce demonstrations, labelled as such.
 """
@@ -27,8 +30,9 @@ class OraclePolicy(Policy):
         """The whole action sequence for a task (``TaskSpec.to_dict()``)."""
         actions = [
             "[answer] " + json.dumps({"name": a["name"], "arguments": a["arguments"]})
-            for a in task["gold_actions"]
             if a.get("requestor", "assistant") == "assistant"
+            else _ask_user_to(a["name"], a["arguments"])
+            for a in task["gold_actions"]
         ]
         if task["communicate_info"]:
             actions.append("[action] " + " ".join(f"{info}." for info in task["communicate_info"]))
@@ -43,3 +47,9 @@ class OraclePolicy(Policy):
             self._episode = episode
             self._plan = self.plan(info["task"])
         return self._plan.pop(0) if self._plan else "[finish]"
+
+
+def _ask_user_to(tool: str, arguments: dict) -> str:
+    """The message asking the user to run one of their own tools."""
+    with_arguments = f" with {json.dumps(arguments)}" if arguments else ""
+    return f"[action] Could you please do this on your phone: {tool}{with_arguments}?"

@@ -75,11 +75,34 @@ class Evaluation:
 
 
 class Session(ABC):
-    """One episode's live state in the backend."""
+    """One episode's live state in the backend.
+
+    Nothing a session does is visible to another session: every piece of a
+    domain's state (the agent's database, the user's database and device,
+    a toolkit's counters) is the session's own copy or overlay.
+    """
 
     @abstractmethod
     def call_tool(self, name: str, arguments: dict, call_id: str) -> ToolResult:
         """Run one tool call (already checked against the schema) and record it."""
+
+    def call_user_tool(self, name: str, arguments: dict, call_id: str) -> ToolResult:
+        """Run one call of the *user's* own tools (tau2 telecom's phone) and record it.
+
+        Its result belongs to the user: it is in the scored trajectory, never
+        in what the agent sees.
+        """
+        raise NotImplementedError("the users of this backend have no tools")
+
+    def agent_history(self) -> list[dict]:
+        """The task's initial conversation as the agent sees it (OpenAI chat format)."""
+        return []
+
+    def user_history(self) -> list[dict]:
+        """The task's initial conversation as the user sees it, in the benchmark's roles
+        (``user``: the user's own turns and tool calls; ``assistant``: the agent's
+        messages; ``tool``: results of the user's own calls)."""
+        return []
 
     @abstractmethod
     def record_agent_message(self, content: str) -> None:
@@ -100,16 +123,25 @@ class Session(ABC):
 
 
 class Domain(ABC):
-    """A loaded domain of a backend."""
+    """A loaded domain of a backend.
+
+    The class attributes ``default_split``, ``default_user_llm_args`` and
+    ``default_max_errors`` are what the backend's own runner uses when a
+    config leaves them unset.
+    """
 
     backend_name: str
     name: str
     policy: str
     tool_schemas: list[dict]
+    user_tool_schemas: list[dict] = []
     tasks: list[TaskSpec]
     splits: dict[str, list[int]]
     first_agent_message: Optional[str]
     user_guidelines: str
+    default_split: str = "test"
+    default_user_llm_args: dict = {}
+    default_max_errors: Optional[int] = None
 
     @abstractmethod
     def new_session(self, task_index: int) -> Session:
@@ -127,12 +159,6 @@ class Domain(ABC):
     def tool_names(self) -> list[str]:
         return [schema["function"]["name"] for schema in self.tool_schemas]
 
-    def tool_schema(self, name: str) -> Optional[dict]:
-        for schema in self.tool_schemas:
-            if schema["function"]["name"] == name:
-                return schema
-        return None
-
     def check_tool_call(self, name: str, arguments: dict) -> Optional[str]:
         """Why this call must not reach the tools (None when it may).
 
@@ -140,25 +166,32 @@ class Domain(ABC):
         its schema. Backends add guards for tools whose arguments could hang
         or exhaust the process.
         """
-        schema = self.tool_schema(name)
-        if schema is None:
-            return f"unknown tool {name!r}; the tools are: {', '.join(self.tool_names())}"
-        parameters = schema["function"].get("parameters") or {}
-        properties = parameters.get("properties") or {}
-        unknown = sorted(set(arguments) - set(properties))
-        if unknown:
-            return (
-                f"{name} has no argument(s) {unknown}; its arguments are "
-                f"{sorted(properties) or 'none'}"
-            )
-        missing = [arg for arg in parameters.get("required", []) if arg not in arguments]
-        if missing:
-            return f"{name} needs the argument(s) {missing}; send [search] {name} for its parameters"
-        for arg, value in arguments.items():
-            expected = _json_types(properties.get(arg) or {})
-            if expected and not any(_JSON_TYPE_CHECKS[t](value) for t in expected if t in _JSON_TYPE_CHECKS):
-                return f"argument {arg!r} of {name} must be of JSON type {' or '.join(expected)}, got {type(value).__name__}"
-        return None
+        return check_call_against_schemas(self.tool_schemas, name, arguments)
+
+    def check_user_tool_call(self, name: str, arguments: dict) -> Optional[str]:
+        """``check_tool_call`` for the user's own tools."""
+        return check_call_against_schemas(self.user_tool_schemas, name, arguments)
+
+
+def check_call_against_schemas(schemas: list[dict], name: str, arguments: dict) -> Optional[str]:
+    """Why a call of ``name`` with ``arguments`` does not fit ``schemas`` (None when it does)."""
+    by_name = {schema["function"]["name"]: schema for schema in schemas}
+    schema = by_name.get(name)
+    if schema is None:
+        return f"unknown tool {name!r}; the tools are: {', '.join(by_name)}"
+    parameters = schema["function"].get("parameters") or {}
+    properties = parameters.get("properties") or {}
+    unknown = sorted(set(arguments) - set(properties))
+    if unknown:
+        return f"{name} has no argument(s) {unknown}; its arguments are {sorted(properties) or 'none'}"
+    missing = [arg for arg in parameters.get("required", []) if arg not in arguments]
+    if missing:
+        return f"{name} needs the argument(s) {missing}; send [search] {name} for its parameters"
+    for arg, value in arguments.items():
+        expected = _json_types(properties.get(arg) or {})
+        if expected and not any(_JSON_TYPE_CHECKS[t](value) for t in expected if t in _JSON_TYPE_CHECKS):
+            return f"argument {arg!r} of {name} must be of JSON type {' or '.join(expected)}, got {type(value).__name__}"
+    return None
 
 
 _JSON_TYPE_CHECKS = {

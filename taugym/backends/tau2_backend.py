@@ -29,6 +29,8 @@ import os
 import threading
 from typing import Any, Iterator, Optional
 
+from pydantic import BaseModel
+
 from taugym.backends.base import Backend, Domain, Evaluation, Session, StopReason, TaskSpec, ToolResult
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # tau2 imports litellm: never fetch the cost map
@@ -57,6 +59,7 @@ def _import_tau2() -> dict[str, Any]:
             from tau2.registry import registry
             from tau2.agent.llm_agent import AGENT_INSTRUCTION, SYSTEM_PROMPT
             from tau2.user.user_simulator import get_global_user_sim_guidelines
+            from tau2 import config as tau2_config
         _tau2.update(
             messages=message_module,
             DBCheck=DBCheck,
@@ -73,6 +76,9 @@ def _import_tau2() -> dict[str, Any]:
                 agent_instruction=AGENT_INSTRUCTION, domain_policy="{policy}"
             ),
             user_guidelines=get_global_user_sim_guidelines(use_tools=False),
+            user_guidelines_with_tools=get_global_user_sim_guidelines(use_tools=True),
+            user_llm_args=dict(tau2_config.DEFAULT_LLM_ARGS_USER),
+            max_errors=tau2_config.DEFAULT_MAX_ERRORS,
         )
         return _tau2
 
@@ -149,6 +155,55 @@ class CopyOnReadDict(dict):
         return (dict, (self.copy(),))
 
 
+class CopyOnReadList(list):
+    """A list table (telecom's plans, customers, lines, ...) that copies an entity before handing it out.
+
+    The list itself is the episode's own (appends and removals stay in it);
+    its entries start as the pristine objects and each is replaced by a deep
+    copy the first time it is read through indexing or iteration, unless
+    ``shared_reads`` is set (while a read-only tool runs).
+    """
+
+    def __init__(self, pristine: list):
+        super().__init__(pristine)
+        self._pristine_ids = {id(value) for value in pristine}  # the pristine objects live on: ids stay unique
+        self.shared_reads = False
+
+    def _own(self, index: int) -> Any:
+        value = list.__getitem__(self, index)
+        if not self.shared_reads and id(value) in self._pristine_ids:
+            value = value.model_copy(deep=True) if hasattr(value, "model_copy") else copy.deepcopy(value)
+            list.__setitem__(self, index, value)
+        return value
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._own(i) for i in range(*index.indices(len(self)))]
+        return self._own(index)
+
+    def __iter__(self) -> Iterator[Any]:
+        for index in range(len(self)):
+            yield self._own(index)
+
+    def __reversed__(self) -> Iterator[Any]:
+        for index in range(len(self) - 1, -1, -1):
+            yield self._own(index)
+
+    def pop(self, index: int = -1) -> Any:
+        value = self._own(index)
+        list.__delitem__(self, index)
+        return value
+
+    def copy(self) -> list:
+        return [self._own(index) for index in range(len(self))]
+
+    def __reduce__(self):  # pickles as a plain list of the current state
+        return (list, (self.copy(),))
+
+
+_COPY_ON_READ = (CopyOnReadDict, CopyOnReadList)
+
+
 class DatabaseHasher:
     """tau2's database hash, computed from cached per-entity JSON pieces.
 
@@ -200,13 +255,93 @@ class DatabaseHasher:
 
 
 def _overlay_db(pristine_db: Any) -> Any:
-    """A per-episode view of the pristine database: tables become CopyOnReadDicts."""
+    """A per-episode view of the pristine database.
+
+    Tables that are dicts or lists become copy-on-read tables (retail's and
+    airline's dicts, telecom's lists): an entity is copied when an episode
+    first reads it. Every other field (the user's device and surroundings) is
+    deep-copied: the episode owns it outright.
+    """
     db = pristine_db.model_copy()  # shallow: a new model object sharing the tables
     for name in type(pristine_db).model_fields:
-        table = getattr(pristine_db, name)
-        if isinstance(table, dict):
-            object.__setattr__(db, name, CopyOnReadDict(table))
+        value = getattr(pristine_db, name)
+        if isinstance(value, dict):
+            own = CopyOnReadDict(value)
+        elif isinstance(value, list):
+            own = CopyOnReadList(value)
+        else:
+            own = copy.deepcopy(value)
+        object.__setattr__(db, name, own)
     return db
+
+
+def _toolkit_state(toolkit: Any) -> dict[str, Any]:
+    """A copy of the mutable state a toolkit holds besides its database.
+
+    That is its instance attributes (telecom's id counter) and class-level
+    models or containers that tools write through: telecom's ``connect_vpn``
+    hands the class-level ``default_vpn_details`` to the device and
+    ``break_vpn`` then changes it in place, which in tau2 itself leaks into
+    every later environment of the process. Each episode gets its own copy of
+    this snapshot, taken when the domain loads.
+    """
+    state = {name: value for name, value in vars(toolkit).items() if name != "db"}
+    for klass in type(toolkit).__mro__:
+        for name, value in vars(klass).items():
+            if not name.startswith("_") and name not in state and isinstance(value, (BaseModel, list, dict, set)):
+                state[name] = value
+    return copy.deepcopy(state)
+
+
+class _EpisodeStart:
+    """A state episodes start from, never changed: the pristine environment, or a task's
+    initial state. ``environment()`` gives an episode its own view of it."""
+
+    def __init__(self, env: Any, settle: bool = False):
+        if settle:  # a prepared episode's copy-on-read tables become plain: its own copies are now the base
+            for side in ("tools", "user_tools"):
+                toolkit = getattr(env, side)
+                if toolkit is not None:
+                    toolkit.db = _settled_db(toolkit.db)
+        self.env = env
+        self.toolkit_states = {
+            side: _toolkit_state(getattr(env, side)) for side in ("tools", "user_tools") if getattr(env, side) is not None
+        }
+
+    def environment(self) -> Any:
+        env = copy.copy(self.env)  # tau2 synced the start state when it built it: nothing to sync
+        for side, state in self.toolkit_states.items():
+            toolkit = getattr(self.env, side)
+            own = copy.copy(toolkit)
+            for name, value in copy.deepcopy(state).items():
+                setattr(own, name, value)
+            own.db = _overlay_db(toolkit.db)
+            setattr(env, side, own)
+        return env
+
+
+def _settled_db(db: Any) -> Any:
+    """A database model whose copy-on-read tables are plain dicts and lists of their current entries."""
+    settled = db.model_copy()
+    for name, value in db.__dict__.items():
+        if isinstance(value, CopyOnReadDict):
+            object.__setattr__(settled, name, dict.copy(value))
+        elif isinstance(value, CopyOnReadList):
+            object.__setattr__(settled, name, list.copy(value))
+    return settled
+
+
+def _base_tasks_first(tasks: list, base_ids: Optional[list]) -> list:
+    """The domain's tasks, those of tau2's ``base`` split first, each group in file order.
+
+    So ``telecom-000 … telecom-113`` are the 114 base tasks, and the rest of
+    telecom's full set (2,285 tasks) follows; retail and airline, whose task
+    files hold just the base tasks, keep their order.
+    """
+    if not base_ids:
+        return list(tasks)
+    base = set(base_ids)
+    return [t for t in tasks if t.id in base] + [t for t in tasks if t.id not in base]
 
 
 def _instruction_text(instructions: Any, attr: str) -> str:
@@ -219,35 +354,45 @@ class Tau2Domain(Domain):
 
     backend_name = "tau2"
 
+    default_split = "base"  # what `tau2 run` runs and the leaderboard reports
+
     def __init__(self, name: str):
         t = _import_tau2()
         registry = t["registry"]
         self.name = name
         self._constructor = registry.get_env_constructor(name)
         self._pristine_env = self._constructor()
-        self._tasks = registry.get_tasks_loader(name)(None)
-        self.policy = self._pristine_env.get_policy()
-        tools = self._pristine_env.get_tools()
-        self.tool_schemas = [tool.openai_schema for tool in tools]
-        self._tool_types = {
-            tool_name: getattr(func, t["TOOL_TYPE_ATTR"], None)
-            for tool_name, func in self._pristine_env.tools.tools.items()
-        }
-        self.first_agent_message = t["first_agent_message"]
-        self.user_guidelines = t["user_guidelines"]
-        self._system_prompt = t["agent_system_prompt"].replace("{policy}", self.policy)
-        by_native = {task.id: i for i, task in enumerate(self._tasks)}
         splits_loader = registry.get_task_splits_loader(name)
         native_splits = splits_loader() if splits_loader is not None else {}
+        self._tasks = _base_tasks_first(registry.get_tasks_loader(name)(None), native_splits.get("base"))
+        self.policy = self._pristine_env.get_policy()
+        self.tool_schemas = [tool.openai_schema for tool in self._pristine_env.get_tools()]
+        user_toolkit = self._pristine_env.user_tools
+        self.user_tool_schemas = (
+            [tool.openai_schema for tool in self._pristine_env.get_user_tools()] if user_toolkit is not None else []
+        )
+        self._tool_types = {
+            tool_name: getattr(func, t["TOOL_TYPE_ATTR"], None)
+            for toolkit in (user_toolkit, self._pristine_env.tools)
+            if toolkit is not None
+            for tool_name, func in toolkit.tools.items()
+        }
+        self.first_agent_message = t["first_agent_message"]
+        # tau2's user simulator gets the tools guidelines exactly when it has tools
+        self.user_guidelines = t["user_guidelines_with_tools" if self.user_tool_schemas else "user_guidelines"]
+        self.default_user_llm_args = dict(t["user_llm_args"])
+        self.default_max_errors = t["max_errors"]
+        self._system_prompt = t["agent_system_prompt"].replace("{policy}", self.policy)
+        by_native = {task.id: i for i, task in enumerate(self._tasks)}
         self.splits = {
             split: [by_native[tid] for tid in ids if tid in by_native] for split, ids in native_splits.items()
         }
         self.splits.setdefault("base", list(range(len(self._tasks))))
         self.tasks = [self._task_spec(i, task) for i, task in enumerate(self._tasks)]
         self._agent_db = self._pristine_env.tools.db if self._pristine_env.tools is not None else None
-        self._user_db = (
-            self._pristine_env.user_tools.db if self._pristine_env.user_tools is not None else None
-        )
+        self._user_db = user_toolkit.db if user_toolkit is not None else None
+        self._pristine_start = _EpisodeStart(self._pristine_env)
+        self._task_starts: dict[int, _EpisodeStart] = {}
         self._agent_hasher = DatabaseHasher(self._agent_db) if self._agent_db is not None else None
         self._user_hasher = DatabaseHasher(self._user_db) if self._user_db is not None else None
         self._gold_hashes: dict[int, tuple[Optional[str], Optional[str]]] = {}
@@ -285,19 +430,30 @@ class Tau2Domain(Domain):
         """The tau2 ``Task`` object (for side-by-side checks with tau2's own code)."""
         return self._tasks[index]
 
-    def fresh_environment(self, solo_mode: bool = False) -> Any:
-        """A tau2 ``Environment`` over per-episode views of the pristine databases."""
-        if solo_mode:
-            return self._constructor(solo_mode=True)
-        env = copy.copy(self._pristine_env)
-        if self._agent_db is not None:
-            env.tools = copy.copy(self._pristine_env.tools)
-            env.tools.db = _overlay_db(self._agent_db)
-        if self._user_db is not None:
-            env.user_tools = copy.copy(self._pristine_env.user_tools)
-            env.user_tools.db = _overlay_db(self._user_db)
-        env.sync_tools()
-        return env
+    def episode_environment(self, index: int) -> Any:
+        """A tau2 ``Environment`` in task ``index``'s initial state whose every piece of state is its own."""
+        return self._task_start(index).environment()
+
+    def _task_start(self, index: int) -> "_EpisodeStart":
+        """Where episodes of a task start: the pristine state, or (for a task with an initial
+        state: data, set-up actions, message history) that state, built once per task."""
+        task = self._tasks[index]
+        if task.initial_state is None:
+            return self._pristine_start
+        with self._gold_lock:
+            start = self._task_starts.get(index)
+        if start is None:
+            env = self._pristine_start.environment()
+            state = task.initial_state
+            env.set_state(
+                initialization_data=state.initialization_data,
+                initialization_actions=state.initialization_actions,
+                message_history=copy.deepcopy(state.message_history or []),
+            )
+            start = _EpisodeStart(env, settle=True)
+            with self._gold_lock:
+                start = self._task_starts.setdefault(index, start)
+        return start
 
     def db_hashes(self, env: Any) -> tuple[Optional[str], Optional[str]]:
         """(agent DB hash, user DB hash) of an environment, as tau2 computes them."""
@@ -310,16 +466,6 @@ class Tau2Domain(Domain):
             user = self._user_hasher.hash(db) if _is_overlay(db) else env.get_user_db_hash()
         return agent, user
 
-    def _prepare(self, env: Any, task: Any, message_history: list) -> None:
-        state = task.initial_state
-        if state is None:
-            return
-        env.set_state(
-            initialization_data=state.initialization_data,
-            initialization_actions=state.initialization_actions,
-            message_history=message_history,
-        )
-
     def gold_hashes(self, index: int) -> tuple[Optional[str], Optional[str]]:
         """The DB hashes after the task's gold actions (computed once per task)."""
         with self._gold_lock:
@@ -327,9 +473,7 @@ class Tau2Domain(Domain):
         if cached is not None:
             return cached
         task = self._tasks[index]
-        env = self.fresh_environment()
-        history = (task.initial_state.message_history or []) if task.initial_state else []
-        self._prepare(env, task, history)
+        env = self.episode_environment(index)
         for action in (task.evaluation_criteria.actions or []) if task.evaluation_criteria else []:
             try:
                 with _shared_reads(env, self._is_read_only(action.name)):
@@ -396,7 +540,7 @@ def _literal(node: Any) -> Optional[float]:
 
 
 def _is_overlay(db: Any) -> bool:
-    return any(isinstance(v, CopyOnReadDict) for v in db.__dict__.values())
+    return any(isinstance(v, _COPY_ON_READ) for v in db.__dict__.values())
 
 
 @contextlib.contextmanager
@@ -406,7 +550,7 @@ def _shared_reads(env: Any, enabled: bool):
     if enabled:
         for toolkit in (env.tools, env.user_tools):
             if toolkit is not None and toolkit.db is not None:
-                tables.extend(v for v in toolkit.db.__dict__.values() if isinstance(v, CopyOnReadDict))
+                tables.extend(v for v in toolkit.db.__dict__.values() if isinstance(v, _COPY_ON_READ))
     for table in tables:
         table.shared_reads = True
     try:
@@ -423,19 +567,38 @@ class Tau2Session(Session):
         self.domain = domain
         self.task_index = task_index
         self.task = domain.native_task(task_index)
-        self.env = domain.fresh_environment()
-        history = (self.task.initial_state.message_history or []) if self.task.initial_state else []
-        domain._prepare(self.env, self.task, history)
-        self.messages: list = list(history)
+        self.env = domain.episode_environment(task_index)
+        self.history = copy.deepcopy(self.task.initial_state.message_history or []) if self.task.initial_state else []
+        self.messages: list = list(self.history)
 
-    def call_tool(self, name: str, arguments: dict, call_id: str) -> ToolResult:
+    def _call(self, name: str, arguments: dict, call_id: str, requestor: str) -> ToolResult:
         m = _tau2["messages"]
-        call = m.ToolCall(id=call_id, name=name, arguments=arguments, requestor="assistant")
+        call = m.ToolCall(id=call_id, name=name, arguments=arguments, requestor=requestor)
         with _shared_reads(self.env, self.domain._is_read_only(name)):
             response = self.env.get_response(call)
-        self.messages.append(m.AssistantMessage(role="assistant", content=None, tool_calls=[call]))
+        caller = m.UserMessage(role="user", content=None, tool_calls=[call]) if requestor == "user" else (
+            m.AssistantMessage(role="assistant", content=None, tool_calls=[call]))
+        self.messages.append(caller)
         self.messages.append(response)
         return ToolResult(content=response.content or "", error=bool(response.error))
+
+    def call_tool(self, name: str, arguments: dict, call_id: str) -> ToolResult:
+        return self._call(name, arguments, call_id, "assistant")
+
+    def call_user_tool(self, name: str, arguments: dict, call_id: str) -> ToolResult:
+        if not self.domain.user_tool_schemas:
+            return super().call_user_tool(name, arguments, call_id)
+        return self._call(name, arguments, call_id, "user")
+
+    def agent_history(self) -> list[dict]:
+        from tau2.agent.base import is_valid_agent_history_message
+
+        return _openai_messages([m for m in self.history if is_valid_agent_history_message(m)])
+
+    def user_history(self) -> list[dict]:
+        from tau2.user.base import is_valid_user_history_message
+
+        return _openai_messages([m for m in self.history if is_valid_user_history_message(m)])
 
     def record_agent_message(self, content: str) -> None:
         self.messages.append(_tau2["messages"].AssistantMessage(role="assistant", content=content))
@@ -456,6 +619,7 @@ class Tau2Session(Session):
             db_check = t["DBCheck"](db_match=True, db_reward=1.0)
             env_checks: list = []
             env_assertion_reward = 1.0
+            assertion_errors = []
         else:
             gold_agent, gold_user = self.domain.gold_hashes(self.task_index)
             agent_hash, user_hash = self.domain.db_hashes(self.env)
@@ -463,8 +627,13 @@ class Tau2Session(Session):
             db_check = t["DBCheck"](db_match=match, db_reward=1.0 if match else 0.0)
             env_checks = []
             env_assertion_reward = 1.0
+            assertion_errors: list[str] = []
             for assertion in criteria.env_assertions or []:
-                met = self.env.run_env_assertion(assertion, raise_assertion_error=False)
+                try:
+                    met = self.env.run_env_assertion(assertion, raise_assertion_error=False)
+                except Exception as exc:  # tau2's evaluator crashes here; an assertion that cannot run is not met
+                    met = False
+                    assertion_errors.append(f"{assertion.func_name}: {type(exc).__name__}: {exc}")
                 env_checks.append(t["EnvAssertionCheck"](env_assertion=assertion, met=met, reward=1.0 if met else 0.0))
                 env_assertion_reward *= 1.0 if met else 0.0
         action_info = t["ActionEvaluator"].calculate_reward(task=task, full_trajectory=self.messages)
@@ -496,7 +665,11 @@ class Tau2Session(Session):
             communicate_checks=communicate_info.communicate_checks,
             reward_basis=criteria.reward_basis,
             reward_breakdown=breakdown,
-            info={"communicate": communicate_info.info, "action": action_info.info},
+            info={
+                "communicate": communicate_info.info,
+                "action": action_info.info,
+                **({"env_assertion_errors": assertion_errors} if assertion_errors else {}),
+            },
         )
         return self._verdict(info, stop)
 
@@ -508,6 +681,29 @@ class Tau2Session(Session):
             breakdown["reward_if_ended"] = breakdown["reward"]
             return Evaluation(reward=0.0, breakdown={**breakdown, "reward": 0.0})
         return Evaluation(reward=float(info.reward), breakdown=breakdown)
+
+
+def _openai_messages(messages: list) -> list[dict]:
+    """tau2 messages as OpenAI chat messages (tool results named after their call)."""
+    names: dict[str, str] = {}
+    converted = []
+    for message in messages:
+        if message.role == "tool":
+            converted.append(
+                {"role": "tool", "tool_call_id": message.id, "name": names.get(message.id), "content": message.content}
+            )
+            continue
+        entry: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:
+            for call in message.tool_calls:
+                names[call.id] = call.name
+            entry["tool_calls"] = [
+                {"id": call.id, "type": "function",
+                 "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
+                for call in message.tool_calls
+            ]
+        converted.append(entry)
+    return converted
 
 
 class Tau2Backend(Backend):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from taugym.backends.base import Domain
 from taugym.config import TauGymConfig
-from taugym.users.base import SimulatedUser
+from taugym.users.base import SimulatedUser, UserDevice
 from taugym.users.scripted import ScriptedUser
 
-__all__ = ["SimulatedUser", "ScriptedUser", "make_user"]
+__all__ = ["SimulatedUser", "ScriptedUser", "UserDevice", "make_user"]
 
 
 def make_user(config: TauGymConfig, domain: Domain) -> SimulatedUser:
@@ -17,5 +17,6 @@ def make_user(config: TauGymConfig, domain: Domain) -> SimulatedUser:
     if config.user_strategy == "llm":
         from taugym.users.llm import LLMUser
 
-        return LLMUser.from_config(config, domain.user_system_prompt)
+        sampling = domain.default_user_llm_args if config.user_llm_args is None else config.user_llm_args
+        return LLMUser.from_config(config, domain.user_system_prompt, sampling)
     raise ValueError(f"user_strategy must be 'llm' or 'scripted', got {config.user_strategy!r}")

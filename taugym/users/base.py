@@ -1,36 +1,64 @@
-"""The interface of a simulated user."""
+"""The interface of a simulated user, and the user's own device."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable, Optional, Sequence
 
 from taugym.backends.base import TaskSpec
+
+
+class UserDevice:
+    """The tools the user holds in an episode (tau2 telecom's phone).
+
+    ``schemas`` are OpenAI tool schemas; ``call(name, arguments, call_id)``
+    runs one call on the user's own state and returns its result text (an
+    ``Error: ...`` text when the call is refused or fails). Results go to the
+    user only; the agent never sees them.
+    """
+
+    def __init__(self, schemas: list[dict], call: Callable[[str, Any, Optional[str]], str]):
+        self.schemas = schemas
+        self._call = call
+
+    def tool_names(self) -> list[str]:
+        return [schema["function"]["name"] for schema in self.schemas]
+
+    def call(self, name: str, arguments: Any, call_id: Optional[str] = None) -> str:
+        return self._call(name, arguments, call_id)
 
 
 class SimulatedUser(ABC):
     """A customer talking to the agent.
 
-    ``start`` gives the user's first message for a task; ``respond`` answers
-    one agent message. A reply containing one of
+    ``begin`` sets the user up for a task (no I/O): its scenario, its seed,
+    the task's initial conversation as the user saw it, and its device when
+    the domain gives the user tools. ``respond`` answers one agent message
+    (the first one is the agent's greeting). A reply containing one of
     :data:`taugym.backends.base.USER_STOP_TOKENS` ends the conversation. The
-    async variants let many envs in one process overlap their waits; a user
-    that does no I/O keeps the default, which calls the sync method.
+    async ``arespond`` lets many envs in one process overlap their waits; a
+    user that does no I/O keeps the default, which calls ``respond``.
     """
 
     @abstractmethod
-    def start(self, task: TaskSpec, agent_greeting: str, seed: int) -> str:
-        """Begin a conversation about ``task``; return the user's first message."""
+    def begin(
+        self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: Optional[UserDevice] = None
+    ) -> None:
+        """Set up a conversation about ``task``. ``history`` is in the benchmark's roles
+        (``user``: the user's own turns; ``assistant``: the agent's; ``tool``: results of
+        the user's own tool calls)."""
 
     @abstractmethod
     def respond(self, agent_message: str) -> str:
         """Reply to one message from the agent."""
 
-    async def astart(self, task: TaskSpec, agent_greeting: str, seed: int) -> str:
-        return self.start(task, agent_greeting, seed)
-
     async def arespond(self, agent_message: str) -> str:
         return self.respond(agent_message)
+
+    def start(self, task: TaskSpec, agent_greeting: str, seed: int, device: Optional[UserDevice] = None) -> str:
+        """``begin`` a fresh conversation and reply to the agent's greeting."""
+        self.begin(task, seed, device=device)
+        return self.respond(agent_greeting)
 
     def usage(self) -> dict[str, Any]:
         """LLM accounting of the current conversation (empty for offline users)."""

@@ -5,9 +5,15 @@ no network and no API key. It is **no substitute for an LLM user when
 benchmarking**: it recognises a handful of agent intents by keywords and
 answers from the task's scenario text; it does not reason.
 
-What it does, in order of precedence, for each agent message:
+Its first message states its reason for calling. Then, in order of
+precedence, for each agent message:
 
 * if the agent has transferred it to a human, it ends with ``###TRANSFER###``;
+* if the agent asks it to do something on its device (tau2 telecom: the
+  message names one of the user's tools, as ``toggle_airplane_mode`` or
+  "toggle airplane mode", followed by a JSON object of arguments where the
+  tool takes any), it runs those tools on its device, in the order named,
+  and reports their results;
 * if the agent says goodbye or asks whether there is anything else, or stalls
   (repeats itself, or exceeds ``patience`` messages), it ends with ``###STOP###``;
 * if the agent asks for confirmation, it confirms ("yes");
@@ -18,11 +24,13 @@ What it does, in order of precedence, for each agent message:
 
 from __future__ import annotations
 
+import json
 import random
 import re
+from typing import Optional, Sequence
 
 from taugym.backends.base import TaskSpec
-from taugym.users.base import SimulatedUser
+from taugym.users.base import SimulatedUser, UserDevice
 
 _CONFIRM = re.compile(
     r"\b(confirm|proceed|yes or no|yes/no|shall i|should i|would you like me to|do you want me to|go ahead|is that correct|is this correct)\b",
@@ -49,22 +57,33 @@ class ScriptedUser(SimulatedUser):
         self._rng = random.Random(0)
         self._agent_messages: list[str] = []
         self._gave_details = False
+        self._opened = False
+        self._device: Optional[UserDevice] = None
 
-    def start(self, task: TaskSpec, agent_greeting: str, seed: int) -> str:
+    def begin(
+        self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: Optional[UserDevice] = None
+    ) -> None:
         self._task = task
         self._rng = random.Random(seed)
         self._agent_messages = []
         self._gave_details = False
-        reason = _first_person(task.reason_for_call) or "I need some help with my account."
-        return self._rng.choice(_OPENINGS).format(reason=reason)
+        self._opened = any(message["role"] == "user" for message in history)
+        self._device = device if device is not None and device.schemas else None
 
     def respond(self, agent_message: str) -> str:
         if self._task is None:
-            raise RuntimeError("ScriptedUser.respond called before start(); the env calls start at reset")
+            raise RuntimeError("ScriptedUser.respond called before begin(); the env calls begin at reset")
+        if not self._opened:
+            self._opened = True
+            reason = _first_person(self._task.reason_for_call) or "I need some help with my account."
+            return self._rng.choice(_OPENINGS).format(reason=reason)
         previous = self._agent_messages[-1] if self._agent_messages else None
         self._agent_messages.append(agent_message)
         if _TRANSFER.search(agent_message):
             return "###TRANSFER###"
+        device_reply = self._use_device(agent_message)
+        if device_reply is not None:
+            return device_reply
         if _CLOSING.search(agent_message) or agent_message == previous or len(self._agent_messages) > self.patience:
             return "No, that's all. Thank you! ###STOP###"
         if _CONFIRM.search(agent_message):
@@ -76,6 +95,52 @@ class ScriptedUser(SimulatedUser):
             self._gave_details = True
             return _first_person(self._task.known_info)
         return "Could you help me with that? " + _first_person(self._task.reason_for_call)
+
+    def _use_device(self, agent_message: str) -> Optional[str]:
+        """Run the device tools the agent asked for; None when it asked for none."""
+        if self._device is None:
+            return None
+        requests = _tool_requests(agent_message, self._device.schemas)
+        if not requests:
+            return None
+        reports = []
+        for name, arguments in requests:
+            reports.append(f"{name}: {self._device.call(name, arguments)}")
+        return "I did that on my phone. " + " ".join(reports)
+
+
+def _tool_requests(message: str, schemas: list[dict]) -> list[tuple[str, dict]]:
+    """The user tools a message names, in order, each with the JSON object that follows it."""
+    found = []
+    for schema in schemas:
+        name = schema["function"]["name"]
+        spaced = name.replace("_", " ")
+        for match in re.finditer(rf"\b(?:{re.escape(name)}|{re.escape(spaced)})\b", message, re.IGNORECASE):
+            found.append((match.start(), match.end(), name))
+    found.sort(key=lambda item: (item[0], -(item[1] - item[0])))
+    requests, end_of_last = [], -1
+    for start, end, name in found:
+        if start < end_of_last:
+            continue  # inside a longer name (toggle data / toggle data saver mode)
+        end_of_last = end
+        requests.append((end, name))
+    calls = []
+    for position, (end, name) in enumerate(requests):
+        stop = requests[position + 1][0] if position + 1 < len(requests) else len(message)
+        calls.append((name, _json_object_in(message[end:stop])))
+    return calls
+
+
+def _json_object_in(text: str) -> dict:
+    """The first JSON object in ``text`` ({} when there is none)."""
+    brace = text.find("{")
+    if brace < 0:
+        return {}
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[brace:])
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 _SUBJECT_FOLLOWERS = (

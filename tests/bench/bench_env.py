@@ -1,11 +1,13 @@
 """Env benchmarks, side by side with tau2's own objects on the same machine.
 
-Prints, for retail and airline:
-* reset time / time to construct a fresh tau2 domain environment (goal <= 0.1);
+Prints, for retail, airline and telecom:
+* reset time / what tau2 does to start an episode: construct a fresh domain
+  environment and set the task's initial state (goal <= 0.1);
 * end-of-episode scoring time / tau2's evaluate_simulation on the same
   trajectory (goal <= 0.1);
-and the full oracle sweep (oracle + scripted user on every retail and airline
-task: goal 164 of 164 at reward 1.0) and the random policy's mean reward.
+and the full oracle sweep (oracle + scripted user on every base task: goal
+114/114 retail, 50/50 airline, 114/114 telecom at reward 1.0) and the random
+policy's mean reward.
 
 Run: ``make bench`` (or ``.venv/bin/python tests/bench/bench_env.py``).
 """
@@ -46,9 +48,18 @@ def bench_domain(domain: str, repeats: int) -> dict:
     from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
     from tau2.registry import registry
 
-    construct = registry.get_env_constructor(domain)
+    constructor = registry.get_env_constructor(domain)
     task_ids = [t.task_id for t in env.domain.tasks[:repeats]]
     cycle = iter(task_ids * 100)
+    native_tasks = iter([env.domain.native_task(i) for i in range(len(task_ids))] * 100)
+
+    def construct():  # tau2's episode start: a fresh environment in the task's initial state
+        task = next(native_tasks)
+        environment = constructor()
+        state = task.initial_state
+        if state is not None:
+            environment.set_state(state.initialization_data, state.initialization_actions, state.message_history or [])
+
     construct()  # warm both sides
     env.reset(options={"task_id": task_ids[0]})
     tau2_construct = median_seconds(construct, repeats)
@@ -77,29 +88,28 @@ def bench_domain(domain: str, repeats: int) -> dict:
 
 
 def sweep() -> None:
-    total = earned = 0
-    random_rewards = []
-    for domain in ("retail", "airline"):
+    """Oracle and random policy with the scripted user on every base task of retail, airline and telecom."""
+    for domain in ("retail", "airline", "telecom"):
         env = TauEnv(task_category=domain, user_strategy="scripted")
         random_policy = RandomPolicy(seed=0)
-        for task in env.domain.tasks:
-            reward, _ = play(env, OraclePolicy(), task.task_id)
-            total += 1
-            earned += reward == 1.0
-            random_rewards.append(play(env, random_policy, task.task_id)[0])
-    print(f"oracle + scripted user: {earned} of {total} retail+airline tasks at reward 1.0")
-    print(f"random policy: mean reward {statistics.mean(random_rewards):.3f}, "
-          f"{sum(r == 0 for r in random_rewards)} of {len(random_rewards)} episodes at 0")
+        earned, random_rewards = 0, []
+        task_ids = [env.domain.tasks[i].task_id for i in sorted(env.domain.splits["base"])]
+        for task_id in task_ids:
+            earned += play(env, OraclePolicy(), task_id)[0] == 1.0
+            random_rewards.append(play(env, random_policy, task_id)[0])
+        print(f"{domain:8s} oracle + scripted user: {earned} of {len(task_ids)} base tasks at reward 1.0; "
+              f"random policy: mean reward {statistics.mean(random_rewards):.3f}, "
+              f"{sum(r == 0 for r in random_rewards)} of {len(random_rewards)} at 0")
 
 
 def main() -> int:
     repeats = int(os.environ.get("BENCH_REPEATS", "7"))
     print("env benchmark (median seconds; ratio = TauGym / tau2, goal <= 0.10)")
     ok = True
-    for domain in ("retail", "airline"):
+    for domain in ("retail", "airline", "telecom"):
         r = bench_domain(domain, repeats)
         print(
-            f"{domain:8s} reset {r['taugym_reset_s'] * 1e3:7.2f} ms vs tau2 env construction "
+            f"{domain:8s} reset {r['taugym_reset_s'] * 1e3:7.2f} ms vs tau2 env construction + initial state "
             f"{r['tau2_construct_s'] * 1e3:7.1f} ms: ratio {r['reset_ratio']:.4f}"
         )
         print(
