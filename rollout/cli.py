@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import socket
 import sys
+from pathlib import Path
 from typing import Optional
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -23,20 +26,34 @@ def rollout_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse
 
 
 def run_rollout_command(args: argparse.Namespace) -> int:
+    """Run the job the arguments name; misuse is one line on stderr and rc 2, Ctrl-C rc 130."""
+    started: list = []  # the job, once built, for the Ctrl-C message
+    try:
+        return _run(args, started)
+    except KeyboardInterrupt:
+        print(_interrupted_message(args, started[0] if started else None), file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, started: list) -> int:
     if not (args.address or os.environ.get("RAY_ADDRESS")):
         # a local Ray of our own listens on loopback only (ray reads this when imported)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from rollout.config import RolloutConfig
-    from rollout.job import RolloutJob
-    from rollout.summary import format_summary
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = RolloutConfig.from_yaml(args.config).with_overrides(args.overrides)
+        out = check_out_folder(args.out, config.out)
+        check_ray_address(args.address or os.environ.get("RAY_ADDRESS"))
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    job = RolloutJob(config, out=args.out, resume=args.resume, address=args.address, progress=not args.no_progress)
+    from rollout.job import RolloutJob
+    from rollout.summary import format_summary
+
+    job = RolloutJob(config, out=str(out), resume=args.resume, address=args.address, progress=not args.no_progress)
+    started.append(job)
     try:
         summary = job.run()
     except ValueError as exc:
@@ -45,6 +62,58 @@ def run_rollout_command(args: argparse.Namespace) -> int:
     print(format_summary(summary))
     print(f"datasets: {job.out / 'episodes'}, {job.out / 'steps'}; summary: {job.out / 'summary.json'}")
     return 0
+
+
+def check_out_folder(out: Optional[str], default: str) -> Path:
+    """The output folder, refused (``ValueError``) when it is empty, a file, or cannot be written; creates nothing."""
+    if out is not None and not out.strip():
+        raise ValueError("--out is empty; name an output folder such as runs/my-run (or leave --out out for the config's out)")
+    path = Path(out if out is not None else default)
+    flag = "--out" if out is not None else "the config's out"
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file; name a folder (new or holding a dataset to --resume)")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {path} cannot be created: {existing} is a file; name a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path} is not writable (no write permission in {existing}); name a folder you can write to")
+    return path
+
+
+def check_ray_address(address: Optional[str], timeout_s: float = 5.0) -> None:
+    """Refuse (``ValueError``) a cluster address nothing listens on, instead of waiting minutes in ``ray.init``."""
+    if not address or address in ("auto", "local"):
+        return
+    host_port = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--address {address!r} must look like HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(
+            f"cannot reach a Ray cluster at {address} ({reason}); check the address, start one with "
+            "'ray start --head', or leave out --address and RAY_ADDRESS to run on a local Ray"
+        ) from None
+
+
+def _interrupted_message(args: argparse.Namespace, job) -> str:
+    if job is None:
+        return "interrupted before any episode ran; nothing was written"
+    from rollout.dataset import completed_keys
+
+    try:
+        published = len(completed_keys(job.out))
+    except Exception:  # a half-written folder must not hide the message
+        published = 0
+    parts = ["python", "-m", "rollout", "--config", args.config, "--out", str(job.out), "--resume"]
+    parts += (["--address", args.address] if args.address else []) + list(args.overrides)
+    command = " ".join(shlex.quote(part) for part in parts)
+    return (f"interrupted: {published} episode(s) are published in {job.out} ({job.written} by this run); "
+            f"the rest can be run with: {command}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -10,7 +10,8 @@ from typing import Any, Optional, Union
 import yaml
 
 from taugym.agents import AGENTS
-from taugym.config import TauGymConfig, load_yaml_mapping, options_dataclass
+from taugym.backends import get_backend
+from taugym.config import TauGymConfig, is_finite_number, load_yaml_mapping, options_dataclass, yaml_problem
 
 
 @dataclass
@@ -51,41 +52,98 @@ class RolloutConfig:
     out: str = "runs/default"
 
     def validate(self) -> "RolloutConfig":
-        """Check the values; raise ``ValueError`` saying what to write instead."""
-        if not isinstance(self.domains, list) or not self.domains:
+        """Check the values; raise ``ValueError`` saying what to write instead.
+
+        Everything an actor would refuse is refused here, before any work
+        starts: each domain's env is built once and the task ids are looked up.
+        """
+        if not isinstance(self.domains, list) or not self.domains or not all(isinstance(d, str) for d in self.domains):
             raise ValueError("domains must be a non-empty list such as [retail, airline]")
-        if not (self.tasks is None or isinstance(self.tasks, (str, list))):
-            raise ValueError("tasks must be null (the backend's default split), 'all', a split name, or a list of task ids")
+        tasks = self.tasks
+        if not (tasks is None or isinstance(tasks, str) and tasks
+                or isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)):
+            raise ValueError(
+                "tasks must be null (the backend's default split), 'all', a split name, or a list of task ids "
+                f"such as [retail-000, airline-001], got {tasks!r}"
+            )
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         for name in ("trials", "actors", "episodes_per_actor", "max_attempts_per_episode", "rows_per_file"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.cpus_per_actor, (int, float)) or self.cpus_per_actor < 0:
+        if not is_finite_number(self.cpus_per_actor) or self.cpus_per_actor < 0:
             raise ValueError(f"cpus_per_actor must be a number >= 0, got {self.cpus_per_actor!r}")
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise ValueError(f"out must be a folder path such as runs/default, got {self.out!r}")
+        if not isinstance(self.env, dict):
+            raise ValueError(f"env must be a mapping of TauGymConfig options such as {{user_strategy: scripted}}, got {self.env!r}")
         if not isinstance(self.agent, dict) or self.agent.get("name") not in AGENTS:
             raise ValueError(f"agent must be a mapping with name one of {list(AGENTS)}, got {self.agent!r}")
         self._check_agent_options()
-        self.env_config()  # raises on bad env options
+        self._check_domains_and_tasks()
         return self
 
     def _check_agent_options(self) -> None:
-        """Refuse agent options the agent does not take, before any actor starts."""
+        """Refuse agent options the agent does not take, or values it would refuse, before any actor starts."""
         import inspect
 
-        from taugym.agents import agent_class
+        from taugym.agents import agent_class, make_agent
 
-        options = set(self.agent) - {"name"}
+        options = {k: v for k, v in self.agent.items() if k != "name"}
         accepted = set(inspect.signature(agent_class(self.agent["name"])).parameters) - {"self", "client"}
-        unknown = sorted(options - accepted)
+        unknown = sorted(set(options) - accepted)
         if unknown:
             raise ValueError(f"agent {self.agent['name']!r} has no option(s) {unknown}; its options are {sorted(accepted)}")
+        try:
+            make_agent(self.agent["name"], **options)  # what each actor builds; it calls no model
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"agent option {exc}") from None
+
+    def _check_domains_and_tasks(self) -> None:
+        """Build each domain's env (as the actors do) and look the tasks up in it."""
+        from taugym import TauEnv
+
+        if isinstance(self.tasks, list):
+            stray = [t for t in self.tasks if t.rpartition("-")[0] not in self.domains]
+            if stray:
+                raise ValueError(
+                    f"task id {stray[0]!r} is not of a domain in domains {self.domains}; "
+                    "add its domain to domains or remove the task"
+                )
+        for domain in self.domains:
+            loaded = TauEnv(self.env_config(domain)).domain
+            if isinstance(self.tasks, list):
+                valid = {task.task_id for task in loaded.tasks}
+                unknown = [t for t in self.tasks if t.rpartition("-")[0] == domain and t not in valid]
+                if unknown:
+                    raise ValueError(
+                        f"unknown task id(s) {unknown}; valid: {domain}-000 … {domain}-{len(loaded.tasks) - 1:03d}"
+                    )
+            elif self.tasks not in (None, "all") and self.tasks not in loaded.splits:
+                raise ValueError(
+                    f"tasks: {self.tasks!r} is not a split of {domain}; valid: {sorted(loaded.splits)} or 'all'"
+                )
 
     def env_config(self, domain: Optional[str] = None) -> TauGymConfig:
-        """The TauGymConfig of the envs (for ``domain`` when given)."""
+        """The TauGymConfig of the envs (for ``domain`` when given).
+
+        A rollout resets each episode with its task id, so the env's
+        ``task_split`` is not used; when ``env`` does not set one and the
+        default is not a split of ``domain`` (tau2's mock has only ``base``),
+        the domain's own split is taken instead of failing.
+        """
         values = dict(self.env)
-        if domain is not None:
-            values["task_category"] = domain
-        return TauGymConfig.from_dict(values)
+        if domain is None:
+            return TauGymConfig.from_dict(values)
+        values["task_category"] = domain
+        config = TauGymConfig.from_dict(values)
+        if "task_split" not in self.env and config.task_split is not None:
+            splits = get_backend(config.backend).load_domain(domain).splits
+            if config.task_split not in splits:
+                chosen = self.tasks if isinstance(self.tasks, str) and self.tasks in splits else next(iter(splits))
+                config = config.replace(task_split=chosen)
+        return config
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RolloutConfig":
@@ -95,7 +153,11 @@ class RolloutConfig:
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "RolloutConfig":
         """Load a rollout config from a YAML file."""
-        return cls.from_dict(load_yaml_mapping(path, "rollout config", "configs/rollout/"))
+        values = load_yaml_mapping(path, "rollout config", "configs/rollout/")
+        try:
+            return cls.from_dict(values)
+        except ValueError as exc:
+            raise ValueError(f"rollout config {path}: {exc}") from None
 
     def with_overrides(self, overrides: list[str]) -> "RolloutConfig":
         """Apply ``key=value`` overrides (YAML values; ``env.max_steps=10`` reaches into a mapping)."""
@@ -104,7 +166,13 @@ class RolloutConfig:
             if "=" not in item:
                 raise ValueError(f"override {item!r} must look like key=value, e.g. actors=4 or env.max_steps=10")
             key, raw = item.split("=", 1)
-            value = yaml.safe_load(raw)
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError as exc:
+                raise ValueError(
+                    f"override {item!r}: the value is not valid YAML ({yaml_problem(exc)}); "
+                    "quote it in the shell, e.g. 'env={user_strategy: scripted}'"
+                ) from None
             target = values
             *parents, leaf = key.strip().split(".")
             for parent in parents:

@@ -92,7 +92,8 @@ async def play_episode(
             if terminated or truncated:
                 break
     except Exception as exc:  # recorded as an error episode with its cause
-        error = {"source": "agent" if info else "user", "type": type(exc).__name__, "message": str(exc)[:2000]}
+        source = getattr(exc, "source", None) or ("agent" if info else "env")  # reset names setup or user
+        error = {"source": source, "type": type(exc).__name__, "message": str(exc)[:2000]}
     if error is not None:
         info = {**error_info(env.config.backend, item, env.domain.tool_schemas), **info, "error": error, "termination": "error"}
         terminated, truncated = True, False

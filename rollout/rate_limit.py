@@ -16,7 +16,7 @@ from typing import Optional
 
 import ray
 
-from taugym.llm.rate_limit import RateLimiter, TokenBucketRateLimiter
+from taugym.llm.rate_limit import RateLimiter, TokenBucketRateLimiter, check_wait
 
 SERVICE_NAME = "taugym-rate-limits"
 
@@ -35,8 +35,8 @@ class RateLimitService:
             self.limiters[ident] = TokenBucketRateLimiter(rpm, tpm)
         return self.limiters[ident]
 
-    def reserve(self, ident: tuple, tokens: int) -> float:
-        return self._limiter(ident).reserve(tokens)
+    def reserve(self, ident: tuple, tokens: int, max_wait_s: Optional[float] = None) -> float:
+        return self._limiter(ident).reserve(tokens, max_wait_s)
 
     def record_usage(self, ident: tuple, estimated: int, actual: int) -> None:
         self._limiter(ident).record_usage(estimated, actual)
@@ -60,15 +60,16 @@ class ClusterRateLimiter(RateLimiter):
     def __init__(self, service, key: str, rpm: Optional[float], tpm: Optional[float], max_concurrency: Optional[int]):
         self.service = service
         self.ident = (key, rpm, tpm, max_concurrency)
+        self.tokens_per_minute = tpm
 
-    def acquire(self, tokens: int = 0) -> float:
-        wait = ray.get(self.service.reserve.remote(self.ident, tokens))
+    def acquire(self, tokens: int = 0, max_wait_s: Optional[float] = None) -> float:
+        wait = check_wait(ray.get(self.service.reserve.remote(self.ident, tokens, max_wait_s)), max_wait_s)
         if wait > 0:
             time.sleep(wait)
         return wait
 
-    async def aacquire(self, tokens: int = 0) -> float:
-        wait = await self.service.reserve.remote(self.ident, tokens)
+    async def aacquire(self, tokens: int = 0, max_wait_s: Optional[float] = None) -> float:
+        wait = check_wait(await self.service.reserve.remote(self.ident, tokens, max_wait_s), max_wait_s)
         if wait > 0:
             await asyncio.sleep(wait)
         return wait

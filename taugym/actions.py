@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -85,9 +86,9 @@ def _decode_arguments(raw: Any, name: str) -> dict | InvalidAction:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or a number too long to read
             return InvalidAction(
-                f"the arguments of {name} are not valid JSON ({_short(exc)}); "
+                f"the arguments of {name} are not valid JSON ({_json_problem(exc)}); "
                 'send them as a JSON object, e.g. {"order_id": "#W001"}'
             )
     if not isinstance(raw, dict):
@@ -95,11 +96,24 @@ def _decode_arguments(raw: Any, name: str) -> dict | InvalidAction:
             f"the arguments of {name} must be a JSON object of argument names to values, "
             f"got {type(raw).__name__}"
         )
+    try:
+        json.dumps(raw)  # what reaches the tools and the dataset must be plain JSON data
+    except (ValueError, TypeError, RecursionError) as exc:
+        return InvalidAction(
+            f"the arguments of {name} must be plain JSON data ({_json_problem(exc)}); "
+            'send them as a JSON object, e.g. {"order_id": "#W001"}'
+        )
     return raw
 
 
 def _short(exc: BaseException) -> str:
     return str(exc)[:200]
+
+
+def _json_problem(exc: BaseException) -> str:
+    if "integer string conversion" in str(exc):  # Python's int-string limit, not a JSON error
+        return f"a number has more than {sys.get_int_max_str_digits()} digits; send long ids as strings"
+    return _short(exc)
 
 
 def _tool_call(name: Any, raw_arguments: Any, call_id: Any = None) -> ToolCallAction | InvalidAction:
@@ -124,9 +138,9 @@ def _parse_tool_call_text(text: str) -> ToolCallAction | InvalidAction:
     if text.startswith("{"):
         try:
             payload = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:
             return InvalidAction(
-                f"the tool call is not valid JSON ({_short(exc)}); "
+                f"the tool call is not valid JSON ({_json_problem(exc)}); "
                 'send {"name": "tool_name", "arguments": {"arg": "value"}}'
             )
         if not isinstance(payload, dict) or "name" not in payload:

@@ -8,6 +8,7 @@ which raises a ``ValueError`` naming the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -128,28 +129,35 @@ class TauGymConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("verbose", "normalize_rewards"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("llm_backoff_initial_s", "llm_backoff_max_s"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+            if not is_finite_number(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
         for name in ("llm_timeout_s", "llm_deadline_s"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in ("llm_requests_per_minute", "llm_tokens_per_minute", "llm_max_concurrency"):
+            if not is_finite_number(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+        for name in ("llm_requests_per_minute", "llm_tokens_per_minute"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-                raise ValueError(f"{name} must be a positive number or null (no limit), got {value!r}")
-        if not isinstance(self.step_penalty, (int, float)) or self.step_penalty < 0:
-            raise ValueError(f"step_penalty must be a number >= 0, got {self.step_penalty!r}")
-        if self.seed is not None and not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer or null, got {self.seed!r}")
+            if value is not None and (not is_finite_number(value) or value <= 0):
+                raise ValueError(f"{name} must be a positive, finite number or null (no limit), got {value!r}")
+        value = self.llm_max_concurrency
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise ValueError(f"llm_max_concurrency must be a positive integer or null (no limit), got {value!r}")
+        if not is_finite_number(self.step_penalty) or self.step_penalty < 0:
+            raise ValueError(f"step_penalty must be a finite number >= 0, got {self.step_penalty!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
+            raise ValueError(f"seed must be an integer >= 0 or null, got {self.seed!r}")
         if self.data_source is not None and not isinstance(self.data_source, str):
             raise ValueError(
                 f"data_source must be a task id string such as 'retail-019' or null, got {self.data_source!r}"
             )
-        if self.user_llm_args is not None and not isinstance(self.user_llm_args, dict):
-            raise ValueError(f"user_llm_args must be a mapping or null (the backend's default), got {self.user_llm_args!r}")
+        check_llm_target(self.user_model, self.user_provider, self.user_base_url, prefix="user_")
+        if self.user_llm_args is not None:  # null: the backend's default
+            check_sampling_args("user_llm_args", self.user_llm_args)
         if self.task_split is not None and not isinstance(self.task_split, str):
             raise ValueError(f"task_split must be a split name such as 'test' or null (the backend's default), got {self.task_split!r}")
         if self.max_errors is not None and (
@@ -200,8 +208,60 @@ def load_yaml_mapping(path: Union[str, Path], what: str, shipped: str) -> Any:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} file not found: {path}; the shipped ones are in {shipped}")
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; pass a YAML file such as one in {shipped}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{what} file {path} is not valid YAML: {yaml_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} file {path} cannot be read: {exc}") from None
+
+
+def yaml_problem(exc: Exception) -> str:
+    """What a YAML parser error says, in one line, with its line and column when it has them."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{problem}{where}"
+
+
+def is_finite_number(value: Any) -> bool:
+    """An int or float (not a bool), neither NaN nor infinite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)  # math.isfinite overflows on huge ints
+
+
+def check_llm_target(model: Any, provider: Any, base_url: Any, prefix: str = "") -> None:
+    """Refuse a model, provider or base URL that litellm would fail on only at the first call."""
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"{prefix}model must be a model name such as 'gpt-4o', got {model!r}")
+    if provider is not None and (not isinstance(provider, str) or not provider.strip()):
+        raise ValueError(
+            f"{prefix}provider must be a litellm provider name such as 'openai', or null to let litellm infer it, "
+            f"got {provider!r}"
+        )
+    if base_url is not None and (not isinstance(base_url, str) or not base_url.strip()):
+        raise ValueError(
+            f"{prefix}base_url must be a URL such as 'http://127.0.0.1:8000/v1', or null for the provider's own, "
+            f"got {base_url!r}"
+        )
+
+
+def check_sampling_args(name: str, args: Any) -> None:
+    """Refuse sampling arguments that are not a mapping of names, or that set what the LLM client manages."""
+    from taugym.llm.client import RESERVED_PARAMS
+
+    if not isinstance(args, dict) or not all(isinstance(key, str) for key in args):
+        raise ValueError(f"{name} must be a mapping of sampling argument names to values, got {args!r}")
+    reserved = sorted(RESERVED_PARAMS.intersection(args))
+    if reserved:
+        raise ValueError(
+            f"{name} may not set {reserved}: TauGym sets them itself; use the model, provider, base URL and "
+            "timeout options instead"
+        )
 
 
 def get_default_config() -> TauGymConfig:

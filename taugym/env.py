@@ -43,6 +43,21 @@ class UnicodeText(spaces.Text):
         return isinstance(x, str) and len(x) <= self.max_length
 
 
+class EpisodeStartError(RuntimeError):
+    """``reset`` could not start the episode; the env refuses ``step`` until a reset succeeds.
+
+    ``source`` says what failed: ``"setup"`` (the task's set-up in the
+    backend) or ``"user"`` (the simulated user's first message).
+    """
+
+    def __init__(self, message: str, source: str):
+        super().__init__(message)
+        self.source = source
+
+    def __reduce__(self):
+        return (EpisodeStartError, (str(self), self.source))
+
+
 class _UserRequest:
     """What the step logic asks of the user: a reply to ``message``."""
 
@@ -91,6 +106,9 @@ class TauEnv(gym.Env):
     of ``task_split`` (``data_mode="sequential"``) or a seeded draw from it.
     The conversation opens with the benchmark's greeting and the user's
     first message. The same seed gives the same task and the same user.
+    A reset that fails raises ``EpisodeStartError`` (``source``: ``setup``
+    for the task's set-up, ``user`` for the user's first message) and leaves
+    no episode: ``step`` is refused until a reset succeeds.
 
     ## Episode End
     Terminated when the user ends the conversation (``###STOP###``,
@@ -196,10 +214,17 @@ class TauEnv(gym.Env):
         unknown = sorted(set(options) - {"task_id"})
         if unknown:
             raise ValueError(f"unknown reset option(s) {unknown}; the only option is 'task_id'")
+        self.session = None  # no episode to step until this reset succeeds
         index = self._choose_task(options.get("task_id"))
         self.task = self.domain.tasks[index]
         self._task_info = self.task.to_dict()  # once per episode, not per step
-        self.session = self.domain.new_session(index)
+        try:
+            session = self.domain.new_session(index)
+        except Exception as exc:
+            raise EpisodeStartError(
+                f"the set-up of task {self.task.task_id} failed: {type(exc).__name__}: {exc}", source="setup"
+            ) from exc
+        self.session = session
         self.step_count = 0
         self.episode_complete = False
         self.episode_return = 0.0
@@ -228,8 +253,10 @@ class TauEnv(gym.Env):
         try:
             first = yield _UserRequest(greeting)
         except Exception as exc:
-            raise RuntimeError(
-                f"the user simulator could not start task {self.task.task_id}: {type(exc).__name__}: {exc}"
+            self.session = None
+            raise EpisodeStartError(
+                f"the user simulator could not start task {self.task.task_id}: {type(exc).__name__}: {exc}",
+                source="user",
             ) from exc
         self._record_user(first)
         self._last_feedback = f"User: {first}"
@@ -259,9 +286,10 @@ class TauEnv(gym.Env):
                 f"task id {task_id!r} is not a {self.domain.name} task (task_category is "
                 f"{self.domain.name!r}); valid range: {valid}"
             )
-        if not number.isdigit() or not 0 <= int(number) < count:
+        index = int(number) if number.isascii() and number.isdigit() else -1
+        if not 0 <= index < count or self.domain.tasks[index].task_id != task_id:  # 'retail-5' is not 'retail-005'
             raise ValueError(f"unknown task id {task_id!r}; valid range: {valid}")
-        return int(number)
+        return index
 
     # ------------------------------------------------------------------- step
     def step(self, action: Any):
@@ -277,7 +305,7 @@ class TauEnv(gym.Env):
 
     def _check_can_step(self) -> None:
         if self.session is None:
-            raise RuntimeError("call reset() before step()")
+            raise RuntimeError("call reset() before step(); after a reset that failed, call reset() again")
         if self.episode_complete:
             raise RuntimeError("the episode is over; call reset() to start a new one")
 
@@ -321,11 +349,11 @@ class TauEnv(gym.Env):
                 else:
                     feedback = f"Error: the user simulator failed: {error['message']}"
         self._last_feedback = feedback
-        _log.info("step %d %s | %s", self.step_count, str(action)[:200], feedback[:200])
+        _log.info("step %d %s | %s", self.step_count, _preview(action), feedback[:200])
         return self._finish_step(stop, error)
 
     def _finish_step(self, stop: Optional[str], error: Optional[dict]) -> tuple:
-        reward = -float(self.config.step_penalty)
+        reward = 0.0 - float(self.config.step_penalty)  # not -0.0 when there is no penalty
         too_many_errors = stop is None and error is None and bool(self.max_errors) and self.tool_errors >= self.max_errors
         terminated = stop is not None or error is not None or too_many_errors
         truncated = not terminated and self.step_count >= self.config.max_steps
@@ -506,6 +534,16 @@ def _history_feedback(message: dict) -> str:
     if message["role"] == "tool":
         return f"Tool {message.get('name')}: {message['content']}"
     return f"User: {message['content']}"
+
+
+def _preview(action: Any) -> str:
+    """The start of an action for the log; never raises (``str`` of a huge int does)."""
+    if isinstance(action, str):
+        return action[:200]
+    try:
+        return str(action)[:200]
+    except Exception:
+        return f"<{type(action).__name__}>"
 
 
 def _json(value: Any) -> str:

@@ -58,17 +58,25 @@ class LLMAgent(Policy):
         max_concurrency: Optional[int] = None,
         sampling: Optional[dict] = None,
     ):
+        if not isinstance(native_tools, bool):
+            raise ValueError(f"native_tools must be true or false, got {native_tools!r}")
         if client is None:
-            from taugym.config import TauGymConfig
+            from taugym.config import TauGymConfig, check_llm_target, check_sampling_args
             from taugym.llm.factory import client_from_config
 
-            limits = TauGymConfig(
-                llm_timeout_s=timeout_s, llm_deadline_s=deadline_s, llm_max_attempts=max_attempts,
-                llm_backoff_initial_s=backoff_initial_s, llm_backoff_max_s=backoff_max_s,
-                llm_requests_per_minute=requests_per_minute, llm_tokens_per_minute=tokens_per_minute,
-                llm_max_concurrency=max_concurrency,
-            ).validate()
-            client = client_from_config(limits, model, provider, base_url, sampling or {"temperature": 0.0})
+            check_llm_target(model, provider, base_url)
+            sampling = sampling or {"temperature": 0.0}
+            check_sampling_args("sampling", sampling)
+            try:
+                limits = TauGymConfig(
+                    llm_timeout_s=timeout_s, llm_deadline_s=deadline_s, llm_max_attempts=max_attempts,
+                    llm_backoff_initial_s=backoff_initial_s, llm_backoff_max_s=backoff_max_s,
+                    llm_requests_per_minute=requests_per_minute, llm_tokens_per_minute=tokens_per_minute,
+                    llm_max_concurrency=max_concurrency,
+                ).validate()
+            except ValueError as exc:  # the agent's options are the config's without the "llm_" prefix
+                raise ValueError(str(exc).removeprefix("llm_")) from None
+            client = client_from_config(limits, model, provider, base_url, sampling)
         self.client = client
         self.native_tools = native_tools
         self._episode: Optional[str] = None

@@ -19,6 +19,11 @@ class RandomPolicy(Policy):
     name = "random"
 
     def __init__(self, seed: int = 0, finish_probability: float = 0.05):
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        if isinstance(finish_probability, bool) or not isinstance(finish_probability, (int, float)) \
+                or not 0.0 <= finish_probability <= 1.0:
+            raise ValueError(f"finish_probability must be a number between 0 and 1, got {finish_probability!r}")
         self.rng = random.Random(seed)
         self.finish_probability = finish_probability
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import tenacity
 
-from taugym.llm.rate_limit import RateLimiter, estimate_tokens
+from taugym.llm.rate_limit import RateLimiter, RateLimitTimeout, estimate_tokens
 
 __all__ = [
     "LLMCallError",
@@ -54,7 +54,7 @@ __all__ = [
 logger = logging.getLogger("taugym.llm")
 
 # Parameters the client controls itself; callers set them on the client.
-_RESERVED_KWARGS = frozenset(
+RESERVED_PARAMS = frozenset(
     {
         "model",
         "messages",
@@ -421,8 +421,8 @@ class _CallState:
     stop_reason: str = ""
 
     def elapsed(self) -> float:
-        """Seconds counted against the deadline (time waiting in our own limiter excluded)."""
-        return time.monotonic() - self.started - self.limiter_wait_s
+        """Seconds counted against the deadline, time waiting in the rate limiter included."""
+        return time.monotonic() - self.started
 
     def remaining(self) -> float:
         return self.deadline_s - self.elapsed()
@@ -480,18 +480,19 @@ class LLMClient:
         api_key: the key; ``None`` lets litellm read the provider's environment
             variable (e.g. ``OPENAI_API_KEY``). Never logged or shown in errors.
         timeout_s: limit for one request (attempt).
-        deadline_s: limit for the whole call, all attempts and backoff sleeps
-            included (time spent waiting in ``rate_limiter`` is not counted: it
-            is the local budget, not the provider, that is slow). No attempt
-            starts or sleeps past it; the last attempt's timeout is shortened
-            to fit.
+        deadline_s: limit for the whole call, all attempts, backoff sleeps and
+            waits in ``rate_limiter`` included. No attempt starts or sleeps
+            past it (a rate-limit wait that would pass it fails the call at
+            once); the last attempt's timeout is shortened to fit.
         max_attempts: requests per call at most (1 = no retry).
         backoff_initial_s, backoff_max_s: retry ``n`` sleeps a random time
             between half and all of ``min(backoff_max_s, backoff_initial_s * 2**(n-1))``,
             or longer if the provider sent ``Retry-After``.
         rate_limiter: optional shared :class:`~taugym.llm.rate_limit.RateLimiter`;
             every attempt takes a concurrency slot and is charged one request
-            and its estimated prompt tokens (plus ``max_tokens`` if set).
+            and its estimated prompt tokens (plus ``max_tokens`` if set). A
+            request larger than the limiter's whole ``tokens_per_minute`` fails
+            at once, without waiting.
         jitter_seed: seeds the backoff jitter (reproducible retry timing).
         **default_params: default sampling parameters passed to litellm with
             every call (``temperature``, ``max_tokens``, ``top_p``, ``stop``...);
@@ -528,7 +529,7 @@ class LLMClient:
             raise ValueError("timeout_s and deadline_s must be > 0")
         if backoff_initial_s < 0 or backoff_max_s < 0:
             raise ValueError("backoff_initial_s and backoff_max_s must be >= 0")
-        bad = _RESERVED_KWARGS.intersection(default_params)
+        bad = RESERVED_PARAMS.intersection(default_params)
         if bad:
             raise TypeError(
                 f"LLMClient manages {sorted(bad)} itself; use the constructor arguments instead"
@@ -580,6 +581,7 @@ class LLMClient:
         :class:`LLMCallError` when the call fails for good.
         """
         kwargs, est = self._prepare(messages, tools, overrides)
+        self._check_fits_token_limit(est)
         state = _CallState(started=time.monotonic(), deadline_s=self.deadline_s)
         retrying = tenacity.Retrying(**self._tenacity_args(state))
         try:
@@ -601,6 +603,7 @@ class LLMClient:
     ) -> LLMResponse:
         """Like :meth:`complete`, but a coroutine that never blocks the event loop."""
         kwargs, est = self._prepare(messages, tools, overrides)
+        self._check_fits_token_limit(est)
         state = _CallState(started=time.monotonic(), deadline_s=self.deadline_s)
         retrying = tenacity.AsyncRetrying(**self._tenacity_args(state))
         try:
@@ -626,7 +629,7 @@ class LLMClient:
         tools: Sequence[Mapping[str, Any]] | None,
         overrides: Mapping[str, Any],
     ) -> tuple[dict[str, Any], int]:
-        bad = _RESERVED_KWARGS.intersection(overrides)
+        bad = RESERVED_PARAMS.intersection(overrides)
         if bad:
             raise TypeError(
                 f"LLMClient manages {sorted(bad)} itself; set them on the client"
@@ -704,7 +707,10 @@ class LLMClient:
             return self._send_sync(state, kwargs, est)
         state.limiter_wait_s += limiter.acquire_slot()
         try:
-            state.limiter_wait_s += limiter.acquire(est)
+            try:
+                state.limiter_wait_s += limiter.acquire(est, max_wait_s=state.remaining())
+            except RateLimitTimeout as exc:
+                raise self._limit_past_deadline(exc, state) from None
             return self._send_sync(state, kwargs, est)
         finally:
             limiter.release_slot()
@@ -726,7 +732,10 @@ class LLMClient:
             return await self._send_async(state, kwargs, est)
         state.limiter_wait_s += await limiter.aacquire_slot()
         try:
-            state.limiter_wait_s += await limiter.aacquire(est)
+            try:
+                state.limiter_wait_s += await limiter.aacquire(est, max_wait_s=state.remaining())
+            except RateLimitTimeout as exc:
+                raise self._limit_past_deadline(exc, state) from None
             return await self._send_async(state, kwargs, est)
         finally:
             limiter.release_slot()
@@ -743,6 +752,31 @@ class LLMClient:
             timeout=timeout + max(1.0, 0.25 * timeout),
         )
         return response, est, time.monotonic() - start
+
+    def _check_fits_token_limit(self, est: int) -> None:
+        """Refuse at once a request the tokens-per-minute budget could never hold (it would wait minutes per call)."""
+        limit = getattr(self.rate_limiter, "tokens_per_minute", None)
+        if limit and est > limit:
+            usage = LLMUsage(failures=1)
+            self._account(usage)
+            raise LLMCallError(
+                f"LLM call to {self._target()} not sent: it needs about {est} tokens, more than the "
+                f"tokens-per-minute limit of {limit:g} allows in a whole minute, so every call would wait "
+                f"{est / limit:.1f} minutes. Raise the limit (llm_tokens_per_minute of the env, tokens_per_minute "
+                "of the agent) above the size of one request, or set it to null.",
+                attempts=0, usage=usage,
+            )
+
+    def _limit_past_deadline(self, exc: RateLimitTimeout, state: _CallState) -> LLMCallError:
+        sent = state.attempts - 1  # this attempt never left
+        usage = LLMUsage(calls=1, failures=1, retries=max(0, sent - 1))
+        self._account(usage)
+        return LLMCallError(
+            f"LLM call to {self._target()} gave up after {state.elapsed():.1f}s: the rate limits would hold it "
+            f"another {exc.wait_s:.1f}s, past its deadline_s={self.deadline_s:g} (llm_deadline_s). Raise the "
+            "requests/tokens per minute limits or the deadline, or run fewer episodes at once.",
+            attempts=sent, usage=usage,
+        )
 
     def _finish(self, result: tuple[Any, int, float], state: _CallState) -> LLMResponse:
         response, est, latency = result
@@ -767,6 +801,15 @@ class LLMClient:
         tool_calls = [
             _tool_call_dict(tc) for tc in (getattr(message, "tool_calls", None) or [])
         ]
+        # a provider may echo the request (its Authorization header included): scrub what it says too
+        secrets = self._secrets()
+        if isinstance(content, str):
+            content = scrub_secrets(content, secrets)
+        for call in tool_calls:
+            function = call["function"]
+            function["arguments"] = scrub_secrets(function["arguments"], secrets)
+            if isinstance(function.get("name"), str):
+                function["name"] = scrub_secrets(function["name"], secrets)
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)

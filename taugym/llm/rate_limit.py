@@ -39,6 +39,7 @@ from typing import Any
 
 __all__ = [
     "ConcurrencyLimiter",
+    "RateLimitTimeout",
     "RateLimiter",
     "TokenBucket",
     "TokenBucketRateLimiter",
@@ -232,6 +233,21 @@ class ConcurrencyLimiter:
 # --------------------------------------------------------------------------
 # The interface
 # --------------------------------------------------------------------------
+class RateLimitTimeout(TimeoutError):
+    """The limits would hold a request ``wait_s`` seconds, longer than the caller's ``max_wait_s``.
+
+    Nothing was charged: the caller gives up instead of sleeping past its deadline.
+    """
+
+    def __init__(self, wait_s: float, max_wait_s: float) -> None:
+        super().__init__(f"the rate limits would hold this request {wait_s:.1f}s, longer than the {max_wait_s:.1f}s left")
+        self.wait_s = wait_s
+        self.max_wait_s = max_wait_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RateLimitTimeout, (self.wait_s, self.max_wait_s))
+
+
 class _Slot:
     """``with``/``async with`` helper returned by :meth:`RateLimiter.slot`."""
 
@@ -273,18 +289,22 @@ class RateLimiter(abc.ABC):
 
     An implementation backed by a remote service (e.g. a Ray actor hosting
     :class:`TokenBucket` instances for a whole cluster) only has to provide
-    these methods.
+    these methods. ``tokens_per_minute`` is the tokens budget (None: no
+    limit), so a caller can refuse a request larger than a whole minute's.
     """
 
+    tokens_per_minute: float | None = None
+
     @abc.abstractmethod
-    def acquire(self, tokens: int = 0) -> float:
+    def acquire(self, tokens: int = 0, max_wait_s: float | None = None) -> float:
         """Block until one request of about ``tokens`` tokens may be sent; charge it.
 
-        Returns the seconds waited.
+        Returns the seconds waited. When the wait would be longer than
+        ``max_wait_s``, charges nothing and raises :class:`RateLimitTimeout` at once.
         """
 
     @abc.abstractmethod
-    async def aacquire(self, tokens: int = 0) -> float:
+    async def aacquire(self, tokens: int = 0, max_wait_s: float | None = None) -> float:
         """Like :meth:`acquire`, but awaits instead of blocking the event loop."""
 
     def acquire_slot(self) -> float:
@@ -370,9 +390,11 @@ class TokenBucketRateLimiter(RateLimiter):
         )
         self._lock = threading.Lock()
 
-    def reserve(self, tokens: int = 0) -> float:
+    def reserve(self, tokens: int = 0, max_wait_s: float | None = None) -> float:
         """Charge one request of ``tokens`` tokens now; return the seconds the caller must wait
-        before sending it (the caller sleeps; a remote limiter returns this over the wire)."""
+        before sending it (the caller sleeps; a remote limiter returns this over the wire).
+
+        A wait longer than ``max_wait_s`` is returned without charging anything."""
         with self._lock:
             now = self._clock()
             charges = []
@@ -383,18 +405,20 @@ class TokenBucketRateLimiter(RateLimiter):
             if not charges:
                 return 0.0
             at = max(bucket.earliest(amount, now) for bucket, amount in charges)
+            if max_wait_s is not None and at - now > max_wait_s:
+                return at - now
             for bucket, amount in charges:
                 bucket.commit(amount, at)
             return at - now
 
-    def acquire(self, tokens: int = 0) -> float:
-        wait = self.reserve(tokens)
+    def acquire(self, tokens: int = 0, max_wait_s: float | None = None) -> float:
+        wait = check_wait(self.reserve(tokens, max_wait_s), max_wait_s)
         if wait > 0:
             time.sleep(wait)
         return wait
 
-    async def aacquire(self, tokens: int = 0) -> float:
-        wait = self.reserve(tokens)
+    async def aacquire(self, tokens: int = 0, max_wait_s: float | None = None) -> float:
+        wait = check_wait(self.reserve(tokens, max_wait_s), max_wait_s)
         if wait > 0:
             await asyncio.sleep(wait)
         return wait
@@ -433,6 +457,13 @@ class TokenBucketRateLimiter(RateLimiter):
             f"TokenBucketRateLimiter(requests_per_minute={self.requests_per_minute!r}, "
             f"tokens_per_minute={self.tokens_per_minute!r}, max_concurrency={self.max_concurrency!r})"
         )
+
+
+def check_wait(wait_s: float, max_wait_s: float | None) -> float:
+    """``wait_s``, or :class:`RateLimitTimeout` when it is longer than ``max_wait_s``."""
+    if max_wait_s is not None and wait_s > max_wait_s:
+        raise RateLimitTimeout(wait_s, max_wait_s)
+    return wait_s
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,112 @@
+"""The rollout command line: misuse gets one clear line and rc 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rollout.dataset import completed_keys
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"domains": ["retail"], "tasks": ["retail-000"], "agent": {"name": "oracle"}, "env": {"user_strategy": "scripted"},
+         "actors": 1, "cpus_per_actor": 1}
+
+
+def rollout(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rollout", "--no-progress", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr[-2000:]
+
+
+@pytest.fixture
+def small_config(tmp_path) -> Path:
+    path = tmp_path / "small.yaml"
+    path.write_text(json.dumps(SMALL))
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("domains: [retail\ntasks: all\n", ("is not valid YAML", "line")),
+        ("env: 5\n", ("env must be a mapping",)),
+        ("tasks: [5]\n", ("a split name, or a list of task ids",)),
+        ("- retail\n- airline\n", ("must be a mapping of option names",)),
+    ],
+    ids=["invalid-yaml", "env-not-a-mapping", "task-not-a-string", "not-a-mapping"],
+)
+def test_a_bad_config_file_is_refused_with_a_message(tmp_path, text, fragments):
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    assert_refused(rollout("--config", str(path), "--out", str(tmp_path / "out")), str(path), *fragments)
+
+
+@pytest.mark.parametrize(
+    "override, fragments",
+    [
+        ("env={user_strategy: scripted", ("override 'env={user_strategy: scripted'", "not valid YAML")),
+        ("tasks=[5]", ("tasks must be",)),
+        ("seed=abc", ("seed must be an integer",)),
+    ],
+)
+def test_a_bad_override_is_refused_with_a_message(tmp_path, small_config, override, fragments):
+    assert_refused(rollout("--config", str(small_config), "--out", str(tmp_path / "out"), override), *fragments)
+
+
+def test_a_config_that_is_a_folder_is_refused(tmp_path):
+    assert_refused(rollout("--config", str(tmp_path), "--out", str(tmp_path / "out")), "is a folder", "YAML file")
+
+
+def test_an_out_that_is_a_file_empty_or_under_a_file_is_refused(tmp_path, small_config):
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a folder")
+    assert_refused(rollout("--config", str(small_config), "--out", str(a_file)), "--out", "is a file")
+    assert_refused(rollout("--config", str(small_config), "--out", str(a_file / "run")), "--out", "cannot be created")
+    assert_refused(rollout("--config", str(small_config), "--out", ""), "--out", "empty")
+    assert a_file.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_an_unwritable_out_is_refused(tmp_path, small_config):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert_refused(rollout("--config", str(small_config), "--out", str(locked / "run")), "--out", "not writable")
+
+
+def test_an_unreachable_cluster_address_fails_fast(tmp_path, small_config):
+    started = time.monotonic()
+    result = rollout("--config", str(small_config), "--out", str(tmp_path / "out"), "--address", "127.0.0.1:1")
+    assert_refused(result, "127.0.0.1:1", "cannot reach")
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "out").exists()  # refused before any work started
+
+
+def test_ctrl_c_says_what_was_published_and_how_to_resume(tmp_path):
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps({**SMALL, "tasks": "all", "rows_per_file": 5}))
+    out = tmp_path / "out"
+    driver = subprocess.Popen([sys.executable, "-m", "rollout", "--no-progress", "--config", str(config), "--out", str(out)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(completed_keys(out)) < 5 and driver.poll() is None:
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    stdout, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    published = len(completed_keys(out))
+    assert 5 <= published < 114
+    assert f"{published} episode(s)" in stderr and "--resume" in stderr and str(out) in stderr, stderr[-3000:]
