@@ -26,7 +26,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from rollout.dataset import read_episodes
 from rollout.summary import is_success, summarize_rows
@@ -403,6 +403,11 @@ def _distributions_figure(domain: str, rows: list[dict]) -> Any:
     axes = figure.subplots(1, len(_DISTRIBUTIONS))
     for ax, (name, value) in zip(axes, _DISTRIBUTIONS):
         values = [v for v in (value(r) for r in rows) if v is not None]
+        if values and min(values) == max(values):  # one value: say it rather than draw one bar
+            ax.set_title(name, fontsize=8)
+            ax.text(0.5, 0.5, f"{_short(values[0])} in all\n{len(values)} episodes", ha="center", va="center", fontsize=9, transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
         if values:
             ax.hist(values, bins=min(30, max(1, len(set(values)))), color=_COLORS["bar"])
             mean = sum(values) / len(values)

@@ -115,7 +115,7 @@ def synthetic_episode(run_id: str, domain: str, task: int, trial: int, seed: int
         "communicate_checks": communicate,
         "nl_assertions": None,
         "reward_basis": ["DB", "COMMUNICATE"] + (["ENV_ASSERTION"] if task % 5 == 0 else []),
-        "reward_breakdown": {"DB": 1.0 if db_ok else 0.0, **({"COMMUNICATE": 1.0 if all(c["met"] for c in communicate) else 0.0} if communicate else {})},
+        "reward_breakdown": {"DB": 1.0 if db_ok else 0.0, **({"ENV_ASSERTION": 1.0 if db_ok else 0.0} if task % 5 == 0 else {}), **({"COMMUNICATE": 1.0 if all(c["met"] for c in communicate) else 0.0} if communicate else {})},
         "info": None,
     }
     termination = "error" if error else rng.choice(["agent"] * 6 + ["user"] * 3 + ["max_steps"])

@@ -54,13 +54,13 @@ def screenshot(page: Path, fragment: str, target: Path, size: str) -> None:
 
 
 def a_failed_episode(page: Path) -> str:
-    """The id of a failed episode of the page's index (else the first episode)."""
+    """The id of a failed episode of the page's index (else the longest)."""
     text = page.read_text()
     start = text.index('<script type="application/json" id="episode-index">') + len('<script type="application/json" id="episode-index">')
     index = json.loads(text[start:text.index("</script>", start)])
     rows = [dict(zip(index["columns"], row)) for row in index["rows"]]
     failed = [r for r in rows if r["failed"] and r["failed"] != "error"]
-    return (failed or rows)[0]["id"]
+    return (failed or sorted(rows, key=lambda r: -(r["steps"] or 0)))[0]["id"]
 
 
 def shoot(page: Path, name: str, out: Path) -> None:
