@@ -123,14 +123,20 @@ function checksView(checks, e) {
   if (parts.length) box.append(el("p", "parts", parts.map(([k, v]) => `${k}: ${v}`).join(" · ")));
   if (!checks.checks.length) box.append(el("p", "hint", "The backend gave no checks for this episode."));
   const list = el("ul");
+  const unscored = el("ul");
   for (const check of checks.checks) {
     const failed = check.scored && !check.ok;
     const li = el("li", failed ? "failed" : check.ok ? "met" : "unscored");
     li.append(el("span", "mark", check.ok ? "✓" : "✗"), el("span", "kind", check.kind), el("span", null, check.label));
-    if (!check.scored) li.append(el("span", "hint", " (not in the reward basis)"));
-    list.append(li);
+    (check.scored ? list : unscored).append(li);
   }
   box.append(list);
+  if (unscored.children.length) {
+    // checks outside the task's reward basis (tau2's action checks in retail, say): shown folded, they do not change the reward
+    const details = el("details", "unscored");
+    details.append(el("summary", null, `${unscored.children.length} check${unscored.children.length === 1 ? "" : "s"} outside the reward basis (not scored)`), unscored);
+    box.append(details);
+  }
   for (const note of checks.notes || []) box.append(el("p", "note", note));
   if (e.failed) box.prepend(el("p", "verdict", "Failed: " + e.failed));
   return box;
