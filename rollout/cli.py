@@ -116,12 +116,27 @@ def _interrupted_message(args: argparse.Namespace, job) -> str:
             f"the rest can be run with: {command}")
 
 
+def report_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    from rollout.report import report_parser as build
+
+    return build(parser)
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from rollout.report import run_report_command as run
+
+    return run(args)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """``taugym rollout ...`` (the console script)."""
     parser = argparse.ArgumentParser(prog="taugym", description="TauGym command line")
     commands = parser.add_subparsers(dest="command", required=True)
     rollout_parser(commands.add_parser("rollout", help="run a rollout job"))
+    report_parser(commands.add_parser("report", help="write DIR/report.html: figures and conversations of a run"))
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return run_report_command(args)
     return run_rollout_command(args)
 
 
