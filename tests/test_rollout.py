@@ -183,3 +183,31 @@ def test_shipped_rollout_configs_are_valid(path):
 def test_unknown_agent_options_are_refused_before_anything_runs():
     with pytest.raises(ValueError, match="has no option"):
         oracle_config(agent={"name": "llm", "modle": "gpt-4o"})
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"tasks": ["retail-000", "retail-001", "retail-000"]}, "retail-000"),
+    ({"domains": ["retail", "retail"], "tasks": ["retail-000"]}, "retail"),
+])
+def test_duplicate_tasks_or_domains_in_a_config_are_refused(tmp_path, changes, named):
+    with pytest.raises(ValueError, match=f"{named}.* more than once"):
+        RolloutJob(oracle_config(**changes), out=str(tmp_path), progress=False).run()
+    assert read_episodes(tmp_path).num_rows == 0
+
+
+def test_an_unpaired_surrogate_from_a_model_never_stops_the_job(tmp_path, fake_llm_server):
+    def with_surrogates(request):
+        reply = scripted_conversation(request)
+        if reply.text:
+            reply.text += " \ud800"  # one half of a UTF-16 pair: not encodable as UTF-8
+        else:
+            reply.tool_calls[0]["function"]["arguments"] = json.dumps({"order_id": "#W2378156\ud800"})
+        return reply
+
+    fake_llm_server.set_handler(with_surrogates)
+    summary = RolloutJob(llm_config(fake_llm_server, ["retail-000", "retail-001"]), out=str(tmp_path), progress=False).run()
+    episodes = read_episodes(tmp_path).to_pylist()
+    assert len(episodes) == 2 and summary["errors"] == 0, [e["error_cause"] for e in episodes]
+    texts = [m["content"] for e in episodes for m in e["messages"] if m["content"]]
+    assert any(t.endswith("\ufffd") for t in texts)  # replaced by U+FFFD, the rest of the text kept
+    assert read_steps(tmp_path).num_rows == sum(e["num_steps"] for e in episodes)
