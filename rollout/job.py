@@ -93,6 +93,9 @@ def work_items(config: RolloutConfig) -> list[WorkItem]:
     """Every (domain, task, trial) the config asks for, in a stable order."""
     from taugym.backends import get_backend
 
+    _refuse_repeats("domains", config.domains, "list each domain once")
+    if isinstance(config.tasks, list):
+        _refuse_repeats("tasks", config.tasks, "list each task once; trials: N runs every task N times")
     items = []
     for domain in config.domains:
         env_config = config.env_config(domain)
@@ -113,6 +116,13 @@ def work_items(config: RolloutConfig) -> list[WorkItem]:
             for trial in range(config.trials):
                 items.append(WorkItem(domain, task_id, trial, item_seed(config.seed, domain, task_id, trial)))
     return items
+
+
+def _refuse_repeats(option: str, values: list, hint: str) -> None:
+    """Two equal entries would give two rows with the same (domain, task, trial)."""
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{option} names {', '.join(repeated)} more than once; {hint}")
 
 
 class RolloutJob:
