@@ -12,6 +12,7 @@ import taugym
 from taugym import TauEnv
 from taugym.agents import Policy
 from taugym.llm import LLMUsage
+from taugym.text import valid_unicode
 
 from rollout.dataset import episode_row_from_info, step_row
 
@@ -48,7 +49,8 @@ def merge_usage(*usages: dict) -> dict:
 
 
 def _action_text(action: Any) -> str:
-    return action if isinstance(action, str) else json.dumps(action, default=str)
+    """The action as the steps dataset stores it (storable text, whatever the agent returned)."""
+    return valid_unicode(action if isinstance(action, str) else json.dumps(action, default=str))
 
 
 async def play_episode(

@@ -42,6 +42,7 @@ from typing import Any
 import tenacity
 
 from taugym.llm.rate_limit import RateLimiter, estimate_tokens
+from taugym.text import valid_unicode, valid_unicode_deep
 
 __all__ = [
     "LLMCallError",
@@ -764,8 +765,10 @@ class LLMClient:
         choice = choices[0]
         message = getattr(choice, "message", None)
         content = getattr(message, "content", None)
+        if isinstance(content, str):
+            content = valid_unicode(content)  # a model's stray surrogate must not stop a writer
         tool_calls = [
-            _tool_call_dict(tc) for tc in (getattr(message, "tool_calls", None) or [])
+            valid_unicode_deep(_tool_call_dict(tc)) for tc in (getattr(message, "tool_calls", None) or [])
         ]
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
