@@ -369,6 +369,57 @@ def test_crash_between_renames_never_shows_an_episode_without_steps(tmp_path):
     assert visible_files(tmp_path) == []
 
 
+def raw_table(out: Path, kind: str):
+    """What a plain reader (pyarrow.dataset, which Ray Data and RLlib use) sees in DIR/<kind>."""
+    return ds.dataset(out / kind, format="parquet", partitioning="hive").to_table()
+
+
+def test_a_raw_reader_of_steps_never_sees_an_unpublished_or_repeated_set(tmp_path):
+    crash(tmp_path, "between-renames")
+    published = set(read_episodes(tmp_path)["episode_id"].to_pylist())
+    assert set(raw_table(tmp_path, "steps")["episode_id"].to_pylist()) <= published
+
+    # the next run (a writer with new ids, as a resumed job has) completes the dataset
+    wanted = {("retail", f"retail-{i:03d}", 0) for i in range(8)}
+    with ParquetEpisodeWriter(tmp_path, "run1", writer_id="resumed") as writer:
+        for i in range(8):
+            if ("retail", f"retail-{i:03d}", 0) not in completed_keys(tmp_path):
+                writer.write(*make_episode(i, steps=1 + i % 3))
+    episodes, steps = raw_table(tmp_path, "episodes"), raw_table(tmp_path, "steps")
+    keys = list(zip(episodes["domain"].to_pylist(), episodes["task_id"].to_pylist(), episodes["trial"].to_pylist()))
+    assert sorted(keys) == sorted(wanted)
+    step_keys = list(zip(steps["episode_id"].to_pylist(), steps["step_index"].to_pylist()))
+    assert len(step_keys) == len(set(step_keys)) == sum(episodes["num_steps"].to_pylist())
+    assert hidden_files(tmp_path) == []
+
+
+def test_leftovers_of_any_crashed_writer_are_removed_by_the_next(tmp_path):
+    crash(tmp_path, "mid-file")
+    assert hidden_files(tmp_path)
+    ParquetEpisodeWriter(tmp_path, "run2", writer_id="other").close()
+    assert hidden_files(tmp_path) == []
+    assert read_episodes(tmp_path).num_rows == 6
+
+
+# -------------------------------------------------------------- one run owns its output
+def test_a_second_writer_is_refused_while_the_first_lives(tmp_path):
+    first = ParquetEpisodeWriter(tmp_path, "run1")
+    with pytest.raises(ValueError, match=r"(?s)another run.*pid \d+.*choose another"):
+        ParquetEpisodeWriter(tmp_path, "run2")
+    first.write(*make_episode(0))
+    first.close()  # the output is free again
+    with ParquetEpisodeWriter(tmp_path, "run2") as second:
+        second.write(*make_episode(1))
+    assert read_episodes(tmp_path).num_rows == 2
+
+
+def test_a_killed_writer_never_blocks_the_next(tmp_path):
+    crash(tmp_path, "mid-file")  # killed while holding the output
+    started = time.monotonic()
+    ParquetEpisodeWriter(tmp_path, "run1").close()
+    assert time.monotonic() - started < 5
+
+
 # -------------------------------------------------------------- resume keys
 def test_completed_keys_lists_domain_task_and_trial(tmp_path):
     assert completed_keys(tmp_path / "missing") == set()
