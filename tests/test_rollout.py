@@ -99,7 +99,7 @@ def test_an_actor_killed_mid_episode_is_replaced_and_nothing_is_lost_or_doubled(
     assert set(steps["episode_id"].to_pylist()) == set(read_episodes(tmp_path)["episode_id"].to_pylist())
 
 
-def test_a_killed_driver_resumes_and_completes_the_dataset(tmp_path):
+def test_a_second_run_is_refused_while_a_driver_lives_and_a_killed_driver_resumes_at_once(tmp_path):
     config = tmp_path / "job.yaml"
     config.write_text(json.dumps({
         "domains": ["retail"], "tasks": "all", "trials": 1, "agent": {"name": "oracle"},
@@ -112,6 +112,10 @@ def test_a_killed_driver_resumes_and_completes_the_dataset(tmp_path):
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(completed_keys(out)) < 10:
         time.sleep(0.2)
+    for flags in ([], ["--resume"]):  # a second run into the same --out, while the first is writing
+        second = subprocess.run(command + flags, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2 and "another run" in second.stderr, second.stderr[-2000:]
+        assert "Traceback" not in second.stderr
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
     driver.wait()
     before = completed_keys(out)
@@ -122,6 +126,7 @@ def test_a_killed_driver_resumes_and_completes_the_dataset(tmp_path):
     assert len(keys) == len(set(keys)) == 114
     assert json.loads((out / "summary.json").read_text())["episodes"] == 114
     assert json.loads((out / "summary.json").read_text())["episodes_this_run"] == 114 - len(before)
+    assert len({e["run_id"] for e in read_episodes(out, columns=["run_id"]).to_pylist()}) == 1
 
 
 def test_a_provider_down_for_good_is_recorded_as_errors_not_dropped(tmp_path, fake_llm_server):
@@ -211,3 +216,17 @@ def test_an_unpaired_surrogate_from_a_model_never_stops_the_job(tmp_path, fake_l
     texts = [m["content"] for e in episodes for m in e["messages"] if m["content"]]
     assert any(t.endswith("\ufffd") for t in texts)  # replaced by U+FFFD, the rest of the text kept
     assert read_steps(tmp_path).num_rows == sum(e["num_steps"] for e in episodes)
+
+
+def test_resume_with_a_changed_config_is_refused_naming_the_difference(tmp_path):
+    RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), progress=False).run()
+    for changes, named in (({"agent": {"name": "random"}}, "agent.name"), ({"env": {"user_strategy": "scripted", "max_steps": 12}}, "env.max_steps"),
+                           ({"tasks": ["retail-000", "retail-001"]}, "tasks"), ({"trials": 2}, "trials"), ({"seed": 5}, "seed")):
+        with pytest.raises(ValueError, match=rf"(?s){named}.*was .* now "):
+            RolloutJob(oracle_config(**{"tasks": ["retail-000"], "trials": 1, **changes}), out=str(tmp_path), resume=True,
+                       progress=False).run()
+    assert "retail" in (tmp_path / "run.json").read_text()  # what defines the results is recorded in the folder
+    # how it runs may change
+    summary = RolloutJob(oracle_config(tasks=["retail-000"], trials=1, actors=1, rows_per_file=3), out=str(tmp_path),
+                         resume=True, progress=False).run()
+    assert summary["episodes"] == 1
