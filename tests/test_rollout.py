@@ -230,3 +230,41 @@ def test_resume_with_a_changed_config_is_refused_naming_the_difference(tmp_path)
     summary = RolloutJob(oracle_config(tasks=["retail-000"], trials=1, actors=1, rows_per_file=3), out=str(tmp_path),
                          resume=True, progress=False).run()
     assert summary["episodes"] == 1
+
+
+def test_missing_credentials_or_an_unreachable_provider_are_refused_before_actors_start(tmp_path, fake_llm_server,
+                                                                                         monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(ValueError, match=r"OPENAI_API_KEY"):
+        RolloutJob(llm_config(fake_llm_server, ["retail-000"]), out=str(tmp_path), progress=False).run()
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    config = llm_config(fake_llm_server, ["retail-000"])
+    config.agent["base_url"] = "http://127.0.0.1:9/v1"  # nothing listens there
+    with pytest.raises(ValueError, match=r"cannot reach .*127.0.0.1:9"):
+        RolloutJob(config, out=str(tmp_path), progress=False).run()
+    assert fake_llm_server.requests == [] and read_episodes(tmp_path).num_rows == 0
+
+
+def test_retry_errors_replaces_error_rows_exactly_once_for_every_reader(tmp_path, fake_llm_server):
+    import pyarrow.dataset as ds
+
+    fake_llm_server.set_handler(lambda request: Reply.server_error(503))
+    config = llm_config(fake_llm_server, ["retail-000", "retail-001"])
+    config.env["llm_max_attempts"] = 2
+    RolloutJob(config, out=str(tmp_path), progress=False).run()
+    errors = read_episodes(tmp_path).to_pylist()
+    assert [e["error"] for e in errors] == [True, True]
+    assert all(e["llm_calls"] >= 2 for e in errors)  # the failed attempts are counted
+
+    fake_llm_server.set_handler(scripted_conversation)  # the provider is back
+    summary = RolloutJob(config, out=str(tmp_path), resume=True, progress=False).run()
+    assert summary["errors"] == 2 and summary["episodes_this_run"] == 0  # a plain resume keeps them
+    summary = RolloutJob(config, out=str(tmp_path), resume=True, retry_errors=True, progress=False).run()
+    assert summary["errors"] == 0 and summary["episodes"] == 2 and summary["episodes_this_run"] == 2
+    for table in (read_episodes(tmp_path), ds.dataset(tmp_path / "episodes", format="parquet", partitioning="hive").to_table()):
+        rows = table.to_pylist()
+        assert sorted((r["task_id"], r["error"]) for r in rows) == [("retail-000", False), ("retail-001", False)]
+    steps = ds.dataset(tmp_path / "steps", format="parquet", partitioning="hive").to_table()
+    assert set(steps["episode_id"].to_pylist()) == set(read_episodes(tmp_path)["episode_id"].to_pylist())
+    summary = RolloutJob(config, out=str(tmp_path), resume=True, retry_errors=True, progress=False).run()
+    assert summary["episodes_this_run"] == 0 and summary["episodes"] == 2
