@@ -85,7 +85,8 @@ def make_episode(i: int, domain: str = "retail", trial: int = 0, steps: int = 2,
 
 
 def visible_files(out: Path) -> list[Path]:
-    return [p for p in out.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))]
+    """The files a plain reader lists (it skips every name, file or folder, that starts with '.' or '_')."""
+    return [p for p in out.rglob("*") if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(out).parts)]
 
 
 def hidden_files(out: Path) -> list[Path]:
@@ -315,13 +316,14 @@ from test_dataset import make_episode
 from rollout.dataset import ParquetEpisodeWriter
 
 mode, out = sys.argv[1], sys.argv[2]
-if mode == "between-renames":  # die after the steps file is published, before its episodes file
-    real_replace = os.replace
-    def replace(src, dst):
-        if "episodes" in str(dst):
+if mode == "between-renames":  # die after the steps file is made visible, before its episodes file
+    from rollout.store import Store
+    real_move = Store.move
+    def move(self, src, dst):
+        if dst.startswith("episodes/"):
             os._exit(1)
-        real_replace(src, dst)
-    os.replace = replace
+        real_move(self, src, dst)
+    Store.move = move
 writer = ParquetEpisodeWriter(out, "run1", rows_per_row_group=2, max_rows_per_file=3)
 for i in range(8):
     writer.write(*make_episode(i, steps=1 + i % 3))
@@ -357,16 +359,16 @@ def test_crash_mid_file_leaves_only_complete_files_with_steps(tmp_path):
 
 
 def test_crash_between_renames_never_shows_an_episode_without_steps(tmp_path):
-    crash(tmp_path, "between-renames")
+    crash(tmp_path, "between-renames")  # the set was committed; its steps file is visible, its episodes file not yet
 
-    orphans = visible_files(tmp_path / "steps")
-    assert len(orphans) == 1 and visible_files(tmp_path / "episodes") == []
-    assert read_episodes(tmp_path).num_rows == 0
-    assert read_steps(tmp_path).num_rows == 0  # the orphan steps file is skipped
-    assert count_rows(tmp_path) == {"episodes": 0, "steps": 0}
+    assert len(visible_files(tmp_path / "steps")) == 1 and visible_files(tmp_path / "episodes") == []
+    assert read_episodes(tmp_path).num_rows == 3  # the manifest's record of what is published
+    assert_every_episode_has_its_steps(tmp_path)
+    assert count_rows(tmp_path) == {"episodes": 3, "steps": 6}
 
-    ParquetEpisodeWriter(tmp_path, "run1").close()  # the next writer with these ids removes it
-    assert visible_files(tmp_path) == []
+    ParquetEpisodeWriter(tmp_path, "run1").close()  # the next writer finishes the publish
+    assert len(visible_files(tmp_path / "episodes")) == 1 and hidden_files(tmp_path) == []
+    assert raw_table(tmp_path, "episodes").num_rows == 3
 
 
 def raw_table(out: Path, kind: str):
