@@ -61,6 +61,7 @@ async def play_episode(
     run_id: str,
     agent_name: str,
     agent_model: Optional[str],
+    retry: bool = False,
 ) -> dict:
     """Run ``item`` to the end on ``env`` with ``agent``; return ``{"episode": row, "steps": rows}``.
 
@@ -113,15 +114,16 @@ async def play_episode(
         truncated=bool(truncated),
         num_steps=len(transitions),
         taugym_version=taugym.__version__,
-        llm_usage=merge_usage(info.get("llm_usage") or {}, agent.usage()),
-        episode_id=episode_id(run_id, item),
+        llm_usage=merge_usage(env.user.usage(), agent.usage()),  # the env's, also when reset failed
+        episode_id=episode_id(run_id, item, retry=retry),
     )
     return {"episode": row, "steps": [step_row(row, **t) for t in transitions]}
 
 
-def episode_id(run_id: str, item: WorkItem) -> str:
-    """The dataset's id of an episode: unique per run, domain, task and trial."""
-    return f"{run_id}:{item.domain}:{item.task_id}:{item.trial}"
+def episode_id(run_id: str, item: WorkItem, retry: bool = False) -> str:
+    """The dataset's id of an episode: unique per run, domain, task and trial (and re-run of an error row)."""
+    base = f"{run_id}:{item.domain}:{item.task_id}:{item.trial}"
+    return f"{base}:retry-{time.strftime('%Y%m%dT%H%M%S')}" if retry else base
 
 
 def error_info(backend: str, item: WorkItem, tools: list) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def test_rollout_writes_every_episode_once_with_steps_and_summary(tmp_path):
     assert sorted(p.name for p in (tmp_path / "episodes").iterdir()) == ["domain=airline", "domain=retail"]
 
 
-def test_an_actor_killed_mid_episode_is_replaced_and_nothing_is_lost_or_doubled(tmp_path, fake_llm_server):
+def test_an_actor_killed_mid_episode_is_restarted_and_nothing_is_lost_or_doubled(tmp_path, fake_llm_server):
     fake_llm_server.set_handler(lambda request: scripted_conversation(request, delay_s=0.3))
     tasks = [f"retail-{i:03d}" for i in range(8)]
     job = RolloutJob(llm_config(fake_llm_server, tasks), out=str(tmp_path), progress=False)
@@ -94,7 +94,7 @@ def test_an_actor_killed_mid_episode_is_replaced_and_nothing_is_lost_or_doubled(
     summary = job.run(on_result=kill_one_actor)
     keys = keys_of(tmp_path)
     assert sorted(keys) == sorted(("retail", t, 0) for t in tasks)
-    assert job.replaced_actors >= 1 and summary["errors"] == 0
+    assert job.restarted_actors >= 1 and summary["errors"] == 0  # Ray restarted it and re-ran its episodes
     steps = read_steps(tmp_path)
     assert set(steps["episode_id"].to_pylist()) == set(read_episodes(tmp_path)["episode_id"].to_pylist())
 
@@ -254,7 +254,7 @@ def test_retry_errors_replaces_error_rows_exactly_once_for_every_reader(tmp_path
     RolloutJob(config, out=str(tmp_path), progress=False).run()
     errors = read_episodes(tmp_path).to_pylist()
     assert [e["error"] for e in errors] == [True, True]
-    assert all(e["llm_calls"] >= 2 for e in errors)  # the failed attempts are counted
+    assert all(e["llm_calls"] >= 1 and e["llm_retries"] >= 1 for e in errors), errors  # the failed call is counted
 
     fake_llm_server.set_handler(scripted_conversation)  # the provider is back
     summary = RolloutJob(config, out=str(tmp_path), resume=True, progress=False).run()
