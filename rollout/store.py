@@ -163,6 +163,8 @@ class OutputLease:
                 self._thread.start()
                 return self
             self.store.delete(self.rel)
+            if any(time.time() - o.pop("_mtime", 0) > 2 for o in others):
+                break  # an established owner, not a run starting this very moment
             if attempt < attempts - 1:  # maybe a run starting this very moment: both back off
                 time.sleep(random.uniform(0.05, 0.4))
         holder = others[0]
@@ -211,7 +213,11 @@ class OutputLease:
             if not name.startswith("claim-") or rel == self.rel:
                 continue
             if self._alive(rel, info):
-                live.append(json.loads(self.store.get(rel) or b"{}") if self.store.exists(rel) else {})
+                try:
+                    claim = json.loads(self.store.get(rel) or b"{}")
+                except ValueError:
+                    claim = {}
+                live.append({**claim, "_mtime": info.mtime.timestamp() if info.mtime is not None else time.time()})
             else:
                 self.store.delete(rel)  # its holder is gone
         return live
