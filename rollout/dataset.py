@@ -66,35 +66,45 @@ reaches ``max_rows_per_file`` rows or ``max_seconds_per_file`` of age, or on
 :func:`episode_row_from_info` builds the episode row from ``TauEnv``'s final
 ``info``; :func:`step_row` builds a step row keyed like its episode.
 
-Durability guarantee
---------------------
-* A file is written under a hidden temporary name in its final folder
-  (``.part-….parquet.tmp``: pyarrow, pandas and Ray Data skip names that
-  start with ``.`` or ``_``, and a ``*.parquet`` glob does not match it),
-  fsynced, and only then renamed to its final name with an atomic
-  ``os.replace``. A reader never sees a torn file.
-* Steps are published before episodes: the steps file of a pair is renamed
-  into place before the episodes file. So whenever an episode row is
-  visible, all of its step rows already are, whatever the moment of a crash.
-* A crash (a killed process, ``os._exit``, an exception that skips
-  ``close()``; files are fsynced before the rename, so a power loss too)
-  loses only the rows not yet published: per domain the one open file, at
-  most ``max_rows_per_file`` episodes. The age limit is checked on every
-  ``write()``: while episodes keep finishing nothing older than about
-  ``max_seconds_per_file`` stays unpublished; a caller whose episodes
-  finish rarely can call ``flush()`` on its own timer. Lost episodes are
-  absent from :func:`completed_keys`, so ``--resume`` runs them again.
-  Their temporary files stay hidden.
-* A crash in the instant between the two renames leaves a steps file whose
-  episodes partner is missing (an "orphan"). :func:`read_steps` and
-  :func:`count_rows` skip such files, and the next writer started with the
-  same ``run_id`` and ``writer_id`` deletes them together with its stale
-  temporary files. (A raw ``ray.data.read_parquet("DIR/steps")`` right after
-  such a crash would still see the orphan.)
-* ``writer_id`` must be unique among the writers of a run that are alive at
-  the same time (e.g. the Ray actor index); file names never collide
-  otherwise, also across restarts: a new writer continues after the highest
-  sequence number already on disk, and a publish never overwrites a file.
+Publishing protocol
+-------------------
+One protocol for every ``pyarrow.fs`` filesystem (local disk today, object
+storage by adding its filesystem: it needs no atomic rename and no lock,
+see :mod:`rollout.store`):
+
+1. A file pair is written under staged names that plain readers skip
+   (``.part-….parquet.tmp`` in its final folder: pyarrow, pandas, Ray Data
+   and ``datasets`` skip names starting with ``.``, and a ``*.parquet`` glob
+   does not match them).
+2. The commit: one small JSON record ``DIR/_manifest/<set>.json``, written
+   whole (a hidden name, then moved), lists the pairs the set adds (and,
+   for ``--retry-errors``, the pairs it removes). The manifest, all records
+   together, is the record of what is published; :func:`read_episodes`,
+   :func:`read_steps`, :func:`completed_keys` and :func:`count_rows` read
+   only what it names.
+3. The staged files are moved to their final names, steps before episodes
+   (removed pairs are deleted first, episodes before steps).
+
+So every file a plain reader sees belongs to exactly one committed set, and
+an episode row is never visible without its steps. A crash before the
+commit leaves only staged files (removed by the next writer); a crash after
+it leaves a committed set whose moves the next writer finishes (until then
+a raw reader of ``episodes/`` misses it, the readers here already see it).
+A crash loses only rows not yet committed: per domain the open file, at
+most ``max_rows_per_file`` episodes or ``max_seconds_per_file`` of them.
+Lost episodes are absent from :func:`completed_keys`, so ``--resume`` runs
+them again. The writer owns the folder (a lease, see
+:class:`~rollout.store.OutputLease`): a second writer is refused while the
+first lives, and the next one after a crash starts at once.
+
+Superseding error rows
+----------------------
+An error row (``error=True``) is the one kind of row that may be replaced:
+``--retry-errors`` runs its (domain, task, trial) again and the new row
+carries a new ``episode_id`` (``…:retry-<time>``). The commit that
+publishes the new row also removes the error row: the pair that held it is
+rewritten without it (and without its steps) and the old pair is listed as
+removed. Every reader, plain or not, sees each (domain, task, trial) once.
 
 No row holds secrets: the rows carry the conversation, tool schemas,
 scores and counters only, never environment variables or configuration
