@@ -42,6 +42,7 @@ from typing import Any
 import tenacity
 
 from taugym.llm.rate_limit import RateLimiter, RateLimitTimeout, estimate_tokens
+from taugym.text import valid_unicode, valid_unicode_deep
 
 __all__ = [
     "LLMCallError",
@@ -798,8 +799,10 @@ class LLMClient:
         choice = choices[0]
         message = getattr(choice, "message", None)
         content = getattr(message, "content", None)
+        if isinstance(content, str):
+            content = valid_unicode(content)  # a model's stray surrogate must not stop a writer
         tool_calls = [
-            _tool_call_dict(tc) for tc in (getattr(message, "tool_calls", None) or [])
+            valid_unicode_deep(_tool_call_dict(tc)) for tc in (getattr(message, "tool_calls", None) or [])
         ]
         # a provider may echo the request (its Authorization header included): scrub what it says too
         secrets = self._secrets()
