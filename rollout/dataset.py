@@ -25,7 +25,12 @@ backend, ``"null"`` when there was none), ``terminated``, ``truncated``,
 ``user``, ``max_steps`` or ``error``), ``num_steps`` (int32), ``messages``,
 ``tools``, ``llm_calls``, ``llm_retries``, ``prompt_tokens``,
 ``completion_tokens`` (int64), ``cost_usd``, ``duration_s`` (float64),
-``taugym_version``.
+``taugym_version``, and where a row was imported from a benchmark's results
+file (``taugym import``; all three null for TauGym's own runs):
+``source_format`` (``tau-bench-v1`` or ``tau2``), ``source_file`` (the
+file's path as given) and ``source_position`` (int64: the record's index in
+the file's list: v1's top-level list, tau2's ``simulations``). For an
+imported row ``reward`` is the reward the file recorded.
 
 ``messages`` is the conversation in OpenAI chat format, system prompt first:
 a list of ``{role, content, tool_calls, tool_call_id, name}`` where
@@ -151,7 +156,7 @@ PathLike = Union[str, os.PathLike]
 
 #: Bumped whenever a column is added, removed or changes type. Stored in each
 #: file's schema metadata under ``taugym.dataset_schema_version``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MANIFEST_DIR = "_manifest"
 EPISODES_DIR = "episodes"
@@ -222,6 +227,9 @@ EPISODE_SCHEMA = pa.schema(
         _f("cost_usd", pa.float64()),
         _f("duration_s", pa.float64()),
         _f("taugym_version", pa.string()),
+        _f("source_format", pa.string(), True),
+        _f("source_file", pa.string(), True),
+        _f("source_position", pa.int64(), True),
     ]
 )
 
@@ -426,6 +434,7 @@ def episode_row_from_info(
     taugym_version: str,
     llm_usage: Optional[Mapping[str, Any]] = None,
     episode_id: Optional[str] = None,
+    source: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Any]:
     """The episode row for a finished ``TauEnv`` episode, from its final ``info``.
 
@@ -447,7 +456,9 @@ def episode_row_from_info(
     ``error``/``error_cause`` come from ``info.get("error")``,
     ``termination`` from ``info["termination"]`` (ValueError if the episode
     is not over), ``reward_breakdown`` is the JSON of ``info["evaluation"]``
-    and ``tools`` the JSON of ``info["tools"]``.
+    and ``tools`` the JSON of ``info["tools"]``. ``source`` is where an
+    imported episode came from: ``{"format", "file", "position"}`` (None for
+    an episode TauGym ran).
     """
     for key in ("task_id", "domain", "backend", "messages", "tools"):
         if key not in info:
@@ -487,6 +498,9 @@ def episode_row_from_info(
         "cost_usd": float(_usage_value(usage, "cost_usd", default=0.0)),
         "duration_s": float(duration_s),
         "taugym_version": taugym_version,
+        "source_format": None if source is None else str(source["format"]),
+        "source_file": None if source is None else str(source["file"]),
+        "source_position": None if source is None else int(source["position"]),
     }
 
 

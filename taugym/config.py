@@ -17,7 +17,7 @@ import yaml
 
 BACKENDS = ("tau2", "tau_bench")
 DATA_MODES = ("single", "sequential")
-USER_STRATEGIES = ("llm", "scripted")
+USER_STRATEGIES = ("llm", "scripted", "replay")
 
 
 @dataclass
@@ -48,7 +48,9 @@ class TauGymConfig:
     Simulated user:
         user_strategy: ``"llm"`` (the benchmark's LLM user simulator) or
             ``"scripted"`` (offline, deterministic; no substitute for an LLM
-            user when benchmarking).
+            user when benchmarking) or ``"replay"`` (answers with a recorded
+            conversation's user turns, loaded with ``env.user.load(...)``;
+            ``taugym rescore`` uses it).
         user_model, user_provider, user_base_url, user_llm_args: the LLM
             user's model, litellm provider, optional OpenAI-compatible base
             URL and sampling arguments. ``user_llm_args=None`` (default) is

@@ -124,7 +124,9 @@ class TauEnv(gym.Env):
     prompt first, tool calls and results included), ``tools`` (OpenAI tool
     schemas), ``llm_usage``; at the end ``evaluation`` (the backend's reward
     breakdown), ``termination`` (``agent``, ``user``, ``max_steps``,
-    ``error``) and ``error`` where there was one.
+    ``error``) and ``error`` where there was one; ``user_notes`` where the
+    user has something to report (the replay user: where the agent left
+    the recorded conversation).
 
     ## Arguments
     ``TauEnv(config)`` with a :class:`TauGymConfig`, a dict of its options,
@@ -470,6 +472,9 @@ class TauEnv(gym.Env):
             "step_count": self.step_count,
             "llm_usage": self.user.usage(),
         }
+        notes = self.user.notes()
+        if notes:
+            info["user_notes"] = notes
         info.update(self._end_info)
         return info
 

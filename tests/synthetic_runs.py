@@ -135,7 +135,7 @@ def synthetic_episode(run_id: str, domain: str, task: int, trial: int, seed: int
         "llm_calls": steps + rng.randint(2, 8), "llm_retries": rng.randint(0, 2) if rng.random() < 0.1 else 0,
         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
         "cost_usd": round(prompt_tokens * 0.15e-6 + completion_tokens * 0.6e-6, 6), "duration_s": round(rng.uniform(5, 90), 3),
-        "taugym_version": "0.1.0",
+        "taugym_version": "0.1.0", "source_format": None, "source_file": None, "source_position": None,
     }
     step_rows = [step_row(row, step_index=i, observation="", action="[search] tools", reward=0.0, next_observation="",
                           terminated=i == steps - 1, truncated=False) for i in range(steps)]

@@ -75,6 +75,9 @@ def make_episode(i: int, domain: str = "retail", trial: int = 0, steps: int = 2,
         "cost_usd": 0.002,
         "duration_s": 1.5,
         "taugym_version": "0.1.0",
+        "source_format": None,
+        "source_file": None,
+        "source_position": None,
     }
     step_rows = [
         step_row(row, step_index=k, observation=f"obs {k}", action=f"act {k}", reward=0.0 if k < steps - 1 else row["reward"],

@@ -63,3 +63,8 @@ class SimulatedUser(ABC):
     def usage(self) -> dict[str, Any]:
         """LLM accounting of the current conversation (empty for offline users)."""
         return {}
+
+    def notes(self) -> list[str]:
+        """What the user has to report about the current conversation (the replay user's
+        divergences from its record); the env puts them in ``info["user_notes"]``."""
+        return []
