@@ -144,9 +144,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     rollout_parser(commands.add_parser("rollout", help="run a rollout job"))
     report_parser(commands.add_parser("report", help="write DIR/report.html: figures and conversations of a run"))
+    from rollout.interop import commands as interop
+
+    interop.import_parser(commands.add_parser("import", help="import tau-bench v1 / tau2 results files into a dataset"))
+    interop.rescore_parser(commands.add_parser("rescore", help="replay results files through TauEnv and score them again"))
+    interop.export_parser(commands.add_parser("export", help="write a run as tau2 Results files"))
     args = parser.parse_args(argv)
     if args.command == "report":
         return run_report_command(args)
+    if args.command in ("import", "rescore", "export"):
+        return getattr(interop, f"run_{args.command}_command")(args)
     return run_rollout_command(args)
 
 
