@@ -245,7 +245,7 @@ def _v1_trajectory(read: FileRead, position: int, record: Any, domain: Optional[
     if not isinstance(traj, list) or not traj:
         raise _Bad(f"'traj' must be a non-empty list of messages, got {_json_type(traj)}")
     info = record.get("info") if isinstance(record.get("info"), dict) else {}
-    name = domain or _v1_domain(traj)
+    name = domain or _v1_domain(traj, domains, read)
     if name is None:
         raise _Bad("cannot tell the domain from the system prompt; pass --domain airline or --domain retail")
     loaded = domains.get("tau_bench", name, read)
@@ -262,10 +262,15 @@ def _v1_trajectory(read: FileRead, position: int, record: Any, domain: Optional[
     )
 
 
-def _v1_domain(traj: list) -> Optional[str]:
+def _v1_domain(traj: list, domains: "_Domains", read: FileRead) -> Optional[str]:
+    """The domain whose policy is the system prompt (where tau_bench loads), else the one its title names."""
     first = traj[0] if isinstance(traj[0], dict) else {}
     if first.get("role") != "system" or not isinstance(first.get("content"), str):
         return None
+    for name in V1_DOMAINS:
+        loaded = domains.peek("tau_bench", name)
+        if loaded is not None and loaded.policy == first["content"]:
+            return name
     title = first["content"].strip().splitlines()[0].lower() if first["content"].strip() else ""
     found = [d for d in V1_DOMAINS if d in title]
     return found[0] if len(found) == 1 else None
@@ -464,7 +469,12 @@ class _Domains:
         self._loaded: dict[tuple[str, str], Any] = {}
         self._why: dict[tuple[str, str], str] = {}
 
-    def get(self, backend: str, domain: str, read: FileRead) -> Any:
+    def peek(self, backend: str, domain: str) -> Any:
+        """The domain, or None where it cannot be loaded (nothing reported)."""
+        self._load(backend, domain)
+        return self._loaded[(backend, domain)]
+
+    def _load(self, backend: str, domain: str) -> None:
         key = (backend, domain)
         if key not in self._loaded:
             from taugym.backends import get_backend
@@ -474,6 +484,10 @@ class _Domains:
             except (ImportError, ValueError) as exc:
                 self._loaded[key] = None
                 self._why[key] = str(exc).split(";")[0]
+
+    def get(self, backend: str, domain: str, read: FileRead) -> Any:
+        key = (backend, domain)
+        self._load(backend, domain)
         if self._loaded[key] is None:
             if backend == "tau2":
                 read.problems.append(Problem(read.file, None, f"tau2 has no domain {domain!r}: {self._why[key]}"))
