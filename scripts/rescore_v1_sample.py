@@ -22,7 +22,7 @@ args = parser.parse_args()
 sys.path.insert(0, str(Path(args.tau_bench_source).resolve()))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rollout.interop.rescoring import format_agreement, rescore_files  # noqa: E402
+from rollout.interop.rescoring import format_agreement, rescore_files
 
 reads, report = rescore_files([args.sample], backend="tau_bench")
 for read in reads:

@@ -6,12 +6,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 from rollout.interop.records import FORMATS
 
 
-def import_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+def import_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="python -m rollout import")
     parser.description = ("Import tau-bench v1 results files and tau2 Results files into DIR/episodes and DIR/steps. "
                           "Exit status: 0 every record imported, 1 some records refused (the rest imported), 2 misuse.")
@@ -42,7 +41,7 @@ def run_import_command(args: argparse.Namespace) -> int:
     return 1 if result.problems else 0
 
 
-def rescore_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+def rescore_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="python -m rollout rescore")
     parser.description = ("Replay recorded trajectories through TauEnv (recorded agent actions, replay user) and score "
                           "them again. Exit status 0 when the input could be processed, 2 when none of it could.")
@@ -73,7 +72,7 @@ def run_rescore_command(args: argparse.Namespace) -> int:
     return 0 if report or not any(r.problems for r in reads) else 2
 
 
-def export_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+def export_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="python -m rollout export")
     parser.description = "Write a TauGym run (DIR/episodes) as tau2 Results files, one per domain, for tau2 view and tau2 submit."
     parser.add_argument("dir", metavar="DIR", help="the run's dataset folder")

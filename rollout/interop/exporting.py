@@ -31,7 +31,7 @@ import json
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import taugym
 from rollout.dataset import read_episodes
@@ -99,7 +99,13 @@ def _reward_info(row: dict) -> Any:
 
 def export_tau2(run_dir: str, out: str) -> list[tuple[str, int, list[str]]]:
     """Write ``run_dir``'s episodes as ``out/<domain>.json``; returns (path, simulations, notes) per file."""
-    from tau2.data_model.simulation import AgentInfo, Info, Results, SimulationRun, UserInfo
+    from tau2.data_model.simulation import (
+        AgentInfo,
+        Info,
+        Results,
+        SimulationRun,
+        UserInfo,
+    )
 
     from taugym.backends import get_backend
 
@@ -176,7 +182,7 @@ def _max_steps(run_dir: str) -> int:
     """The run's ``max_steps`` from ``DIR/run.json`` where it says, else TauGym's default."""
     from taugym.config import TauGymConfig
 
-    record: Optional[dict] = None
+    record: dict | None = None
     try:
         record = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -22,10 +22,15 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import taugym
-from rollout.dataset import ParquetEpisodeWriter, completed_keys, episode_row_from_info, step_row
+from rollout.dataset import (
+    ParquetEpisodeWriter,
+    completed_keys,
+    episode_row_from_info,
+    step_row,
+)
 from rollout.interop.records import FileRead, Problem, Trajectory, read_results_files
 
 _NEVER = 2**62  # publish once, at close
@@ -130,8 +135,8 @@ def rows_for(trajectory: Trajectory, run_id: str) -> tuple[dict, list[dict]]:
 
 
 def import_files(
-    paths: list[str], out: str, *, format: str = "auto", domain: Optional[str] = None,
-    agent_model: Optional[str] = None, user_model: Optional[str] = None, run_id: Optional[str] = None,
+    paths: list[str], out: str, *, format: str = "auto", domain: str | None = None,
+    agent_model: str | None = None, user_model: str | None = None, run_id: str | None = None,
 ) -> ImportResult:
     """Import ``paths`` into ``out`` (see the module docstring); bad records are returned, not raised."""
     run_id = run_id or time.strftime("import-%Y%m%d-%H%M%S")

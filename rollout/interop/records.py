@@ -35,9 +35,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 V1 = "tau-bench-v1"
 TAU2 = "tau2"
@@ -76,17 +77,17 @@ class Trajectory:
     task_id: str
     native_task_id: str
     trial: int
-    reward: Optional[float]
+    reward: float | None
     messages: list[dict]
     termination: str
     reward_info: Any = None
-    agent_model: Optional[str] = None
-    user_model: Optional[str] = None
+    agent_model: str | None = None
+    user_model: str | None = None
     seed: int = 0
     duration_s: float = 0.0
     cost_usd: float = 0.0
     tools: list[dict] = field(default_factory=list)
-    max_steps: Optional[int] = None
+    max_steps: int | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -98,7 +99,7 @@ class Problem:
     """A record (or a whole file, ``position`` None) that could not be read."""
 
     file: str
-    position: Optional[int]
+    position: int | None
     reason: str
 
     def __str__(self) -> str:
@@ -111,7 +112,7 @@ class FileRead:
     """What one results file gave: its format, the good records, the bad ones, and notes."""
 
     file: str
-    format: Optional[str] = None
+    format: str | None = None
     trajectories: list[Trajectory] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -123,9 +124,9 @@ class _Bad(ValueError):
 
 # ------------------------------------------------------------------ reading
 def read_results_files(
-    paths: list[str], *, format: str = "auto", domain: Optional[str] = None,
-    agent_model: Optional[str] = None, user_model: Optional[str] = None,
-    seen: Optional[set[tuple[str, str, int]]] = None,
+    paths: list[str], *, format: str = "auto", domain: str | None = None,
+    agent_model: str | None = None, user_model: str | None = None,
+    seen: set[tuple[str, str, int]] | None = None,
 ) -> list[FileRead]:
     """Read every file; a (domain, task, trial) already in ``seen`` (or met before) is a duplicate."""
     seen = set() if seen is None else set(seen)
@@ -152,7 +153,7 @@ def read_results_files(
     return reads
 
 
-def _read_file(path: str, wanted: str, domain: Optional[str], domains: "_Domains") -> FileRead:
+def _read_file(path: str, wanted: str, domain: str | None, domains: _Domains) -> FileRead:
     read = FileRead(file=path)
     if wanted not in ("auto", *FORMATS):
         raise ValueError(f"format must be 'auto', {V1!r} or {TAU2!r}, got {wanted!r}")
@@ -179,7 +180,7 @@ def _read_file(path: str, wanted: str, domain: Optional[str], domains: "_Domains
     return read
 
 
-def _json_list_items(text: str) -> Iterator[tuple[int, Any, Optional[str]]]:
+def _json_list_items(text: str) -> Iterator[tuple[int, Any, str | None]]:
     """(position, value, error) for each element of a JSON list; a cut list ends with an error."""
     decoder = json.JSONDecoder()
     index = 1
@@ -215,7 +216,7 @@ def _json_list_items(text: str) -> Iterator[tuple[int, Any, Optional[str]]]:
         return
 
 
-def _read_v1(read: FileRead, text: str, domain: Optional[str], domains: "_Domains") -> None:
+def _read_v1(read: FileRead, text: str, domain: str | None, domains: _Domains) -> None:
     for position, record, error in _json_list_items(text):
         if error is not None:
             read.problems.append(Problem(read.file, position, error))
@@ -226,7 +227,7 @@ def _read_v1(read: FileRead, text: str, domain: Optional[str], domains: "_Domain
             read.problems.append(Problem(read.file, position, str(exc)))
 
 
-def _v1_trajectory(read: FileRead, position: int, record: Any, domain: Optional[str], domains: "_Domains") -> Trajectory:
+def _v1_trajectory(read: FileRead, position: int, record: Any, domain: str | None, domains: _Domains) -> Trajectory:
     if not isinstance(record, dict):
         raise _Bad(f"a v1 record must be a JSON object, got {_json_type(record)}")
     if "traj" not in record:
@@ -262,7 +263,7 @@ def _v1_trajectory(read: FileRead, position: int, record: Any, domain: Optional[
     )
 
 
-def _v1_domain(traj: list, domains: "_Domains", read: FileRead) -> Optional[str]:
+def _v1_domain(traj: list, domains: _Domains, read: FileRead) -> str | None:
     """The domain whose policy is the system prompt (where tau_bench loads), else the one its title names."""
     first = traj[0] if isinstance(traj[0], dict) else {}
     if first.get("role") != "system" or not isinstance(first.get("content"), str):
@@ -306,7 +307,7 @@ def _v1_termination(messages: list[dict]) -> str:
     return "max_steps"
 
 
-def _read_tau2(read: FileRead, text: str, domains: "_Domains") -> None:
+def _read_tau2(read: FileRead, text: str, domains: _Domains) -> None:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -389,7 +390,7 @@ def _tau2_trajectory(read: FileRead, position: int, simulation: Any, loaded: Any
 
 
 # ----------------------------------------------------------------- checking
-def _check_messages(messages: list, tools: Optional[list[dict]]) -> list[dict]:
+def _check_messages(messages: list, tools: list[dict] | None) -> list[dict]:
     """The messages as OpenAI chat messages; raises _Bad naming the first bad one.
 
     ``tools`` None: tool names are not checked (the domain could not be loaded).
@@ -419,7 +420,7 @@ def _check_messages(messages: list, tools: Optional[list[dict]]) -> list[dict]:
     return checked
 
 
-def _check_call(call: Any, names: Optional[set[str]], where: str) -> None:
+def _check_call(call: Any, names: set[str] | None, where: str) -> None:
     if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
         raise _Bad(f"{where} must be an OpenAI tool call {{id, type, function: {{name, arguments}}}}")
     function = call["function"]

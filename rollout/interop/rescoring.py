@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any
 
 from rollout.interop.importing import agent_turns
 from rollout.interop.records import FileRead, Problem, Trajectory, read_results_files
@@ -38,10 +38,10 @@ class Rescored:
     domain: str
     task_id: str
     trial: int
-    recorded_reward: Optional[float]
-    reward: Optional[float]
+    recorded_reward: float | None
+    reward: float | None
     agree: bool
-    reason: Optional[str]
+    reason: str | None
     file: str
     position: int
 
@@ -50,7 +50,7 @@ class Rescored:
 
 
 def rescore_files(paths: list[str], *, backend: str, format: str = "auto",
-                  domain: Optional[str] = None) -> tuple[list[FileRead], list[Rescored]]:
+                  domain: str | None = None) -> tuple[list[FileRead], list[Rescored]]:
     """Read and re-score every trajectory of ``paths`` on ``backend``."""
     if backend not in ("tau_bench", "tau2"):
         raise ValueError(f"backend must be 'tau_bench' or 'tau2', got {backend!r}")
@@ -76,7 +76,7 @@ def _env(envs: dict, backend: str, domain: str, max_steps: int) -> Any:
     return envs[key]
 
 
-def rescore(trajectory: Trajectory, backend: str, envs: Optional[dict] = None) -> Rescored:
+def rescore(trajectory: Trajectory, backend: str, envs: dict | None = None) -> Rescored:
     """Replay one trajectory and compare its new reward with the recorded one."""
     envs = {} if envs is None else envs
     result = Rescored(domain=trajectory.domain, task_id=trajectory.task_id, trial=trajectory.trial,
@@ -99,11 +99,11 @@ def rescore(trajectory: Trajectory, backend: str, envs: Optional[dict] = None) -
     return result
 
 
-def _replay(env: Any, trajectory: Trajectory) -> tuple[float, dict, Optional[str]]:
+def _replay(env: Any, trajectory: Trajectory) -> tuple[float, dict, str | None]:
     """(reward, final info, why it scored 0 without being scored) of one replay."""
     messages = trajectory.messages
     user_turns, agent_said = [], []
-    last_agent_text: Optional[str] = None
+    last_agent_text: str | None = None
     seen_user = False
     for message in messages:
         if message["role"] == "assistant" and message.get("content") and not message.get("tool_calls"):
@@ -192,7 +192,7 @@ def format_agreement(report: list[Rescored]) -> str:
         agree = sum(e.agree for e in entries)
         recorded = [e.recorded_reward for e in entries if e.recorded_reward is not None]
         rescored = [e.reward for e in entries if e.reward is not None]
-        mean = lambda xs: f"{sum(xs) / len(xs):.3f}" if xs else "-"  # noqa: E731
+        mean = lambda xs: f"{sum(xs) / len(xs):.3f}" if xs else "-"
         lines.append(f"{domain:<10} {len(entries):>12} {agree:>6} {len(entries) - agree - failed:>7} {failed:>7} "
                      f"{mean(recorded):>9} {mean(rescored):>9}")
     if not by_domain:

@@ -16,7 +16,8 @@ ends the conversation with ``###STOP###`` and notes that too.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from taugym.backends.base import TaskSpec
 from taugym.users.base import SimulatedUser, UserDevice
@@ -30,11 +31,11 @@ class ReplayUser(SimulatedUser):
 
     def __init__(self) -> None:
         self._user_turns: list[str] = []
-        self._agent_turns: list[Optional[str]] = []
+        self._agent_turns: list[str | None] = []
         self._position = 0
         self._notes: list[str] = []
 
-    def load(self, user_turns: Sequence[str], agent_turns: Optional[Sequence[Optional[str]]] = None) -> None:
+    def load(self, user_turns: Sequence[str], agent_turns: Sequence[str | None] | None = None) -> None:
         """The record to replay from the next ``begin`` on."""
         self._user_turns = [str(turn) for turn in user_turns]
         self._agent_turns = list(agent_turns) if agent_turns is not None else [None] * len(self._user_turns)
@@ -44,7 +45,7 @@ class ReplayUser(SimulatedUser):
             )
 
     def begin(
-        self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: Optional[UserDevice] = None
+        self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: UserDevice | None = None
     ) -> None:
         self._position = 0
         self._notes = []
