@@ -11,7 +11,8 @@ import yaml
 
 from taugym.agents import AGENTS
 from taugym.backends import get_backend
-from taugym.config import TauGymConfig, is_finite_number, load_yaml_mapping, options_dataclass, yaml_problem
+from taugym.config import TauGymConfig, load_yaml_mapping, yaml_problem
+from taugym.llm.settings import LLMSettings, is_finite_number, options_dataclass
 
 
 @dataclass
@@ -26,7 +27,9 @@ class RolloutConfig:
             task of the domain's task list) or a list of task ids.
         trials: episodes per task (pass^k is reported for k = 1..trials).
         seed: base seed; each (domain, task, trial) gets its own seed from it.
-        agent: ``{"name": "oracle" | "random" | "llm", ...options}``.
+        agent: ``{"name": "oracle" | "random" | "llm", ...options}``; an LLM
+            agent's timeout, attempts, backoff and limits default to the env's
+            ``llm_*`` options (see :meth:`agent_options`).
         env: TauGymConfig options shared by every env (backend, user, limits).
         actors: Ray actors, each holding its own envs and agent.
         cpus_per_actor: Ray CPUs reserved per actor.
@@ -90,15 +93,26 @@ class RolloutConfig:
 
         from taugym.agents import agent_class, make_agent
 
-        options = {k: v for k, v in self.agent.items() if k != "name"}
-        accepted = set(inspect.signature(agent_class(self.agent["name"])).parameters) - {"self", "client"}
-        unknown = sorted(set(options) - accepted)
+        cls = agent_class(self.agent["name"])
+        parameters = inspect.signature(cls).parameters.values()
+        accepted = {p.name for p in parameters if p.kind is not p.VAR_KEYWORD} - {"self", "client"}
+        accepted |= set(getattr(cls, "settings_options", ()))
+        unknown = sorted(set(self.agent) - accepted - {"name"})
         if unknown:
             raise ValueError(f"agent {self.agent['name']!r} has no option(s) {unknown}; its options are {sorted(accepted)}")
         try:
-            make_agent(self.agent["name"], **options)  # what each actor builds; it calls no model
+            make_agent(self.agent["name"], **self.agent_options())  # what each actor builds; it calls no model
         except (TypeError, ValueError) as exc:
             raise ValueError(f"agent option {exc}") from None
+
+    def agent_options(self) -> dict[str, Any]:
+        """The agent's options. An LLM agent's call settings (timeout, deadline, attempts, backoff and
+        rate limits) default to the env's ``llm_*`` ones, so a YAML writes its limits once."""
+        options = {k: v for k, v in self.agent.items() if k != "name"}
+        if self.agent["name"] == "llm":
+            env_llm = self.env_config().user_llm
+            options = {**{name: getattr(env_llm, name) for name in LLMSettings.CALL_OPTIONS}, **options}
+        return options
 
     def _check_domains_and_tasks(self) -> None:
         """Build each domain's env (as the actors do) and look the tasks up in it."""

@@ -42,8 +42,7 @@ class RolloutWorker:
     """A Ray actor that holds envs and an agent and plays work items."""
 
     def __init__(self, config: dict, run_id: str, rate_service):
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        from taugym.llm.factory import install_rate_limiter_factory
+        from taugym.llm import install_rate_limiter_factory
 
         from rollout.rate_limit import cluster_rate_limiter_factory
 
@@ -76,7 +75,7 @@ class RolloutWorker:
 
         work = WorkItem(**item)
         env = self._env(work.domain)
-        options = {k: v for k, v in self.config.agent.items() if k != "name"}
+        options = self.config.agent_options()
         name = self.config.agent["name"]
         if name == "random":
             options.setdefault("seed", work.seed)

@@ -188,7 +188,7 @@ def test_default_config_is_the_seeds_llm_user_on_gpt4o():
 
     env = TauEnv()  # building it calls no model; reset would, with OPENAI_API_KEY
     assert isinstance(env.user, LLMUser)
-    assert (env.user.client.model, env.user.client.provider) == ("gpt-4o", "openai")
+    assert (env.user.client.settings.model, env.user.client.settings.provider) == ("gpt-4o", "openai")
     assert env.user.client.default_params == {"temperature": 0.0}
 
 
@@ -200,7 +200,7 @@ def test_llm_user_and_agent_settings_load_from_yaml(tmp_path, fake_llm_server):
         "llm_requests_per_minute: 1200\nllm_max_attempts: 3\ndata_source: retail-000\n"
     )
     env = TauEnv(str(path))
-    assert env.user.client.max_attempts == 3 and env.user.client.rate_limiter is not None
+    assert env.user.client.settings.max_attempts == 3 and env.user.client.rate_limiter is not None
     observation, _ = env.reset(seed=0)
     assert observation["feedback"] == "User: I want to check my order #W2378156."
 

@@ -183,3 +183,13 @@ def test_shipped_rollout_configs_are_valid(path):
 def test_unknown_agent_options_are_refused_before_anything_runs():
     with pytest.raises(ValueError, match="has no option"):
         oracle_config(agent={"name": "llm", "modle": "gpt-4o"})
+
+
+def test_llm_agent_settings_default_to_the_envs_and_its_own_options_win():
+    config = oracle_config(
+        agent={"name": "llm", "model": "gpt-4o-mini", "timeout_s": 5.0},
+        env={"user_strategy": "scripted", "llm_requests_per_minute": 500, "llm_max_attempts": 3, "llm_timeout_s": 9.0},
+    )
+    options = config.agent_options()
+    assert (options["requests_per_minute"], options["max_attempts"], options["timeout_s"]) == (500, 3, 5.0)
+    assert options["model"] == "gpt-4o-mini"

@@ -24,8 +24,7 @@ import json
 from typing import Any, Callable, Generator, Optional, Sequence
 
 from taugym.backends.base import TaskSpec
-from taugym.config import TauGymConfig
-from taugym.llm.client import LLMCallError, LLMClient, LLMResponse, LLMUsage
+from taugym.llm import LLMCallError, LLMClient, LLMResponse, LLMUsage
 from taugym.users.base import SimulatedUser, UserDevice
 
 MAX_TOOL_CALLS_PER_TURN = 25
@@ -47,15 +46,6 @@ class LLMUser(SimulatedUser):
         self._history: list[dict] = []
         self._device: Optional[UserDevice] = None
         self._usage = LLMUsage()
-
-    @classmethod
-    def from_config(
-        cls, config: TauGymConfig, system_prompt_for: Callable[[TaskSpec], str], sampling: Optional[dict] = None
-    ) -> "LLMUser":
-        from taugym.llm.factory import client_from_config
-
-        client = client_from_config(config, config.user_model, config.user_provider, config.user_base_url, sampling)
-        return cls(client, system_prompt_for)
 
     def begin(
         self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: Optional[UserDevice] = None
