@@ -16,6 +16,7 @@ Adding a backend is one module that implements ``load_domain``.
 
 from __future__ import annotations
 
+import ast
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Optional
@@ -74,6 +75,16 @@ class Evaluation:
     breakdown: dict = field(default_factory=dict)
 
 
+def verdict(breakdown: dict, stop: Optional[StopReason]) -> Evaluation:
+    """The benchmark's verdict from its own reward breakdown (with ``reward``): an episode that did
+    not end properly (``stop`` None, truncated) scores 0, and the breakdown keeps what it would have scored."""
+    if stop is None:
+        breakdown["note"] = "Simulation terminated prematurely (max steps): the benchmark scores it 0"
+        breakdown["reward_if_ended"] = breakdown["reward"]
+        return Evaluation(reward=0.0, breakdown={**breakdown, "reward": 0.0})
+    return Evaluation(reward=float(breakdown["reward"]), breakdown=breakdown)
+
+
 class Session(ABC):
     """One episode's live state in the backend.
 
@@ -130,7 +141,6 @@ class Domain(ABC):
     config leaves them unset.
     """
 
-    backend_name: str
     name: str
     policy: str
     tool_schemas: list[dict]
@@ -151,10 +161,9 @@ class Domain(ABC):
         """The agent's system prompt: the backend's instruction and policy text."""
         return self.policy
 
+    @abstractmethod
     def user_system_prompt(self, task: TaskSpec) -> str:
-        """The LLM user's system prompt for ``task``: the backend's user-simulation
-        guidelines and the task's scenario (tau2's layout; backends override)."""
-        return f"{self.user_guidelines}\n\n<scenario>\n{task.user_instructions}\n</scenario>".strip()
+        """The LLM user's system prompt for ``task``: the backend's own, with the task's scenario."""
 
     def is_read_only(self, tool_name: str) -> bool:
         """Whether the tool only reads (the backend says so; False when it cannot tell)."""
@@ -167,10 +176,13 @@ class Domain(ABC):
         """Why this call must not reach the tools (None when it may).
 
         Checks the tool exists and the argument names and JSON types against
-        its schema. Backends add guards for tools whose arguments could hang
-        or exhaust the process.
+        its schema, and guards ``calculate`` (a bare ``eval`` in tau2 and
+        tau-bench) against expressions that would never finish.
         """
-        return check_call_against_schemas(self.tool_schemas, name, arguments)
+        problem = check_call_against_schemas(self.tool_schemas, name, arguments)
+        if problem is None and name == "calculate":
+            problem = check_arithmetic_expression(str(arguments.get("expression", "")))
+        return problem
 
     def check_user_tool_call(self, name: str, arguments: dict) -> Optional[str]:
         """``check_tool_call`` for the user's own tools."""
@@ -223,10 +235,50 @@ def _json_types(schema: dict) -> list[str]:
     return types
 
 
+MAX_EXPRESSION_CHARS = 1000
+
+
+def check_arithmetic_expression(expression: str) -> Optional[str]:
+    """Refuse expressions that a ``calculate`` tool (a bare ``eval``) could not finish.
+
+    Only ``**`` can make an expression of bounded length explode; a power is
+    allowed when its base and exponent are small literals.
+    """
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        return f"the expression is longer than {MAX_EXPRESSION_CHARS} characters; split the calculation"
+    if "**" not in expression:
+        return None
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None  # the tool reports the syntax error itself
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            base, exponent = _literal(node.left), _literal(node.right)
+            if base is None or exponent is None or abs(exponent) > 100 or abs(base) > 1e6:
+                return "the expression raises a large or computed number to a power; calculate it in smaller steps"
+    return None
+
+
+def _literal(node: Any) -> Optional[float]:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        inner = _literal(node.operand)
+        return None if inner is None else -inner if isinstance(node.op, ast.USub) else inner
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        try:
+            return float(node.value)
+        except OverflowError:
+            return float("inf")
+    return None
+
+
 class Backend(ABC):
     """A benchmark package seen through TauGym."""
 
     name: str
+
+    def set_verbose(self, verbose: bool) -> None:
+        """Let the benchmark's own loggers speak (True) or keep them quiet (False, default)."""
 
     @abstractmethod
     def domains(self) -> list[str]:

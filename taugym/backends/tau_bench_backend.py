@@ -71,10 +71,8 @@ import os
 import threading
 from typing import Any, Optional
 
-from taugym.backends.base import Backend, Domain, Evaluation, Session, StopReason, TaskSpec, ToolResult
-from taugym.backends.tau2_backend import check_arithmetic_expression
+from taugym.backends.base import Backend, Domain, Evaluation, Session, StopReason, TaskSpec, ToolResult, verdict
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # tau_bench imports litellm: never fetch the cost map
 
 INSTALL_HINT = "pip install git+https://github.com/sierra-research/tau-bench"
 DOMAINS = ("airline", "retail")
@@ -191,8 +189,6 @@ def task_spec_from_v1(
 class TauBenchDomain(Domain):
     """One v1 domain: a template env per split, loaded once per process."""
 
-    backend_name = "tau_bench"
-
     def __init__(self, name: str):
         v1 = _import_tau_bench()
         self._v1 = v1
@@ -234,10 +230,7 @@ class TauBenchDomain(Domain):
 
     def user_system_prompt(self, task: TaskSpec) -> str:
         """v1's own LLM-user system prompt for the task (``LLMUserSimulationEnv.build_system_prompt``)."""
-        user_class = getattr(self._v1["user"], "LLMUserSimulationEnv", None)
-        builder = getattr(user_class, "build_system_prompt", None)
-        if builder is None:
-            return super().user_system_prompt(task)
+        builder = self._v1["user"].LLMUserSimulationEnv.build_system_prompt
         return builder(None, task.user_instructions)  # it reads nothing from self
 
     def _load_split(self, split: str) -> Any:
@@ -265,10 +258,6 @@ class TauBenchDomain(Domain):
         split, local = self._where[index]
         return self._templates[split].tasks[local]
 
-    def locate(self, index: int) -> tuple[str, int]:
-        """(v1 split, index in the split) of a TauGym task index."""
-        return self._where[index]
-
     def fresh_env(self, index: int) -> Any:
         """A v1 ``Env`` reset to task ``index`` (its own fresh copy of the data)."""
         split, local = self._where[index]
@@ -276,13 +265,6 @@ class TauBenchDomain(Domain):
         env.user = _silent_user(self._v1["user"])
         env.reset(task_index=local)
         return env
-
-    def check_tool_call(self, name: str, arguments: dict) -> Optional[str]:
-        problem = super().check_tool_call(name, arguments)
-        if problem is None and name == "calculate":
-            # v1's calculate evals the expression: refuse powers that would never finish
-            problem = check_arithmetic_expression(str(arguments.get("expression", "")))
-        return problem
 
     def new_session(self, task_index: int) -> "TauBenchSession":
         if not 0 <= task_index < len(self.tasks):
@@ -347,15 +329,7 @@ class TauBenchSession(Session):
             breakdown["scored_at"] = (
                 f"the agent's call of {self._terminal_tool}, where tau-bench v1 ends the episode"
             )
-        return self._verdict(breakdown, stop)
-
-    @staticmethod
-    def _verdict(breakdown: dict, stop: Optional[StopReason]) -> Evaluation:
-        if stop is None:
-            breakdown["note"] = "Simulation terminated prematurely (max steps): the benchmark scores it 0"
-            breakdown["reward_if_ended"] = breakdown["reward"]
-            return Evaluation(reward=0.0, breakdown={**breakdown, "reward": 0.0})
-        return Evaluation(reward=float(breakdown["reward"]), breakdown=breakdown)
+        return verdict(breakdown, stop)
 
 
 class TauBenchBackend(Backend):
