@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 def rollout_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:

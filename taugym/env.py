@@ -150,10 +150,7 @@ class TauEnv(gym.Env):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
         self.backend = get_backend(self.config.backend)
-        if self.config.backend == "tau2":
-            from taugym.backends.tau2_backend import set_backend_logging
-
-            set_backend_logging(self.config.verbose)
+        self.backend.set_verbose(self.config.verbose)
         self.domain: Domain = self.backend.load_domain(self.config.task_category)
         self.task_split = self.config.task_split or self.domain.default_split
         if self.task_split not in self.domain.splits:
@@ -260,7 +257,8 @@ class TauEnv(gym.Env):
             ) from exc
         self._record_user(first)
         self._last_feedback = f"User: {first}"
-        _log.info("reset %s: user: %s", self.task.task_id, first)
+        if self.config.verbose:
+            _log.info("reset %s: user: %s", self.task.task_id, first)
         return self._observation(), self._info()
 
     def _choose_task(self, task_id: Optional[str]) -> int:
@@ -349,7 +347,8 @@ class TauEnv(gym.Env):
                 else:
                     feedback = f"Error: the user simulator failed: {error['message']}"
         self._last_feedback = feedback
-        _log.info("step %d %s | %s", self.step_count, _preview(action), feedback[:200])
+        if self.config.verbose:
+            _log.info("step %d %s | %s", self.step_count, _preview(action), feedback[:200])
         return self._finish_step(stop, error)
 
     def _finish_step(self, stop: Optional[str], error: Optional[dict]) -> tuple:

@@ -20,7 +20,8 @@ def test_gym_make_and_direct_construction_both_work():
     observation, info = env.reset(seed=1)
     assert info["domain"] == "airline" and info["task_id"].startswith("airline-")
     assert env.observation_space.contains(observation)
-    assert isinstance(TauEnv(TauGymConfig(user_strategy="scripted")).unwrapped, TauEnv)
+    observation, info = TauEnv(TauGymConfig(user_strategy="scripted")).reset(seed=1)
+    assert info["domain"] == "retail"
 
 
 def test_default_config_has_the_seed_options_and_defaults():
@@ -218,11 +219,16 @@ def test_render_and_close(retail_env):
         env.step("[finish]")
 
 
-def test_verbose_logs_through_logging(caplog):
+def test_verbose_logs_through_logging_and_quiet_logs_nothing(caplog):
     import logging
 
-    env = TauEnv(user_strategy="scripted", verbose=True, data_source="retail-000")
-    with caplog.at_level(logging.INFO, logger="taugym"):
-        env.reset()
-        env.step("[search] tools")
-    assert any("step 1" in r.getMessage() for r in caplog.records)
+    logged = {}
+    for verbose in (True, False):
+        env = TauEnv(user_strategy="scripted", verbose=verbose, data_source="retail-000")
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="taugym"):
+            env.reset()
+            env.step("[search] tools")
+        logged[verbose] = [r.getMessage() for r in caplog.records if r.name.startswith("taugym")]
+    assert any("step 1" in message for message in logged[True])
+    assert logged[False] == []
