@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch: the CPU build pinned here installs from a local wheel on our machines and from PyPI elsewhere
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test rollout bench check-domains clean
+.PHONY: install test rollout bench report-screenshots check-domains clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ rollout: install
 bench: install
 	$(PY) tests/bench/bench_env.py
 	$(PY) tests/bench/bench_rollout.py
+	$(PY) tests/bench/bench_report.py
+
+# screenshots of `taugym report` in headless Chromium (apt-get install -y chromium); not part of make test
+report-screenshots: install
+	$(PY) tests/bench/report_screenshots.py
 
 # every task of every tau2 domain against tau2's own scoring (slow, ~15 min; not part of make test)
 check-domains: install

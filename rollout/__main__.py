@@ -1,7 +1,10 @@
-"""``python -m rollout --config configs/rollout/default.yaml [--out DIR] [--resume] [key=value ...]``"""
+"""``python -m rollout --config configs/rollout/default.yaml [--out DIR] [--resume] [key=value ...]``
+and ``python -m rollout report DIR [--compare DIR2]``."""
 
 import sys
 
-from rollout.cli import rollout_parser, run_rollout_command
+from rollout.cli import report_parser, rollout_parser, run_report_command, run_rollout_command
 
+if sys.argv[1:2] == ["report"]:
+    sys.exit(run_report_command(report_parser().parse_args(sys.argv[2:])))
 sys.exit(run_rollout_command(rollout_parser().parse_args()))

@@ -18,6 +18,8 @@ def rollout_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse
     parser.add_argument("--config", default="configs/rollout/default.yaml", help="rollout YAML (default: %(default)s)")
     parser.add_argument("--out", help="output directory (default: the config's out)")
     parser.add_argument("--resume", action="store_true", help="skip episodes already in --out and complete the rest")
+    parser.add_argument("--retry-errors", action="store_true",
+                        help="with --resume: run the episodes whose row is an error row again; the new rows replace them")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. actors=4 env.max_steps=10")
@@ -48,10 +50,14 @@ def _run(args: argparse.Namespace, started: list) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.retry_errors and not args.resume:
+        print("error: --retry-errors completes an existing run; pass it with --resume", file=sys.stderr)
+        return 2
     from rollout.job import RolloutJob
     from rollout.summary import format_summary
 
-    job = RolloutJob(config, out=str(out), resume=args.resume, address=args.address, progress=not args.no_progress)
+    job = RolloutJob(config, out=str(out), resume=args.resume, address=args.address, progress=not args.no_progress,
+                     retry_errors=args.retry_errors)
     started.append(job)
     try:
         summary = job.run()
@@ -60,6 +66,10 @@ def _run(args: argparse.Namespace, started: list) -> int:
         return 2
     print(format_summary(summary))
     print(f"datasets: {job.out / 'episodes'}, {job.out / 'steps'}; summary: {job.out / 'summary.json'}")
+    if summary.get("stopped"):
+        print(f"stopped: {summary['stopped']}. To go on, raise the cap: python -m rollout --config {args.config} "
+              f"--out {job.out} --resume max_cost_usd=<more dollars>", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -115,12 +125,27 @@ def _interrupted_message(args: argparse.Namespace, job) -> str:
             f"the rest can be run with: {command}")
 
 
+def report_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    from rollout.report import report_parser as build
+
+    return build(parser)
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from rollout.report import run_report_command as run
+
+    return run(args)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """``taugym rollout ...`` (the console script)."""
     parser = argparse.ArgumentParser(prog="taugym", description="TauGym command line")
     commands = parser.add_subparsers(dest="command", required=True)
     rollout_parser(commands.add_parser("rollout", help="run a rollout job"))
+    report_parser(commands.add_parser("report", help="write DIR/report.html: figures and conversations of a run"))
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return run_report_command(args)
     return run_rollout_command(args)
 
 

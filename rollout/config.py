@@ -38,6 +38,9 @@ class RolloutConfig:
         max_attempts_per_episode: how often a work item is re-run after its
             actor died before it is recorded as an error.
         rows_per_file: episodes per Parquet file before it is published.
+        max_cost_usd: stop starting episodes once the dataset's LLM cost
+            (litellm's accounting, earlier runs included) reaches this; None:
+            no cap. Resume with a higher cap to go on.
         out: output directory (``--out`` overrides).
     """
 
@@ -52,6 +55,7 @@ class RolloutConfig:
     episodes_per_actor: int = 1
     max_attempts_per_episode: int = 3
     rows_per_file: int = 256
+    max_cost_usd: Optional[float] = None
     out: str = "runs/default"
 
     def validate(self) -> "RolloutConfig":
@@ -75,6 +79,9 @@ class RolloutConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_cost_usd is not None and (isinstance(self.max_cost_usd, bool) or not isinstance(self.max_cost_usd, (int, float))
+                                              or not self.max_cost_usd > 0 or self.max_cost_usd == float("inf")):
+            raise ValueError(f"max_cost_usd must be a number of dollars > 0 (or null for no cap), got {self.max_cost_usd!r}")
         if not is_finite_number(self.cpus_per_actor) or self.cpus_per_actor < 0:
             raise ValueError(f"cpus_per_actor must be a number >= 0, got {self.cpus_per_actor!r}")
         if not isinstance(self.out, str) or not self.out.strip():

@@ -66,35 +66,45 @@ reaches ``max_rows_per_file`` rows or ``max_seconds_per_file`` of age, or on
 :func:`episode_row_from_info` builds the episode row from ``TauEnv``'s final
 ``info``; :func:`step_row` builds a step row keyed like its episode.
 
-Durability guarantee
---------------------
-* A file is written under a hidden temporary name in its final folder
-  (``.part-….parquet.tmp``: pyarrow, pandas and Ray Data skip names that
-  start with ``.`` or ``_``, and a ``*.parquet`` glob does not match it),
-  fsynced, and only then renamed to its final name with an atomic
-  ``os.replace``. A reader never sees a torn file.
-* Steps are published before episodes: the steps file of a pair is renamed
-  into place before the episodes file. So whenever an episode row is
-  visible, all of its step rows already are, whatever the moment of a crash.
-* A crash (a killed process, ``os._exit``, an exception that skips
-  ``close()``; files are fsynced before the rename, so a power loss too)
-  loses only the rows not yet published: per domain the one open file, at
-  most ``max_rows_per_file`` episodes. The age limit is checked on every
-  ``write()``: while episodes keep finishing nothing older than about
-  ``max_seconds_per_file`` stays unpublished; a caller whose episodes
-  finish rarely can call ``flush()`` on its own timer. Lost episodes are
-  absent from :func:`completed_keys`, so ``--resume`` runs them again.
-  Their temporary files stay hidden.
-* A crash in the instant between the two renames leaves a steps file whose
-  episodes partner is missing (an "orphan"). :func:`read_steps` and
-  :func:`count_rows` skip such files, and the next writer started with the
-  same ``run_id`` and ``writer_id`` deletes them together with its stale
-  temporary files. (A raw ``ray.data.read_parquet("DIR/steps")`` right after
-  such a crash would still see the orphan.)
-* ``writer_id`` must be unique among the writers of a run that are alive at
-  the same time (e.g. the Ray actor index); file names never collide
-  otherwise, also across restarts: a new writer continues after the highest
-  sequence number already on disk, and a publish never overwrites a file.
+Publishing protocol
+-------------------
+One protocol for every ``pyarrow.fs`` filesystem (local disk today, object
+storage by adding its filesystem: it needs no atomic rename and no lock,
+see :mod:`rollout.store`):
+
+1. A file pair is written under staged names that plain readers skip
+   (``.part-….parquet.tmp`` in its final folder: pyarrow, pandas, Ray Data
+   and ``datasets`` skip names starting with ``.``, and a ``*.parquet`` glob
+   does not match them).
+2. The commit: one small JSON record ``DIR/_manifest/<set>.json``, written
+   whole (a hidden name, then moved), lists the pairs the set adds (and,
+   for ``--retry-errors``, the pairs it removes). The manifest, all records
+   together, is the record of what is published; :func:`read_episodes`,
+   :func:`read_steps`, :func:`completed_keys` and :func:`count_rows` read
+   only what it names.
+3. The staged files are moved to their final names, steps before episodes
+   (removed pairs are deleted first, episodes before steps).
+
+So every file a plain reader sees belongs to exactly one committed set, and
+an episode row is never visible without its steps. A crash before the
+commit leaves only staged files (removed by the next writer); a crash after
+it leaves a committed set whose moves the next writer finishes (until then
+a raw reader of ``episodes/`` misses it, the readers here already see it).
+A crash loses only rows not yet committed: per domain the open file, at
+most ``max_rows_per_file`` episodes or ``max_seconds_per_file`` of them.
+Lost episodes are absent from :func:`completed_keys`, so ``--resume`` runs
+them again. The writer owns the folder (a lease, see
+:class:`~rollout.store.OutputLease`): a second writer is refused while the
+first lives, and the next one after a crash starts at once.
+
+Superseding error rows
+----------------------
+An error row (``error=True``) is the one kind of row that may be replaced:
+``--retry-errors`` runs its (domain, task, trial) again and the new row
+carries a new ``episode_id`` (``…:retry-<time>``). The commit that
+publishes the new row also removes the error row: the pair that held it is
+rewritten without it (and without its steps) and the old pair is listed as
+removed. Every reader, plain or not, sees each (domain, task, trial) once.
 
 No row holds secrets: the rows carry the conversation, tool schemas,
 scores and counters only, never environment variables or configuration
@@ -115,8 +125,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+from rollout.store import OutputLease, Store
 
 __all__ = [
     "EPISODE_SCHEMA",
@@ -130,6 +143,7 @@ __all__ = [
     "read_episodes",
     "read_steps",
     "completed_keys",
+    "error_rows",
     "count_rows",
 ]
 
@@ -139,6 +153,7 @@ PathLike = Union[str, os.PathLike]
 #: file's schema metadata under ``taugym.dataset_schema_version``.
 SCHEMA_VERSION = 1
 
+MANIFEST_DIR = "_manifest"
 EPISODES_DIR = "episodes"
 STEPS_DIR = "steps"
 PARTITION_COLUMN = "domain"
@@ -504,84 +519,115 @@ def step_row(
     return row
 
 
+# ------------------------------------------------------------------ manifest
+def _manifest(store: Store) -> list[dict]:
+    """Every commit record of the output, oldest first. Raises for a dataset without a manifest."""
+    records = []
+    for info in store.entries(MANIFEST_DIR):
+        if info.base_name.startswith((".", "_")) or not info.base_name.endswith(".json"):
+            continue  # a put that never finished is no record
+        data = store.get(f"{MANIFEST_DIR}/{info.base_name}")
+        if data is not None:
+            records.append(json.loads(data))
+    if not records and any(
+        not i.base_name.startswith((".", "_"))
+        for kind in (EPISODES_DIR, STEPS_DIR) for d in store.entries(kind, dirs=True) for i in store.entries(f"{kind}/{d.base_name}")
+    ):
+        raise ValueError(
+            f"{store.root} holds Parquet files but no {MANIFEST_DIR}/ record of what is published "
+            "(written by an older TauGym?); read its files directly, and write new runs to another --out"
+        )
+    return sorted(records, key=lambda r: (r.get("committed_at", 0), r["set"]))
+
+
+def _live_pairs(records: list[dict]) -> dict[str, dict]:
+    """The published file pairs: added by a record and not removed by a later one, by episodes path."""
+    removed = {pair["episodes"] for record in records for pair in record.get("remove", [])}
+    return {pair["episodes"]: pair for record in records for pair in record["add"] if pair["episodes"] not in removed}
+
+
+def _apply(store: Store, record: dict) -> None:
+    """Make a committed record visible (idempotent: also rolls a crashed publish forward).
+
+    Removed pairs go first, episodes before steps; added pairs follow, steps
+    before episodes: at no moment does a plain reader see an episode row
+    without its steps, a row twice, or a row of an uncommitted set.
+    """
+    for pair in record.get("remove", []):
+        store.delete(pair["episodes"])
+        store.delete(pair["steps"])
+    for pair in record["add"]:
+        for kind in ("steps", "episodes"):
+            if store.exists(pair[f"staged_{kind}"]):
+                store.move(pair[f"staged_{kind}"], pair[kind])
+
+
+def _staged(rel: str) -> str:
+    folder, _, name = rel.rpartition("/")
+    return f"{folder}/.{name}.tmp"
+
+
 # -------------------------------------------------------------------- writer
 class _OpenFile:
-    """One file of a pair being written: a hidden temporary file and its ParquetWriter."""
+    """One file of a pair being written, under its staged (hidden) name."""
 
-    def __init__(self, folder: Path, name: str, schema: pa.Schema):
-        folder.mkdir(parents=True, exist_ok=True)
-        self.final = folder / name
-        self.temp = folder / f".{name}.tmp"
-        self.handle = open(self.temp, "wb")
-        self.writer = pq.ParquetWriter(self.handle, schema, compression="zstd")
+    def __init__(self, store: Store, rel: str, schema: pa.Schema):
+        store.mkdir(rel.rpartition("/")[0])
+        self.store = store
+        self.rel = rel
+        self.staged = _staged(rel)
+        self.stream = store.open_output(self.staged)
+        self.writer = pq.ParquetWriter(self.stream, schema, compression="zstd")
+        self.rows = 0
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
             self.writer.write_table(table, row_group_size=table.num_rows)
-            self.handle.flush()  # the row group leaves this process' memory
+            self.rows += table.num_rows
 
-    def publish(self) -> Path:
+    def finish(self) -> None:
         self.writer.close()  # writes the footer
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
-        if self.final.exists():
-            raise FileExistsError(
-                f"{self.final} already exists: two live writers share a run_id and writer_id; "
-                f"the new rows stay in {self.temp}"
-            )
-        os.replace(self.temp, self.final)
-        _fsync_dir(self.final.parent)
-        return self.final
+        self.store.finish_output(self.stream, self.staged)
 
     def abandon(self) -> None:
-        """Release the handles without publishing (the temporary file stays hidden)."""
-        for close in (self.writer.close, self.handle.close):
+        """Release the handles without publishing (the staged file stays hidden)."""
+        for close in (self.writer.close, self.stream.close):
             try:
                 close()
             except Exception:
                 pass
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class _Partition:
     """The open file pair of one domain and the current row group's buffer."""
 
-    def __init__(self, out_dir: Path, domain: str, name: str):
-        self.steps = _OpenFile(out_dir / STEPS_DIR / f"{PARTITION_COLUMN}={domain}", name, _STEP_FILE_SCHEMA)
-        self.episodes = _OpenFile(out_dir / EPISODES_DIR / f"{PARTITION_COLUMN}={domain}", name, _EPISODE_FILE_SCHEMA)
+    def __init__(self, store: Store, domain: str, name: str):
+        self.domain = domain
+        self.steps = _OpenFile(store, f"{STEPS_DIR}/{PARTITION_COLUMN}={domain}/{name}", _STEP_FILE_SCHEMA)
+        self.episodes = _OpenFile(store, f"{EPISODES_DIR}/{PARTITION_COLUMN}={domain}/{name}", _EPISODE_FILE_SCHEMA)
         self.opened_at = time.monotonic()
         self.rows_in_file = 0
         self.episode_buffer: list[pa.RecordBatch] = []
         self.step_buffer: list[pa.RecordBatch] = []
+        self.errors: list[str] = []  # episode ids of error rows: the only rows a later commit may supersede
+        self.supersedes: list[str] = []
 
     def flush_row_group(self) -> None:
         if not self.episode_buffer:
             return
-        # Steps first, also inside the temporary files: no ordering is visible
-        # before publish, but this keeps "steps no later than episodes" simple.
         self.steps.write(pa.Table.from_batches(self.step_buffer, _STEP_FILE_SCHEMA).combine_chunks())
         self.episodes.write(pa.Table.from_batches(self.episode_buffer, _EPISODE_FILE_SCHEMA).combine_chunks())
         self.episode_buffer.clear()
         self.step_buffer.clear()
 
-    def publish(self) -> list[Path]:
+    def finish(self) -> dict:
+        """Close both files; return their manifest entry."""
         self.flush_row_group()
-        steps = self.steps.publish()  # steps before episodes: see the durability guarantee
-        episodes = self.episodes.publish()
-        return [steps, episodes]
+        self.steps.finish()
+        self.episodes.finish()
+        return {"domain": self.domain, "episodes": self.episodes.rel, "steps": self.steps.rel,
+                "staged_episodes": self.episodes.staged, "staged_steps": self.steps.staged,
+                "episode_rows": self.episodes.rows, "step_rows": self.steps.rows, "errors": self.errors}
 
 
 class ParquetEpisodeWriter:
@@ -591,28 +637,33 @@ class ParquetEpisodeWriter:
     :data:`EPISODE_SCHEMA` / :data:`STEP_SCHEMA` (a missing or unknown column,
     or a value of the wrong type, raises ValueError naming it; nothing is
     dropped silently) and buffers them. Every ``rows_per_row_group``
-    episodes of a domain are written out as one row group of the episodes
-    file (and one of the steps file), so memory holds at most
+    episodes of a domain are written out as one row group of the staged
+    episodes file (and one of the steps file), so memory holds at most
     ``rows_per_row_group`` episodes per domain, however long the job. A file
-    pair is published (see the module's durability guarantee) once it holds
-    ``max_rows_per_file`` episodes, or when a write finds it older than
-    ``max_seconds_per_file`` (the age is checked on each write, not by a
-    timer); :meth:`flush` publishes the open files now and
-    :meth:`close` finalises everything. Use it as a context manager.
+    pair is published (see the module's publishing protocol) once it holds
+    ``max_rows_per_file`` episodes, or once it is ``max_seconds_per_file``
+    old (checked on each write and by :meth:`publish_due`, which a caller
+    whose episodes finish rarely calls on its own timer); :meth:`flush`
+    publishes the open files now and :meth:`close` finalises everything.
+    Use it as a context manager.
 
     ``step_rows`` must be the episode's steps in order: one per env step
     (``len(step_rows) == episode_row["num_steps"]``, ``step_index`` 0, 1, …)
     with the episode's run_id, episode_id, domain and task_id.
+    ``supersedes`` names the ``episode_id`` of a published error row this
+    episode replaces (``--retry-errors``): the error row leaves the dataset
+    in the same commit that publishes its replacement.
 
+    A writer owns its output: it takes the folder's :class:`~rollout.store.OutputLease`
+    (or uses the one passed in), so a second writer on the same folder is
+    refused while the first lives. On start it finishes what a crashed
+    writer committed and removes what it left uncommitted.
     ``run_id`` and ``writer_id`` name the files
-    (``part-<run_id>-<writer_id>-<seq>.parquet``). ``writer_id`` must be unique
-    among the live writers of a run (e.g. the actor index). On start, the
-    writer removes what an earlier crashed writer with the same ids left
-    behind: its hidden temporary files and orphan steps files.
+    (``part-<run_id>-<writer_id>-<seq>.parquet``). ``filesystem`` is a
+    ``pyarrow.fs`` filesystem holding ``out_dir`` (default: the local disk).
 
-    Not process-safe beyond that naming rule; thread-safe within a process.
-    A writer dropped without :meth:`close` publishes nothing more: its open
-    files stay hidden, as after a crash.
+    Thread-safe within a process. A writer dropped without :meth:`close`
+    publishes nothing more: its open files stay hidden, as after a crash.
     """
 
     def __init__(
@@ -623,8 +674,11 @@ class ParquetEpisodeWriter:
         rows_per_row_group: int = 64,
         max_rows_per_file: int = 1024,
         max_seconds_per_file: float = 60.0,
+        *,
+        filesystem: Any = None,
+        lease: Optional[OutputLease] = None,
     ):
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir) if filesystem is None else out_dir
         self.run_id = _check_name("run_id", run_id, _SAFE_NAME, "letters, digits, '_', '.' and '-'")
         self.writer_id = _check_name("writer_id", str(writer_id), _SAFE_WRITER_ID, "letters, digits, '_' and '.'")
         if not isinstance(rows_per_row_group, int) or rows_per_row_group < 1:
@@ -636,12 +690,20 @@ class ParquetEpisodeWriter:
         self.rows_per_row_group = rows_per_row_group
         self.max_rows_per_file = max_rows_per_file
         self.max_seconds_per_file = float(max_seconds_per_file)
-        self.published_files: list[Path] = []
+        self.published_files: list[str] = []
         self.episodes_written = 0
         self._partitions: dict[str, _Partition] = {}
         self._lock = threading.RLock()
+        self._closed = True  # until the lease is ours
+        self.store = lease.store if lease is not None else Store(out_dir, filesystem)
+        self._own_lease = lease is None
+        self.lease = lease if lease is not None else OutputLease(self.store).acquire()
         self._closed = False
-        self._next_seq = self._recover()
+        try:
+            self._next_seq = self._recover()
+        except BaseException:
+            self._release()
+            raise
 
     # ---------------------------------------------------------------- public
     @property
@@ -653,7 +715,8 @@ class ParquetEpisodeWriter:
     def closed(self) -> bool:
         return self._closed
 
-    def write(self, episode_row: Mapping[str, Any], step_rows: Sequence[Mapping[str, Any]]) -> None:
+    def write(self, episode_row: Mapping[str, Any], step_rows: Sequence[Mapping[str, Any]],
+              supersedes: Optional[str] = None) -> None:
         """Validate and buffer one finished episode and its steps; may write a row group or publish files."""
         _check_row(episode_row, EPISODE_SCHEMA, "episode")
         domain = _check_name("column 'domain'", episode_row["domain"], _SAFE_NAME, "letters, digits, '_', '.' and '-'")
@@ -683,24 +746,32 @@ class ParquetEpisodeWriter:
                 partition = self._open(domain)
             partition.episode_buffer.append(episode_batch)
             partition.step_buffer.append(step_batch)
+            if episode_row["error"]:
+                partition.errors.append(episode_row["episode_id"])
+            if supersedes is not None:
+                partition.supersedes.append(supersedes)
             partition.rows_in_file += 1
             self.episodes_written += 1
             if len(partition.episode_buffer) >= self.rows_per_row_group:
                 partition.flush_row_group()
             if partition.rows_in_file >= self.max_rows_per_file:
-                self._publish(domain)
-            self._publish_old()
+                self._publish([domain])
+            self.publish_due()
 
-    def flush(self) -> list[Path]:
+    def publish_due(self) -> list[str]:
+        """Publish the open files older than ``max_seconds_per_file``; returns the files published."""
+        with self._lock:
+            now = time.monotonic()
+            due = [d for d, p in self._partitions.items() if now - p.opened_at >= self.max_seconds_per_file]
+            return self._publish(due) if due else []
+
+    def flush(self) -> list[str]:
         """Publish every open file now (rows so far become visible); returns the files published."""
         with self._lock:
-            published: list[Path] = []
-            for domain in list(self._partitions):
-                published += self._publish(domain)
-            return published
+            return self._publish(list(self._partitions)) if self._partitions else []
 
     def close(self) -> None:
-        """Publish what is open and stop; calling it again does nothing."""
+        """Publish what is open, give the output back and stop; calling it again does nothing."""
         with self._lock:
             if self._closed:
                 return
@@ -708,6 +779,7 @@ class ParquetEpisodeWriter:
                 self.flush()
             finally:
                 self._closed = True
+                self._release()
 
     def __enter__(self) -> "ParquetEpisodeWriter":
         return self
@@ -728,46 +800,93 @@ class ParquetEpisodeWriter:
                 partition.steps.abandon()
                 partition.episodes.abandon()
             self._partitions = {}
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self._release()
 
     # --------------------------------------------------------------- private
+    def _release(self) -> None:
+        if getattr(self, "_own_lease", False):
+            self.lease.release()
+
     def _prefix(self) -> str:
         return f"part-{self.run_id}-{self.writer_id}-"
 
     def _recover(self) -> int:
-        """Clean up after a crashed writer with the same ids; return the next free sequence number."""
+        """Finish what a crashed writer committed, remove what it did not; return the next free sequence number."""
+        records = _manifest(self.store)
+        for record in records:
+            _apply(self.store, record)
+        live = _live_pairs(records)
+        published = {p["episodes"] for p in live.values()} | {p["steps"] for p in live.values()}
         pattern = re.compile(r"^\.?" + re.escape(self._prefix()) + r"(\d+)\.parquet(\.tmp)?$")
-        highest = -1
-        for kind in (STEPS_DIR, EPISODES_DIR):
-            for folder in _partition_folders(self.out_dir / kind):
-                for path in folder.iterdir():
-                    match = pattern.match(path.name)
-                    if not match:
-                        continue
-                    highest = max(highest, int(match.group(1)))
-                    if match.group(2):  # a temporary file of ours: never completed
-                        path.unlink(missing_ok=True)
-                    elif kind == STEPS_DIR and not (self.out_dir / EPISODES_DIR / folder.name / path.name).exists():
-                        path.unlink(missing_ok=True)  # an orphan: crashed between the two renames
+        highest = max((int(m.group(1)) for rel in published if (m := pattern.match(rel.rpartition("/")[2]))), default=-1)
+        for kind in (EPISODES_DIR, STEPS_DIR):  # what no record names: staged files and strays of crashed writers
+            for folder in self.store.entries(kind, dirs=True):
+                for info in self.store.entries(f"{kind}/{folder.base_name}"):
+                    rel = f"{kind}/{folder.base_name}/{info.base_name}"
+                    if rel not in published and re.match(r"^\.?part-.*\.parquet(\.tmp)?$", info.base_name):
+                        self.store.delete(rel)
+        for info in self.store.entries(MANIFEST_DIR):
+            if info.base_name.startswith("."):  # a record put that never finished
+                self.store.delete(f"{MANIFEST_DIR}/{info.base_name}")
         return highest + 1
 
     def _open(self, domain: str) -> _Partition:
-        name = f"{self._prefix()}{self._next_seq:05d}.parquet"
-        self._next_seq += 1
-        partition = _Partition(self.out_dir, domain, name)
+        partition = _Partition(self.store, domain, self._next_name())
         self._partitions[domain] = partition
         return partition
 
-    def _publish(self, domain: str) -> list[Path]:
-        partition = self._partitions.pop(domain)
-        files = partition.publish()
+    def _next_name(self) -> str:
+        name = f"{self._prefix()}{self._next_seq:05d}.parquet"
+        self._next_seq += 1
+        return name
+
+    def _publish(self, domains: list[str]) -> list[str]:
+        """Commit the open pairs of ``domains`` in one manifest record, then make them visible."""
+        partitions = [self._partitions.pop(d) for d in domains]
+        self.lease.check()
+        add = [p.finish() for p in partitions]
+        superseded = {old for p in partitions for old in p.supersedes}
+        remove = self._supersede(superseded, add) if superseded else []
+        name = add[0]["episodes"].rpartition("/")[2].removesuffix(".parquet")  # unique: file names never repeat
+        record = {"format": 1, "run_id": self.run_id, "set": name,
+                  "committed_at": time.time(), "add": add, "remove": remove}
+        self.lease.check()
+        self.store.put(f"{MANIFEST_DIR}/{record['set']}.json", json.dumps(record).encode())  # the commit
+        _apply(self.store, record)
+        files = [pair[kind] for pair in add for kind in ("steps", "episodes")]
         self.published_files += files
         return files
 
-    def _publish_old(self) -> None:
-        now = time.monotonic()
-        for domain, partition in list(self._partitions.items()):
-            if now - partition.opened_at >= self.max_seconds_per_file:
-                self._publish(domain)
+    def _supersede(self, superseded: set[str], add: list[dict]) -> list[dict]:
+        """Rewrite the published pairs holding the superseded error rows without them (staged, added to ``add``)."""
+        live = _live_pairs(_manifest(self.store))
+        holders = [pair for pair in live.values() if superseded & set(pair["errors"])]
+        unknown = superseded - {e for pair in holders for e in pair["errors"]}
+        if unknown:
+            raise ValueError(f"only published error rows can be superseded; {sorted(unknown)} are not")
+        remove = []
+        for pair in holders:
+            gone = superseded & set(pair["errors"])
+            episodes = _read_file(self.store, pair["episodes"])
+            steps = _read_file(self.store, pair["steps"])
+            kept_episodes = episodes.filter(pc.invert(pc.is_in(episodes["episode_id"], pa.array(sorted(gone)))))
+            kept_steps = steps.filter(pc.invert(pc.is_in(steps["episode_id"], pa.array(sorted(gone)))))
+            remove.append({"episodes": pair["episodes"], "steps": pair["steps"]})
+            if kept_episodes.num_rows:
+                rewritten = _Partition(self.store, pair["domain"], self._next_name())
+                rewritten.steps.write(kept_steps)
+                rewritten.episodes.write(kept_episodes)
+                rewritten.errors = [e for e in pair["errors"] if e not in gone]
+                add.append(rewritten.finish())
+        return remove
+
+
+def _read_file(store: Store, rel: str) -> pa.Table:
+    """One published file (or its staged copy while a crashed publish is rolled forward)."""
+    path = rel if store.exists(rel) else _staged(rel)
+    return pq.read_table(store.path(path), filesystem=store.fs)
 
 
 def _without_domain(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -775,36 +894,27 @@ def _without_domain(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------- readers
-def _partition_folders(base: Path) -> list[Path]:
-    if not base.is_dir():
-        return []
-    return sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith(f"{PARTITION_COLUMN}="))
-
-
-def _published_files(out_dir: PathLike, kind: str) -> list[Path]:
-    """Visible Parquet files of ``kind``; for steps, only those whose episodes partner is published."""
-    out = Path(out_dir)
+def _published_files(out_dir: PathLike, kind: str, filesystem: Any = None) -> tuple[Store, list[str]]:
+    """The published files of ``kind`` by the manifest (a staged name where a crashed publish is pending)."""
+    store = Store(out_dir, filesystem)
+    pairs = _live_pairs(_manifest(store))
     files = []
-    for folder in _partition_folders(out / kind):
-        for path in sorted(folder.iterdir()):
-            if path.name.startswith((".", "_")) or not path.name.endswith(".parquet") or not path.is_file():
-                continue
-            if kind == STEPS_DIR and not (out / EPISODES_DIR / folder.name / path.name).exists():
-                continue  # orphan steps: their episodes file never got published
-            files.append(path)
-    return files
+    for pair in sorted(pairs.values(), key=lambda p: p[kind]):
+        files.append(pair[kind] if store.exists(pair[kind]) else pair[f"staged_{kind}"])
+    return store, files
 
 
-def _dataset(out_dir: PathLike, kind: str, schema: pa.Schema) -> Optional[ds.Dataset]:
-    files = _published_files(out_dir, kind)
+def _dataset(out_dir: PathLike, kind: str, schema: pa.Schema, filesystem: Any = None) -> Optional[ds.Dataset]:
+    store, files = _published_files(out_dir, kind, filesystem)
     if not files:
         return None
     return ds.dataset(
-        [str(f) for f in files],
+        [store.path(f) for f in files],
         schema=schema,
         format="parquet",
+        filesystem=store.fs,
         partitioning=_PARTITIONING,
-        partition_base_dir=str(Path(out_dir) / kind),
+        partition_base_dir=store.path(kind),
     )
 
 
@@ -823,8 +933,8 @@ def read_episodes(out_dir: PathLike, columns: Optional[Iterable[str]] = None) ->
     """Every published episode row under ``out_dir`` as a table of :data:`EPISODE_SCHEMA`.
 
     ``columns`` selects columns (only those are read). An empty table with
-    the schema when nothing has been published. Rows of files still being
-    written are not included.
+    the schema when nothing has been published. The manifest says what is
+    published: rows of files still being written are not included.
     """
     return _read(out_dir, EPISODES_DIR, EPISODE_SCHEMA, columns)
 
@@ -832,9 +942,8 @@ def read_episodes(out_dir: PathLike, columns: Optional[Iterable[str]] = None) ->
 def read_steps(out_dir: PathLike, columns: Optional[Iterable[str]] = None) -> pa.Table:
     """Every published step row under ``out_dir`` as a table of :data:`STEP_SCHEMA`.
 
-    Steps files whose episodes partner is missing (a crash between the two
-    renames) are skipped, so every step returned belongs to a published
-    episode. Empty table with the schema when there are none.
+    Every step returned belongs to a published episode. Empty table with the
+    schema when there are none.
     """
     return _read(out_dir, STEPS_DIR, STEP_SCHEMA, columns)
 
@@ -843,7 +952,7 @@ def completed_keys(out_dir: PathLike) -> set[tuple[str, str, int]]:
     """``(domain, task_id, trial)`` of every published episode, for ``--resume``.
 
     Reads only those three columns. Errored episodes count as completed (their
-    row is there; running them again would add a second row for the key).
+    row is there; only ``--retry-errors`` runs them again, see :func:`error_rows`).
     """
     table = read_episodes(out_dir, columns=["domain", "task_id", "trial"])
     return set(
@@ -853,6 +962,16 @@ def completed_keys(out_dir: PathLike) -> set[tuple[str, str, int]]:
             table.column("trial").to_pylist(),
         )
     )
+
+
+def error_rows(out_dir: PathLike) -> dict[tuple[str, str, int], str]:
+    """``{(domain, task_id, trial): episode_id}`` of the published error rows (what ``--retry-errors`` re-runs)."""
+    table = read_episodes(out_dir, columns=["domain", "task_id", "trial", "episode_id", "error"])
+    return {
+        (d, t, k): e
+        for d, t, k, e, error in zip(*(table.column(c).to_pylist() for c in ("domain", "task_id", "trial", "episode_id", "error")))
+        if error
+    }
 
 
 def count_rows(out_dir: PathLike) -> dict[str, int]:

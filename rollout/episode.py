@@ -12,6 +12,7 @@ import taugym
 from taugym import TauEnv
 from taugym.agents import Policy
 from taugym.llm import LLMUsage
+from taugym.llm.text import valid_unicode
 
 from rollout.dataset import episode_row_from_info, step_row
 
@@ -48,7 +49,8 @@ def merge_usage(*usages: dict) -> dict:
 
 
 def _action_text(action: Any) -> str:
-    return action if isinstance(action, str) else json.dumps(action, default=str)
+    """The action as the steps dataset stores it (storable text, whatever the agent returned)."""
+    return valid_unicode(action if isinstance(action, str) else json.dumps(action, default=str))
 
 
 async def play_episode(
@@ -59,6 +61,7 @@ async def play_episode(
     run_id: str,
     agent_name: str,
     agent_model: Optional[str],
+    retry: bool = False,
 ) -> dict:
     """Run ``item`` to the end on ``env`` with ``agent``; return ``{"episode": row, "steps": rows}``.
 
@@ -112,15 +115,16 @@ async def play_episode(
         truncated=bool(truncated),
         num_steps=len(transitions),
         taugym_version=taugym.__version__,
-        llm_usage=merge_usage(info.get("llm_usage") or {}, agent.usage()),
-        episode_id=episode_id(run_id, item),
+        llm_usage=merge_usage(env.user.usage(), agent.usage()),  # the env's, also when reset failed
+        episode_id=episode_id(run_id, item, retry=retry),
     )
     return {"episode": row, "steps": [step_row(row, **t) for t in transitions]}
 
 
-def episode_id(run_id: str, item: WorkItem) -> str:
-    """The dataset's id of an episode: unique per run, domain, task and trial."""
-    return f"{run_id}:{item.domain}:{item.task_id}:{item.trial}"
+def episode_id(run_id: str, item: WorkItem, retry: bool = False) -> str:
+    """The dataset's id of an episode: unique per run, domain, task and trial (and re-run of an error row)."""
+    base = f"{run_id}:{item.domain}:{item.task_id}:{item.trial}"
+    return f"{base}:retry-{time.strftime('%Y%m%dT%H%M%S')}" if retry else base
 
 
 def error_info(backend: str, item: WorkItem, tools: list) -> dict[str, Any]:

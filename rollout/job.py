@@ -4,10 +4,22 @@
   episode slot and domain) and its agent; the driver hands out work items
   (domain, task id, trial, seed) as slots free up.
 * The driver is the only writer: a result is written once, when its episode
-  finished; an actor that dies takes only unwritten work with it, which is
-  re-queued on a fresh actor (up to ``max_attempts_per_episode``), so the
+  finished. Ray restarts an actor that dies (``max_restarts``) and re-runs
+  the calls it had not answered (``max_task_retries``: up to
+  ``max_attempts_per_episode`` attempts); an episode whose attempts are
+  spent is an error row. Only results that come back are written, so the
   dataset ends with exactly one row per (domain, task, trial).
-* ``resume=True`` skips every (domain, task, trial) already in the dataset.
+* The run owns its output (:class:`~rollout.store.OutputLease`) from start
+  to end; a second run into the same folder is refused.
+* Before any actor starts: LLM keys and endpoints are checked, and
+  ``DIR/run.json`` records what defines the results; a resume that changes
+  it is refused (:mod:`rollout.preflight`).
+* ``resume=True`` skips every (domain, task, trial) already in the dataset;
+  ``retry_errors=True`` also re-runs those whose row is an error row, and
+  each new row supersedes its error row in the commit that publishes it.
+* ``max_cost_usd`` (the whole dataset's LLM cost, earlier runs included):
+  once reached, no more episodes start; those in flight are written, the
+  summary says ``stopped``, and a resume with a higher cap goes on.
 * Local Ray by default; an existing cluster when ``address`` or
   ``RAY_ADDRESS`` names one.
 """
@@ -29,9 +41,11 @@ import ray
 import taugym
 
 from rollout.config import RolloutConfig
-from rollout.dataset import ParquetEpisodeWriter, completed_keys, episode_row_from_info
+from rollout.dataset import ParquetEpisodeWriter, completed_keys, episode_row_from_info, error_rows, read_episodes
 from rollout.episode import WorkItem, episode_id, error_info, item_seed
+from rollout.preflight import check_llm_access, record_differences, results_record
 from rollout.rate_limit import start_rate_limit_service
+from rollout.store import OutputLease, Store
 from rollout.summary import summarize
 
 _log = logging.getLogger("rollout")
@@ -68,7 +82,7 @@ class RolloutWorker:
         pool = self.free_envs.setdefault(domain, [])
         return pool.pop() if pool else TauEnv(self.config.env_config(domain))
 
-    async def run(self, item: dict) -> dict:
+    async def run(self, item: dict, retry: bool = False) -> dict:
         from taugym.agents import make_agent
 
         from rollout.episode import play_episode
@@ -82,7 +96,7 @@ class RolloutWorker:
         agent = make_agent(name, **options)
         try:
             return await play_episode(
-                env, agent, work, run_id=self.run_id, agent_name=name, agent_model=options.get("model")
+                env, agent, work, run_id=self.run_id, agent_name=name, agent_model=options.get("model"), retry=retry
             )
         finally:
             self.free_envs[work.domain].append(env)
@@ -92,6 +106,9 @@ def work_items(config: RolloutConfig) -> list[WorkItem]:
     """Every (domain, task, trial) the config asks for, in a stable order."""
     from taugym.backends import get_backend
 
+    _refuse_repeats("domains", config.domains, "list each domain once")
+    if isinstance(config.tasks, list):
+        _refuse_repeats("tasks", config.tasks, "list each task once; trials: N runs every task N times")
     items = []
     for domain in config.domains:
         env_config = config.env_config(domain)
@@ -115,31 +132,50 @@ def work_items(config: RolloutConfig) -> list[WorkItem]:
     return items
 
 
+def _refuse_repeats(option: str, values: list, hint: str) -> None:
+    """Two equal entries would give two rows with the same (domain, task, trial)."""
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{option} names {', '.join(repeated)} more than once; {hint}")
+
+
 class RolloutJob:
     """The driver of one rollout run (see the module docstring)."""
 
     def __init__(self, config: RolloutConfig, out: Optional[str] = None, resume: bool = False,
-                 address: Optional[str] = None, progress: bool = True):
+                 address: Optional[str] = None, progress: bool = True, retry_errors: bool = False):
         self.config = config
         self.out = Path(out or config.out)
-        self.resume = resume
+        self.resume = resume or retry_errors
+        self.retry_errors = retry_errors
         self.address = address or os.environ.get("RAY_ADDRESS")
         self.progress = progress
         self.actors: list = []
         self.actor_pids: list[int] = []
         self.written = 0
         self.errors = 0
-        self.replaced_actors = 0
+        self.restarted_actors = 0
+        self.spent_usd = 0.0
+        self.stopped: Optional[str] = None
 
-    def _run_id(self) -> str:
-        marker = self.out / "run.json"
-        if self.resume and marker.exists():
-            return json.loads(marker.read_text())["run_id"]
+    def _run_id(self, store: Store) -> str:
+        """The run id: a new one, or on resume the recorded one, after checking the config did not change."""
+        record = results_record(self.config)
+        marker = store.get("run.json") if self.resume else None
+        if marker is not None:
+            recorded = json.loads(marker)
+            if "results" not in recorded:
+                raise ValueError(f"{self.out}/run.json has no record of the config that made it (an older TauGym); "
+                                 "choose another --out")
+            differences = record_differences(recorded["results"], json.loads(json.dumps(record)))
+            if differences:
+                raise ValueError(
+                    f"--resume with a config that changes the results of {self.out}: {'; '.join(differences)}. "
+                    "Resume with the config it was made with, or write to another --out"
+                )
+            return recorded["run_id"]
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        self.out.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"run_id": run_id}))
-        os.replace(tmp, marker)
+        store.put("run.json", json.dumps({"run_id": run_id, "results": record}, indent=2).encode())
         return run_id
 
     def _start_ray(self) -> None:
@@ -152,38 +188,60 @@ class RolloutJob:
             ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)), include_dashboard=False,
                      log_to_driver=False)
 
-    def _new_actor(self, run_id: str):
+    def _new_actor(self, run_id: str, items: int):
+        # Ray restarts a dead actor and re-runs its unfinished calls; each call at most
+        # max_attempts_per_episode times, so restarts are bounded by the work too.
+        attempts = self.config.max_attempts_per_episode
         return RolloutWorker.options(
             num_cpus=self.config.cpus_per_actor,
             max_concurrency=self.config.episodes_per_actor,
-            max_restarts=0,
+            max_restarts=max(1, attempts * items),
+            max_task_retries=attempts - 1,
         ).remote(self.config.__dict__, run_id, self.rate_service)
 
     def run(self, on_result: Optional[Callable[["RolloutJob", dict], None]] = None) -> dict:
-        """Run every remaining work item; write the datasets and ``summary.json``; return the summary."""
+        """Run every remaining work item; write the datasets and ``summary.json``; return the summary.
+
+        Raises ``ValueError`` (saying what to do) before any work starts when
+        another run owns ``out``, the folder holds a dataset and ``resume``
+        is off, a resume changes what defines the results, or an LLM's key
+        is missing or its endpoint unreachable.
+        """
         items = work_items(self.config)
-        done = completed_keys(self.out) if self.resume else set()
-        if not self.resume and (self.out / "episodes").exists() and completed_keys(self.out):
+        store = Store(self.out)
+        with OutputLease(store) as lease:
+            return self._run(items, store, lease, on_result)
+
+    def _run(self, items: list[WorkItem], store: Store, lease: OutputLease, on_result) -> dict:
+        done = completed_keys(self.out)
+        if not self.resume and done:
             raise ValueError(f"{self.out} already holds a dataset; pass --resume to complete it or choose another --out")
-        queue = deque(item for item in items if item.key not in done)
-        run_id = self._run_id()
+        errors = error_rows(self.out) if self.retry_errors else {}
+        queue = deque(item for item in items if item.key not in done or item.key in errors)
+        check_llm_access(self.config)
+        run_id = self._run_id(store)
+        self.spent_usd = sum(read_episodes(self.out, columns=["cost_usd"])["cost_usd"].to_pylist())
         self._start_ray()
         self.rate_service = start_rate_limit_service(run_id)
-        self.actors = [self._new_actor(run_id) for _ in range(self.config.actors)]
+        self.actors = [self._new_actor(run_id, len(queue)) for _ in range(self.config.actors)]
         self.actor_pids = ray.get([actor.pid.remote() for actor in self.actors])
         slots = self.config.episodes_per_actor
         pending: dict = {}
         load = {i: 0 for i in range(len(self.actors))}
-        attempts: dict[tuple, int] = {}
+        written: set = set()
         bar = _progress_bar(len(queue), self.progress)
         started = time.monotonic()
-        with ParquetEpisodeWriter(self.out, run_id, writer_id=uuid.uuid4().hex[:6],
+        with ParquetEpisodeWriter(self.out, run_id, writer_id=uuid.uuid4().hex[:6], lease=lease,
                                   max_rows_per_file=self.config.rows_per_file) as writer:
             while queue or pending:
+                if self._over_budget():
+                    self.stopped = (f"max_cost_usd reached: ${self.spent_usd:.4f} spent of ${self.config.max_cost_usd}; "
+                                    f"{len(queue)} episode(s) not started")
+                    queue.clear()
                 for index in range(len(self.actors)):
                     while queue and load[index] < slots:
                         item = queue.popleft()
-                        ref = self.actors[index].run.remote(item.to_dict())
+                        ref = self.actors[index].run.remote(item.to_dict(), self.retry_errors)
                         pending[ref] = (item, index)
                         load[index] += 1
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -194,58 +252,58 @@ class RolloutJob:
                         result = ray.get(ref)
                     except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                             ray.exceptions.ActorUnavailableError) as exc:
-                        attempts[item.key] = attempts.get(item.key, 0) + 1
-                        self._replace_actor(index, run_id)
-                        if attempts[item.key] < self.config.max_attempts_per_episode:
-                            queue.appendleft(item)
-                            continue
-                        result = self._lost_item(item, run_id, exc)
-                    writer.write(result["episode"], result["steps"])
-                    self.written += 1
-                    self.errors += bool(result["episode"]["error"])
+                        result = self._lost_item(item, run_id, exc)  # Ray's retries are spent
+                    if item.key in written:  # never twice, whatever went wrong upstream
+                        raise RuntimeError(f"episode {item.key} came back twice; nothing more is written")
+                    written.add(item.key)
+                    self._write(writer, result, item, run_id, errors.get(item.key))
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(errors=self.errors, refresh=False)
                     if on_result is not None:
                         on_result(self, result)
+                writer.publish_due()  # the age limit holds while episodes are slow to finish
         if bar is not None:
             bar.close()
+        pids = ray.get([actor.pid.remote() for actor in self.actors])
+        self.restarted_actors = sum(a != b for a, b in zip(pids, self.actor_pids))
         for actor in self.actors:
             ray.kill(actor)
         ray.kill(self.rate_service)
         summary = summarize(self.out)
         summary.update(run_id=run_id, wall_s=time.monotonic() - started, episodes_this_run=self.written,
-                       replaced_actors=self.replaced_actors)
-        tmp = self.out / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, self.out / "summary.json")
+                       restarted_actors=self.restarted_actors, cost_usd=self.spent_usd)
+        if self.stopped:
+            summary["stopped"] = self.stopped
+        store.put("summary.json", json.dumps(summary, indent=2).encode())
         return summary
 
-    def _replace_actor(self, index: int, run_id: str) -> None:
-        """Swap a dead actor for a fresh one (once, however many of its calls fail)."""
-        actor = self.actors[index]
-        try:
-            ray.get(actor.pid.remote(), timeout=10)
-            return  # still alive: only the call failed
-        except Exception:
-            pass
-        ray.kill(actor, no_restart=True)
-        self.actors[index] = self._new_actor(run_id)
-        self.actor_pids[index] = ray.get(self.actors[index].pid.remote())
-        self.replaced_actors += 1
-        _log.warning("actor %d died; replaced it and re-queued its episodes", index)
+    def _over_budget(self) -> bool:
+        return self.config.max_cost_usd is not None and self.spent_usd >= self.config.max_cost_usd
 
-    def _lost_item(self, item: WorkItem, run_id: str, exc: Exception) -> dict:
-        """The error row of a work item whose actor died every time it ran it."""
+    def _write(self, writer: ParquetEpisodeWriter, result: dict, item: WorkItem, run_id: str,
+               supersedes: Optional[str]) -> None:
+        """Write one result; a row that cannot be stored becomes an error row saying why, not a stopped job."""
+        try:
+            writer.write(result["episode"], result["steps"], supersedes=supersedes)
+        except (ValueError, UnicodeError) as exc:
+            result = self._lost_item(item, run_id, exc, f"the episode's rows could not be stored: {exc}"[:2000])
+            writer.write(result["episode"], result["steps"], supersedes=supersedes)
+        self.written += 1
+        self.errors += bool(result["episode"]["error"])
+        self.spent_usd += result["episode"]["cost_usd"]
+
+    def _lost_item(self, item: WorkItem, run_id: str, exc: Exception, message: Optional[str] = None) -> dict:
+        """The error row of a work item whose actor died every time it ran it (or whose rows could not be stored)."""
         cause = {"source": "actor", "type": type(exc).__name__,
-                 "message": f"the actor died {self.config.max_attempts_per_episode} times running this episode"}
+                 "message": message or f"the actor died {self.config.max_attempts_per_episode} times running this episode"}
         info = {**error_info(self.config.env.get("backend", "tau2"), item, []), "termination": "error", "error": cause}
         row = episode_row_from_info(
             info, run_id=run_id, trial=item.trial, seed=item.seed, agent=self.config.agent["name"],
             agent_model=self.config.agent.get("model"), user_model=None,
             user_strategy=self.config.env.get("user_strategy", "llm"), duration_s=0.0, reward=None,
             terminated=True, truncated=False, num_steps=0, taugym_version=taugym.__version__, llm_usage={},
-            episode_id=episode_id(run_id, item),
+            episode_id=episode_id(run_id, item, retry=self.retry_errors),
         )
         return {"episode": row, "steps": []}
 

@@ -26,6 +26,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from taugym.llm.text import valid_unicode_deep
+
 PREFIXES = ("[search]", "[action]", "[answer]", "[finish]")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -103,7 +105,7 @@ def _decode_arguments(raw: Any, name: str) -> dict | InvalidAction:
             f"the arguments of {name} must be plain JSON data ({_json_problem(exc)}); "
             'send them as a JSON object, e.g. {"order_id": "#W001"}'
         )
-    return raw
+    return valid_unicode_deep(raw)  # a JSON escape can hold a lone surrogate too
 
 
 def _short(exc: BaseException) -> str:
@@ -195,8 +197,10 @@ def _parse_dict(action: dict) -> ParsedAction:
 def parse_action(action: Any) -> ParsedAction:
     """Parse one action (a string, or an OpenAI tool call / assistant message dict).
 
-    Never raises; unreadable input becomes :class:`InvalidAction`.
+    Never raises; unreadable input becomes :class:`InvalidAction`. Unpaired
+    surrogates in the text are replaced by U+FFFD (see :mod:`taugym.llm.text`).
     """
+    action = valid_unicode_deep(action)
     if isinstance(action, dict):
         try:
             return _parse_dict(action)

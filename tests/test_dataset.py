@@ -85,7 +85,8 @@ def make_episode(i: int, domain: str = "retail", trial: int = 0, steps: int = 2,
 
 
 def visible_files(out: Path) -> list[Path]:
-    return [p for p in out.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))]
+    """The files a plain reader lists (it skips every name, file or folder, that starts with '.' or '_')."""
+    return [p for p in out.rglob("*") if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(out).parts)]
 
 
 def hidden_files(out: Path) -> list[Path]:
@@ -315,13 +316,14 @@ from test_dataset import make_episode
 from rollout.dataset import ParquetEpisodeWriter
 
 mode, out = sys.argv[1], sys.argv[2]
-if mode == "between-renames":  # die after the steps file is published, before its episodes file
-    real_replace = os.replace
-    def replace(src, dst):
-        if "episodes" in str(dst):
+if mode == "between-renames":  # die after the steps file is made visible, before its episodes file
+    from rollout.store import Store
+    real_move = Store.move
+    def move(self, src, dst):
+        if dst.startswith("episodes/"):
             os._exit(1)
-        real_replace(src, dst)
-    os.replace = replace
+        real_move(self, src, dst)
+    Store.move = move
 writer = ParquetEpisodeWriter(out, "run1", rows_per_row_group=2, max_rows_per_file=3)
 for i in range(8):
     writer.write(*make_episode(i, steps=1 + i % 3))
@@ -357,16 +359,67 @@ def test_crash_mid_file_leaves_only_complete_files_with_steps(tmp_path):
 
 
 def test_crash_between_renames_never_shows_an_episode_without_steps(tmp_path):
+    crash(tmp_path, "between-renames")  # the set was committed; its steps file is visible, its episodes file not yet
+
+    assert len(visible_files(tmp_path / "steps")) == 1 and visible_files(tmp_path / "episodes") == []
+    assert read_episodes(tmp_path).num_rows == 3  # the manifest's record of what is published
+    assert_every_episode_has_its_steps(tmp_path)
+    assert count_rows(tmp_path) == {"episodes": 3, "steps": 6}
+
+    ParquetEpisodeWriter(tmp_path, "run1").close()  # the next writer finishes the publish
+    assert len(visible_files(tmp_path / "episodes")) == 1 and hidden_files(tmp_path) == []
+    assert raw_table(tmp_path, "episodes").num_rows == 3
+
+
+def raw_table(out: Path, kind: str):
+    """What a plain reader (pyarrow.dataset, which Ray Data and RLlib use) sees in DIR/<kind>."""
+    return ds.dataset(out / kind, format="parquet", partitioning="hive").to_table()
+
+
+def test_a_raw_reader_of_steps_never_sees_an_unpublished_or_repeated_set(tmp_path):
     crash(tmp_path, "between-renames")
+    published = set(read_episodes(tmp_path)["episode_id"].to_pylist())
+    assert set(raw_table(tmp_path, "steps")["episode_id"].to_pylist()) <= published
 
-    orphans = visible_files(tmp_path / "steps")
-    assert len(orphans) == 1 and visible_files(tmp_path / "episodes") == []
-    assert read_episodes(tmp_path).num_rows == 0
-    assert read_steps(tmp_path).num_rows == 0  # the orphan steps file is skipped
-    assert count_rows(tmp_path) == {"episodes": 0, "steps": 0}
+    # the next run (a writer with new ids, as a resumed job has) completes the dataset
+    wanted = {("retail", f"retail-{i:03d}", 0) for i in range(8)}
+    with ParquetEpisodeWriter(tmp_path, "run1", writer_id="resumed") as writer:
+        for i in range(8):
+            if ("retail", f"retail-{i:03d}", 0) not in completed_keys(tmp_path):
+                writer.write(*make_episode(i, steps=1 + i % 3))
+    episodes, steps = raw_table(tmp_path, "episodes"), raw_table(tmp_path, "steps")
+    keys = list(zip(episodes["domain"].to_pylist(), episodes["task_id"].to_pylist(), episodes["trial"].to_pylist()))
+    assert sorted(keys) == sorted(wanted)
+    step_keys = list(zip(steps["episode_id"].to_pylist(), steps["step_index"].to_pylist()))
+    assert len(step_keys) == len(set(step_keys)) == sum(episodes["num_steps"].to_pylist())
+    assert hidden_files(tmp_path) == []
 
-    ParquetEpisodeWriter(tmp_path, "run1").close()  # the next writer with these ids removes it
-    assert visible_files(tmp_path) == []
+
+def test_leftovers_of_any_crashed_writer_are_removed_by_the_next(tmp_path):
+    crash(tmp_path, "mid-file")
+    assert hidden_files(tmp_path)
+    ParquetEpisodeWriter(tmp_path, "run2", writer_id="other").close()
+    assert hidden_files(tmp_path) == []
+    assert read_episodes(tmp_path).num_rows == 6
+
+
+# -------------------------------------------------------------- one run owns its output
+def test_a_second_writer_is_refused_while_the_first_lives(tmp_path):
+    first = ParquetEpisodeWriter(tmp_path, "run1")
+    with pytest.raises(ValueError, match=r"(?s)another run.*pid \d+.*choose another"):
+        ParquetEpisodeWriter(tmp_path, "run2")
+    first.write(*make_episode(0))
+    first.close()  # the output is free again
+    with ParquetEpisodeWriter(tmp_path, "run2") as second:
+        second.write(*make_episode(1))
+    assert read_episodes(tmp_path).num_rows == 2
+
+
+def test_a_killed_writer_never_blocks_the_next(tmp_path):
+    crash(tmp_path, "mid-file")  # killed while holding the output
+    started = time.monotonic()
+    ParquetEpisodeWriter(tmp_path, "run1").close()
+    assert time.monotonic() - started < 5
 
 
 # -------------------------------------------------------------- resume keys

@@ -16,7 +16,7 @@ import ray
 
 from rollout.config import RolloutConfig
 from rollout.dataset import completed_keys, read_episodes, read_steps
-from rollout.job import RolloutJob
+from rollout.job import RolloutJob, work_items
 
 try:
     from fake_llm_server import FakeLLMServer, Reply, fake_llm_server
@@ -80,7 +80,7 @@ def test_rollout_writes_every_episode_once_with_steps_and_summary(tmp_path):
     assert sorted(p.name for p in (tmp_path / "episodes").iterdir()) == ["domain=airline", "domain=retail"]
 
 
-def test_an_actor_killed_mid_episode_is_replaced_and_nothing_is_lost_or_doubled(tmp_path, fake_llm_server):
+def test_an_actor_killed_mid_episode_is_restarted_and_nothing_is_lost_or_doubled(tmp_path, fake_llm_server):
     fake_llm_server.set_handler(lambda request: scripted_conversation(request, delay_s=0.3))
     tasks = [f"retail-{i:03d}" for i in range(8)]
     job = RolloutJob(llm_config(fake_llm_server, tasks), out=str(tmp_path), progress=False)
@@ -94,24 +94,28 @@ def test_an_actor_killed_mid_episode_is_replaced_and_nothing_is_lost_or_doubled(
     summary = job.run(on_result=kill_one_actor)
     keys = keys_of(tmp_path)
     assert sorted(keys) == sorted(("retail", t, 0) for t in tasks)
-    assert job.replaced_actors >= 1 and summary["errors"] == 0
+    assert job.restarted_actors >= 1 and summary["errors"] == 0  # Ray restarted it and re-ran its episodes
     steps = read_steps(tmp_path)
     assert set(steps["episode_id"].to_pylist()) == set(read_episodes(tmp_path)["episode_id"].to_pylist())
 
 
-def test_a_killed_driver_resumes_and_completes_the_dataset(tmp_path):
+def test_a_second_run_is_refused_while_a_driver_lives_and_a_killed_driver_resumes_at_once(tmp_path):
     config = tmp_path / "job.yaml"
     config.write_text(json.dumps({
         "domains": ["retail"], "tasks": "all", "trials": 1, "agent": {"name": "oracle"},
         "env": {"user_strategy": "scripted"}, "actors": 1, "cpus_per_actor": 1, "rows_per_file": 5,
     }))
     out = tmp_path / "out"
+    work_items(RolloutConfig.from_yaml(config))  # the tasks loaded here now: the second run below starts at once
     command = [sys.executable, "-m", "rollout", "--config", str(config), "--out", str(out), "--no-progress"]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(completed_keys(out)) < 10:
         time.sleep(0.2)
+    for resume in (False, True):  # a second run into the same --out, while the first is writing
+        with pytest.raises(ValueError, match=r"another run is writing to .*pid \d+"):
+            RolloutJob(RolloutConfig.from_yaml(config), out=str(out), resume=resume, progress=False).run()
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
     driver.wait()
     before = completed_keys(out)
@@ -122,6 +126,7 @@ def test_a_killed_driver_resumes_and_completes_the_dataset(tmp_path):
     assert len(keys) == len(set(keys)) == 114
     assert json.loads((out / "summary.json").read_text())["episodes"] == 114
     assert json.loads((out / "summary.json").read_text())["episodes_this_run"] == 114 - len(before)
+    assert len({e["run_id"] for e in read_episodes(out, columns=["run_id"]).to_pylist()}) == 1
 
 
 def test_a_provider_down_for_good_is_recorded_as_errors_not_dropped(tmp_path, fake_llm_server):
@@ -193,3 +198,95 @@ def test_llm_agent_settings_default_to_the_envs_and_its_own_options_win():
     options = config.agent_options()
     assert (options["requests_per_minute"], options["max_attempts"], options["timeout_s"]) == (500, 3, 5.0)
     assert options["model"] == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"tasks": ["retail-000", "retail-001", "retail-000"]}, "retail-000"),
+    ({"domains": ["retail", "retail"], "tasks": ["retail-000"]}, "retail"),
+])
+def test_duplicate_tasks_or_domains_in_a_config_are_refused(tmp_path, changes, named):
+    with pytest.raises(ValueError, match=f"{named}.* more than once"):
+        RolloutJob(oracle_config(**changes), out=str(tmp_path), progress=False).run()
+    assert read_episodes(tmp_path).num_rows == 0
+
+
+def test_an_unpaired_surrogate_from_a_model_never_stops_the_job(tmp_path, fake_llm_server):
+    def with_surrogates(request):
+        reply = scripted_conversation(request)
+        if reply.text:
+            reply.text += " \ud800"  # one half of a UTF-16 pair: not encodable as UTF-8
+        else:
+            reply.tool_calls[0]["function"]["arguments"] = json.dumps({"order_id": "#W2378156\ud800"})
+        return reply
+
+    fake_llm_server.set_handler(with_surrogates)
+    summary = RolloutJob(llm_config(fake_llm_server, ["retail-000", "retail-001"]), out=str(tmp_path), progress=False).run()
+    episodes = read_episodes(tmp_path).to_pylist()
+    assert len(episodes) == 2 and summary["errors"] == 0, [e["error_cause"] for e in episodes]
+    texts = [m["content"] for e in episodes for m in e["messages"] if m["content"]]
+    assert any(t.endswith("\ufffd") for t in texts)  # replaced by U+FFFD, the rest of the text kept
+    assert read_steps(tmp_path).num_rows == sum(e["num_steps"] for e in episodes)
+
+
+def test_resume_with_a_changed_config_is_refused_naming_the_difference(tmp_path):
+    RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), progress=False).run()
+    for changes, named in (({"agent": {"name": "random"}}, "agent.name"), ({"env": {"user_strategy": "scripted", "max_steps": 12}}, "env.max_steps"),
+                           ({"tasks": ["retail-000", "retail-001"]}, "tasks"), ({"trials": 2}, "trials"), ({"seed": 5}, "seed")):
+        with pytest.raises(ValueError, match=rf"(?s){named}.*was .* now "):
+            RolloutJob(oracle_config(**{"tasks": ["retail-000"], "trials": 1, **changes}), out=str(tmp_path), resume=True,
+                       progress=False).run()
+    assert "retail" in (tmp_path / "run.json").read_text()  # what defines the results is recorded in the folder
+    # how it runs may change
+    summary = RolloutJob(oracle_config(tasks=["retail-000"], trials=1, actors=1, rows_per_file=3), out=str(tmp_path),
+                         resume=True, progress=False).run()
+    assert summary["episodes"] == 1
+
+
+def test_missing_credentials_or_an_unreachable_provider_are_refused_before_actors_start(tmp_path, fake_llm_server,
+                                                                                         monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(ValueError, match=r"OPENAI_API_KEY"):
+        RolloutJob(llm_config(fake_llm_server, ["retail-000"]), out=str(tmp_path), progress=False).run()
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    config = llm_config(fake_llm_server, ["retail-000"])
+    config.agent["base_url"] = "http://127.0.0.1:9/v1"  # nothing listens there
+    with pytest.raises(ValueError, match=r"cannot reach .*127.0.0.1:9"):
+        RolloutJob(config, out=str(tmp_path), progress=False).run()
+    assert fake_llm_server.requests == [] and read_episodes(tmp_path).num_rows == 0
+
+
+def test_retry_errors_replaces_error_rows_exactly_once_for_every_reader(tmp_path, fake_llm_server):
+    import pyarrow.dataset as ds
+
+    fake_llm_server.set_handler(lambda request: Reply.server_error(503))
+    config = llm_config(fake_llm_server, ["retail-000", "retail-001"])
+    config.env["llm_max_attempts"] = 2
+    RolloutJob(config, out=str(tmp_path), progress=False).run()
+    errors = read_episodes(tmp_path).to_pylist()
+    assert [e["error"] for e in errors] == [True, True]
+    assert all(e["llm_calls"] >= 1 and e["llm_retries"] >= 1 for e in errors), errors  # the failed call is counted
+
+    fake_llm_server.set_handler(scripted_conversation)  # the provider is back
+    summary = RolloutJob(config, out=str(tmp_path), resume=True, progress=False).run()
+    assert summary["errors"] == 2 and summary["episodes_this_run"] == 0  # a plain resume keeps them
+    summary = RolloutJob(config, out=str(tmp_path), resume=True, retry_errors=True, progress=False).run()
+    assert summary["errors"] == 0 and summary["episodes"] == 2 and summary["episodes_this_run"] == 2
+    for table in (read_episodes(tmp_path), ds.dataset(tmp_path / "episodes", format="parquet", partitioning="hive").to_table()):
+        rows = table.to_pylist()
+        assert sorted((r["task_id"], r["error"]) for r in rows) == [("retail-000", False), ("retail-001", False)]
+    steps = ds.dataset(tmp_path / "steps", format="parquet", partitioning="hive").to_table()
+    assert set(steps["episode_id"].to_pylist()) == set(read_episodes(tmp_path)["episode_id"].to_pylist())
+    summary = RolloutJob(config, out=str(tmp_path), resume=True, retry_errors=True, progress=False).run()
+    assert summary["episodes_this_run"] == 0 and summary["episodes"] == 2
+
+
+def test_max_cost_usd_stops_starting_episodes_and_a_resume_with_a_higher_cap_goes_on(tmp_path, fake_llm_server):
+    fake_llm_server.set_handler(scripted_conversation)
+    tasks = ["retail-000", "retail-001", "retail-002"]
+    config = llm_config(fake_llm_server, tasks, actors=1, episodes_per_actor=1, max_cost_usd=1e-9)
+    config.agent["model"] = config.env["user_model"] = "gpt-4o-mini"  # priced in litellm's cost map
+    summary = RolloutJob(config, out=str(tmp_path), progress=False).run()
+    assert "max_cost_usd" in summary["stopped"] and summary["episodes"] == 1 and summary["cost_usd"] > 0
+    config.max_cost_usd = 100.0  # how the job runs may change on resume
+    summary = RolloutJob(config, out=str(tmp_path), resume=True, progress=False).run()
+    assert "stopped" not in summary and sorted(keys_of(tmp_path)) == [("retail", t, 0) for t in tasks]

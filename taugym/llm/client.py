@@ -41,6 +41,7 @@ import tenacity
 
 from taugym.llm.rate_limit import RateLimiter, RateLimitTimeout, estimate_tokens, rate_limiter_for
 from taugym.llm.settings import LLMSettings, check_sampling_args
+from taugym.llm.text import valid_unicode, valid_unicode_deep
 
 __all__ = ["LLMCallError", "LLMClient", "LLMResponse", "LLMUsage", "scrub_secrets"]
 
@@ -524,7 +525,9 @@ class LLMClient:
         choice = choices[0]
         message = getattr(choice, "message", None)
         content = getattr(message, "content", None)
-        tool_calls = [_tool_call_dict(tc) for tc in (getattr(message, "tool_calls", None) or [])]
+        if isinstance(content, str):
+            content = valid_unicode(content)  # a model's stray surrogate must not stop a writer
+        tool_calls = [valid_unicode_deep(_tool_call_dict(tc)) for tc in (getattr(message, "tool_calls", None) or [])]
         # a provider may echo the request (its Authorization header included): scrub what it says too
         secrets = [self._api_key]
         if isinstance(content, str):
