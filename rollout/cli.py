@@ -9,11 +9,9 @@ import shlex
 import socket
 import sys
 from pathlib import Path
-from typing import Optional
 
 
-
-def rollout_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+def rollout_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="python -m rollout", description="Generate TauGym episodes on Ray and write them to Parquet.")
     parser.add_argument("--config", default="configs/rollout/default.yaml", help="rollout YAML (default: %(default)s)")
     parser.add_argument("--out", help="output directory (default: the config's out)")
@@ -73,7 +71,7 @@ def _run(args: argparse.Namespace, started: list) -> int:
     return 0
 
 
-def check_out_folder(out: Optional[str], default: str) -> Path:
+def check_out_folder(out: str | None, default: str) -> Path:
     """The output folder, refused (``ValueError``) when it is empty, a file, or cannot be written; creates nothing."""
     if out is not None and not out.strip():
         raise ValueError("--out is empty; name an output folder such as runs/my-run (or leave --out out for the config's out)")
@@ -91,7 +89,7 @@ def check_out_folder(out: Optional[str], default: str) -> Path:
     return path
 
 
-def check_ray_address(address: Optional[str], timeout_s: float = 5.0) -> None:
+def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
     """Refuse (``ValueError``) a cluster address nothing listens on, instead of waiting minutes in ``ray.init``."""
     if not address or address in ("auto", "local"):
         return
@@ -125,7 +123,7 @@ def _interrupted_message(args: argparse.Namespace, job) -> str:
             f"the rest can be run with: {command}")
 
 
-def report_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+def report_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     from rollout.report import report_parser as build
 
     return build(parser)
@@ -137,7 +135,7 @@ def run_report_command(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``taugym rollout ...`` (the console script)."""
     parser = argparse.ArgumentParser(prog="taugym", description="TauGym command line")
     commands = parser.add_subparsers(dest="command", required=True)

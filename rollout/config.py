@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import yaml
 
@@ -45,7 +45,7 @@ class RolloutConfig:
     """
 
     domains: list[str] = field(default_factory=lambda: ["retail", "airline"])
-    tasks: Union[str, list[str], None] = None
+    tasks: str | list[str] | None = None
     trials: int = 1
     seed: int = 0
     agent: dict = field(default_factory=lambda: {"name": "oracle"})
@@ -55,10 +55,10 @@ class RolloutConfig:
     episodes_per_actor: int = 1
     max_attempts_per_episode: int = 3
     rows_per_file: int = 256
-    max_cost_usd: Optional[float] = None
+    max_cost_usd: float | None = None
     out: str = "runs/default"
 
-    def validate(self) -> "RolloutConfig":
+    def validate(self) -> RolloutConfig:
         """Check the values; raise ``ValueError`` saying what to write instead.
 
         Everything an actor would refuse is refused here, before any work
@@ -146,7 +146,7 @@ class RolloutConfig:
                     f"tasks: {self.tasks!r} is not a split of {domain}; valid: {sorted(loaded.splits)} or 'all'"
                 )
 
-    def env_config(self, domain: Optional[str] = None) -> TauGymConfig:
+    def env_config(self, domain: str | None = None) -> TauGymConfig:
         """The TauGymConfig of the envs (for ``domain`` when given).
 
         A rollout resets each episode with its task id, so the env's
@@ -167,12 +167,12 @@ class RolloutConfig:
         return config
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RolloutConfig":
+    def from_dict(cls, values: dict[str, Any]) -> RolloutConfig:
         """Build a config from a mapping; unknown keys raise ``ValueError``."""
         return options_dataclass(cls, values, "rollout").validate()
 
     @classmethod
-    def from_yaml(cls, path: Union[str, Path]) -> "RolloutConfig":
+    def from_yaml(cls, path: str | Path) -> RolloutConfig:
         """Load a rollout config from a YAML file."""
         values = load_yaml_mapping(path, "rollout config", "configs/rollout/")
         try:
@@ -180,7 +180,7 @@ class RolloutConfig:
         except ValueError as exc:
             raise ValueError(f"rollout config {path}: {exc}") from None
 
-    def with_overrides(self, overrides: list[str]) -> "RolloutConfig":
+    def with_overrides(self, overrides: list[str]) -> RolloutConfig:
         """Apply ``key=value`` overrides (YAML values; ``env.max_steps=10`` reaches into a mapping)."""
         values = dataclasses.asdict(self)
         for item in overrides:

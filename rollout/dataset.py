@@ -121,8 +121,9 @@ import re
 import threading
 import time
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -147,7 +148,7 @@ __all__ = [
     "count_rows",
 ]
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 #: Bumped whenever a column is added, removed or changes type. Stored in each
 #: file's schema metadata under ``taugym.dataset_schema_version``.
@@ -388,7 +389,7 @@ def _normalize_message(message: Mapping[str, Any], index: int) -> dict[str, Any]
     }
 
 
-def _error_cause(error: Any) -> Optional[str]:
+def _error_cause(error: Any) -> str | None:
     if error is None:
         return None
     if isinstance(error, Mapping):
@@ -399,7 +400,7 @@ def _error_cause(error: Any) -> Optional[str]:
     return _API_KEY_PATTERN.sub("[redacted]", text)
 
 
-def _usage_value(usage: Any, *names: str, default: Union[int, float] = 0) -> Any:
+def _usage_value(usage: Any, *names: str, default: int | float = 0) -> Any:
     for name in names:
         if isinstance(usage, Mapping) and usage.get(name) is not None:
             return usage[name]
@@ -415,17 +416,17 @@ def episode_row_from_info(
     trial: int,
     seed: int,
     agent: str,
-    agent_model: Optional[str],
-    user_model: Optional[str],
+    agent_model: str | None,
+    user_model: str | None,
     user_strategy: str,
     duration_s: float,
-    reward: Optional[float],
+    reward: float | None,
     terminated: bool,
     truncated: bool,
     num_steps: int,
     taugym_version: str,
-    llm_usage: Optional[Mapping[str, Any]] = None,
-    episode_id: Optional[str] = None,
+    llm_usage: Mapping[str, Any] | None = None,
+    episode_id: str | None = None,
 ) -> dict[str, Any]:
     """The episode row for a finished ``TauEnv`` episode, from its final ``info``.
 
@@ -676,7 +677,7 @@ class ParquetEpisodeWriter:
         max_seconds_per_file: float = 60.0,
         *,
         filesystem: Any = None,
-        lease: Optional[OutputLease] = None,
+        lease: OutputLease | None = None,
     ):
         self.out_dir = Path(out_dir) if filesystem is None else out_dir
         self.run_id = _check_name("run_id", run_id, _SAFE_NAME, "letters, digits, '_', '.' and '-'")
@@ -716,7 +717,7 @@ class ParquetEpisodeWriter:
         return self._closed
 
     def write(self, episode_row: Mapping[str, Any], step_rows: Sequence[Mapping[str, Any]],
-              supersedes: Optional[str] = None) -> None:
+              supersedes: str | None = None) -> None:
         """Validate and buffer one finished episode and its steps; may write a row group or publish files."""
         _check_row(episode_row, EPISODE_SCHEMA, "episode")
         domain = _check_name("column 'domain'", episode_row["domain"], _SAFE_NAME, "letters, digits, '_', '.' and '-'")
@@ -781,7 +782,7 @@ class ParquetEpisodeWriter:
                 self._closed = True
                 self._release()
 
-    def __enter__(self) -> "ParquetEpisodeWriter":
+    def __enter__(self) -> ParquetEpisodeWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -904,7 +905,7 @@ def _published_files(out_dir: PathLike, kind: str, filesystem: Any = None) -> tu
     return store, files
 
 
-def _dataset(out_dir: PathLike, kind: str, schema: pa.Schema, filesystem: Any = None) -> Optional[ds.Dataset]:
+def _dataset(out_dir: PathLike, kind: str, schema: pa.Schema, filesystem: Any = None) -> ds.Dataset | None:
     store, files = _published_files(out_dir, kind, filesystem)
     if not files:
         return None
@@ -918,7 +919,7 @@ def _dataset(out_dir: PathLike, kind: str, schema: pa.Schema, filesystem: Any = 
     )
 
 
-def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Optional[Iterable[str]]) -> pa.Table:
+def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Iterable[str] | None) -> pa.Table:
     names = list(schema.names if columns is None else columns)
     unknown = [c for c in names if c not in schema.names]
     if unknown:
@@ -929,7 +930,7 @@ def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Optional[Ite
     return dataset.to_table(columns=names)
 
 
-def read_episodes(out_dir: PathLike, columns: Optional[Iterable[str]] = None) -> pa.Table:
+def read_episodes(out_dir: PathLike, columns: Iterable[str] | None = None) -> pa.Table:
     """Every published episode row under ``out_dir`` as a table of :data:`EPISODE_SCHEMA`.
 
     ``columns`` selects columns (only those are read). An empty table with
@@ -939,7 +940,7 @@ def read_episodes(out_dir: PathLike, columns: Optional[Iterable[str]] = None) ->
     return _read(out_dir, EPISODES_DIR, EPISODE_SCHEMA, columns)
 
 
-def read_steps(out_dir: PathLike, columns: Optional[Iterable[str]] = None) -> pa.Table:
+def read_steps(out_dir: PathLike, columns: Iterable[str] | None = None) -> pa.Table:
     """Every published step row under ``out_dir`` as a table of :data:`STEP_SCHEMA`.
 
     Every step returned belongs to a published episode. Empty table with the

@@ -33,13 +33,12 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import ray
 
 import taugym
-
 from rollout.config import RolloutConfig
 from rollout.dataset import ParquetEpisodeWriter, completed_keys, episode_row_from_info, error_rows, read_episodes
 from rollout.episode import WorkItem, episode_id, error_info, item_seed
@@ -56,9 +55,8 @@ class RolloutWorker:
     """A Ray actor that holds envs and an agent and plays work items."""
 
     def __init__(self, config: dict, run_id: str, rate_service):
-        from taugym.llm import install_rate_limiter_factory
-
         from rollout.rate_limit import cluster_rate_limiter_factory
+        from taugym.llm import install_rate_limiter_factory
 
         self.config = RolloutConfig.from_dict(config)
         self.run_id = run_id
@@ -83,9 +81,8 @@ class RolloutWorker:
         return pool.pop() if pool else TauEnv(self.config.env_config(domain))
 
     async def run(self, item: dict, retry: bool = False) -> dict:
-        from taugym.agents import make_agent
-
         from rollout.episode import play_episode
+        from taugym.agents import make_agent
 
         work = WorkItem(**item)
         env = self._env(work.domain)
@@ -142,8 +139,8 @@ def _refuse_repeats(option: str, values: list, hint: str) -> None:
 class RolloutJob:
     """The driver of one rollout run (see the module docstring)."""
 
-    def __init__(self, config: RolloutConfig, out: Optional[str] = None, resume: bool = False,
-                 address: Optional[str] = None, progress: bool = True, retry_errors: bool = False):
+    def __init__(self, config: RolloutConfig, out: str | None = None, resume: bool = False,
+                 address: str | None = None, progress: bool = True, retry_errors: bool = False):
         self.config = config
         self.out = Path(out or config.out)
         self.resume = resume or retry_errors
@@ -156,7 +153,7 @@ class RolloutJob:
         self.errors = 0
         self.restarted_actors = 0
         self.spent_usd = 0.0
-        self.stopped: Optional[str] = None
+        self.stopped: str | None = None
 
     def _run_id(self, store: Store) -> str:
         """The run id: a new one, or on resume the recorded one, after checking the config did not change."""
@@ -199,7 +196,7 @@ class RolloutJob:
             max_task_retries=attempts - 1,
         ).remote(self.config.__dict__, run_id, self.rate_service)
 
-    def run(self, on_result: Optional[Callable[["RolloutJob", dict], None]] = None) -> dict:
+    def run(self, on_result: Callable[[RolloutJob, dict], None] | None = None) -> dict:
         """Run every remaining work item; write the datasets and ``summary.json``; return the summary.
 
         Raises ``ValueError`` (saying what to do) before any work starts when
@@ -282,7 +279,7 @@ class RolloutJob:
         return self.config.max_cost_usd is not None and self.spent_usd >= self.config.max_cost_usd
 
     def _write(self, writer: ParquetEpisodeWriter, result: dict, item: WorkItem, run_id: str,
-               supersedes: Optional[str]) -> None:
+               supersedes: str | None) -> None:
         """Write one result; a row that cannot be stored becomes an error row saying why, not a stopped job."""
         try:
             writer.write(result["episode"], result["steps"], supersedes=supersedes)
@@ -293,7 +290,7 @@ class RolloutJob:
         self.errors += bool(result["episode"]["error"])
         self.spent_usd += result["episode"]["cost_usd"]
 
-    def _lost_item(self, item: WorkItem, run_id: str, exc: Exception, message: Optional[str] = None) -> dict:
+    def _lost_item(self, item: WorkItem, run_id: str, exc: Exception, message: str | None = None) -> dict:
         """The error row of a work item whose actor died every time it ran it (or whose rows could not be stored)."""
         cause = {"source": "actor", "type": type(exc).__name__,
                  "message": message or f"the actor died {self.config.max_attempts_per_episode} times running this episode"}

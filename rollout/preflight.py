@@ -20,10 +20,9 @@ import os
 import urllib.error
 import urllib.request
 from importlib import metadata
-from typing import Any, Optional
+from typing import Any
 
 import taugym
-
 from rollout.config import RolloutConfig
 
 __all__ = ["check_llm_access", "results_record", "record_differences"]
@@ -52,7 +51,7 @@ def _agent_options(config: RolloutConfig) -> dict[str, Any]:
     return {**defaults, **config.agent}
 
 
-def _version(package: str) -> Optional[str]:
+def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -87,7 +86,7 @@ def record_differences(recorded: dict[str, Any], now: dict[str, Any], prefix: st
     return differences
 
 
-def _llms(config: RolloutConfig) -> list[tuple[str, Optional[str], str, Optional[str]]]:
+def _llms(config: RolloutConfig) -> list[tuple[str, str | None, str, str | None]]:
     """(who, provider, model, base_url) of every LLM the job calls."""
     llms = []
     env = config.env_config()

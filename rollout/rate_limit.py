@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+
 import ray
 
 from taugym.llm.rate_limit import RateLimiter, TokenBucketRateLimiter, check_wait

@@ -24,9 +24,10 @@ import json
 import re
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from rollout.dataset import read_episodes
 from rollout.summary import is_success, summarize_rows
@@ -55,7 +56,7 @@ class Run:
     path: Path
     rows: list[dict]  # one dict per episode (scalar columns only), in the dataset's order
     summary: dict  # summarize_rows(rows)
-    summary_file: Optional[dict]  # DIR/summary.json as written by the job, if any
+    summary_file: dict | None  # DIR/summary.json as written by the job, if any
     table: Any = None  # the pyarrow table, sorted by domain, task, trial
     columns: list[str] = field(default_factory=list)
 
@@ -190,7 +191,7 @@ def failed_summary(row: Mapping[str, Any], checks: dict) -> str:
     return f"ended by {termination}" if termination and termination not in ("agent", "user") else "reward < 1"
 
 
-def cause_group(cause: Optional[str]) -> str:
+def cause_group(cause: str | None) -> str:
     """Errors grouped by cause: ``source: type`` of ``source: type: message``, else the first line."""
     text = (cause or "unknown").strip().splitlines()[0] if (cause or "").strip() else "unknown"
     parts = text.split(": ")
@@ -208,7 +209,7 @@ class _Block:
         self.index: dict[str, int] = {}
         self.episodes: dict[str, dict] = {}
 
-    def ref(self, text: Any) -> Optional[int]:
+    def ref(self, text: Any) -> int | None:
         if text is None:
             return None
         if not isinstance(text, str):
@@ -445,7 +446,7 @@ def _task_diff_figure(domain: str, diffs: list[tuple[str, float]], labels: tuple
 
 
 # ---------------------------------------------------------------- the page
-def _domain_curves(run: Run, domain: str, compare: Optional[Run]) -> list[dict]:
+def _domain_curves(run: Run, domain: str, compare: Run | None) -> list[dict]:
     curves = [{"label": f"{run.label} (summary)", "values": run.summary["domains"][domain]["pass^k"], "color": _COLORS["run"]}]
     agents = sorted({r.get("agent") for r in run.rows if r["domain"] == domain and r.get("agent")})
     if len(agents) > 1:
@@ -472,7 +473,7 @@ def _task_means(run: Run, domain: str) -> dict[str, float]:
     return {task: sum(v) / len(v) for task, v in values.items()}
 
 
-def _figures(run: Run, compare: Optional[Run]) -> dict[str, list[dict]]:
+def _figures(run: Run, compare: Run | None) -> dict[str, list[dict]]:
     by_domain: dict[str, list[dict]] = defaultdict(list)
     for row in run.rows:
         by_domain[row["domain"]].append(row)
@@ -508,7 +509,7 @@ def _meta(run: Run) -> dict:
     return {name: values(name) for name in ("run_id", "backend", "agent", "agent_model", "user_model", "user_strategy", "taugym_version")}
 
 
-def _summary_mismatch(run: Run) -> Optional[str]:
+def _summary_mismatch(run: Run) -> str | None:
     if not run.summary_file or "domains" not in run.summary_file:
         return None
     if json.loads(json.dumps(run.summary_file["domains"])) != json.loads(json.dumps(run.summary["domains"])):
@@ -593,7 +594,7 @@ def build_report(out_dir: Any, compare: Any = None, path: Any = None) -> Path:
 
 
 # -------------------------------------------------------------- the command
-def report_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+def report_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="python -m rollout report", description="Write DIR/report.html: the run's summary, figures and conversations in one file.")
     parser.add_argument("dir", help="a rollout's output folder (holding episodes/)")
     parser.add_argument("--compare", metavar="DIR2", help="a second run to put side by side (e.g. before training)")

@@ -4,14 +4,14 @@ counted as the benchmarks count them (an errored episode is a failed run)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from math import comb
 from pathlib import Path
-from typing import Iterable, Optional
 
 from rollout.dataset import read_episodes
 
 
-def is_success(reward: Optional[float]) -> bool:
+def is_success(reward: float | None) -> bool:
     """tau-bench counts an episode a success when its reward is 1 (within 1e-6)."""
     return reward is not None and reward >= 1 - 1e-6
 

@@ -24,7 +24,7 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from taugym.llm.text import valid_unicode_deep
 
@@ -79,7 +79,7 @@ class InvalidAction:
     error: str
 
 
-ParsedAction = Union[SearchAction, MessageAction, ToolCallAction, FinishAction, InvalidAction]
+ParsedAction = SearchAction | MessageAction | ToolCallAction | FinishAction | InvalidAction
 
 
 def _decode_arguments(raw: Any, name: str) -> dict | InvalidAction:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import yaml
 
@@ -84,22 +84,22 @@ class TauGymConfig:
     """
 
     # Task selection
-    task_split: Optional[str] = None
+    task_split: str | None = None
     task_category: str = "retail"
-    data_source: Optional[str] = None
+    data_source: str | None = None
     data_mode: str = "single"
     backend: str = "tau2"
     # Simulated user
     user_strategy: str = "llm"
     user_model: str = "gpt-4o"
     user_provider: str = "openai"
-    user_base_url: Optional[str] = None
-    user_llm_args: Optional[dict] = None
+    user_base_url: str | None = None
+    user_llm_args: dict | None = None
     # Episode
     max_steps: int = 30
-    max_errors: Optional[int] = None
+    max_errors: int | None = None
     verbose: bool = False
-    seed: Optional[int] = 42
+    seed: int | None = 42
     normalize_rewards: bool = False
     step_penalty: float = 0.0
     max_action_chars: int = 32_768
@@ -110,16 +110,16 @@ class TauGymConfig:
     llm_max_attempts: int = LLMSettings.max_attempts
     llm_backoff_initial_s: float = LLMSettings.backoff_initial_s
     llm_backoff_max_s: float = LLMSettings.backoff_max_s
-    llm_requests_per_minute: Optional[float] = LLMSettings.requests_per_minute
-    llm_tokens_per_minute: Optional[float] = LLMSettings.tokens_per_minute
-    llm_max_concurrency: Optional[int] = LLMSettings.max_concurrency
+    llm_requests_per_minute: float | None = LLMSettings.requests_per_minute
+    llm_tokens_per_minute: float | None = LLMSettings.tokens_per_minute
+    llm_max_concurrency: int | None = LLMSettings.max_concurrency
 
     @property
     def user_llm(self) -> LLMSettings:
         """The LLM user's :class:`LLMSettings`, from ``user_model``, ``user_provider``, ``user_base_url`` and ``llm_*``."""
         return LLMSettings(**{field: getattr(self, _option_name(field)) for field in LLMSettings.__dataclass_fields__})
 
-    def validate(self) -> "TauGymConfig":
+    def validate(self) -> TauGymConfig:
         """Check every value; raise ``ValueError`` naming the valid choices.
 
         Backend-specific values (domain, split, task id) are checked against
@@ -160,12 +160,12 @@ class TauGymConfig:
         return self
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TauGymConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TauGymConfig:
         """Build a config from a mapping; unknown keys raise ``ValueError``."""
         return options_dataclass(cls, values, "config").validate()
 
     @classmethod
-    def from_yaml(cls, path: Union[str, Path]) -> "TauGymConfig":
+    def from_yaml(cls, path: str | Path) -> TauGymConfig:
         """Load a config from a YAML file (a mapping of option names to values)."""
         return cls.from_dict(load_yaml_mapping(path, "config", "configs/env/"))
 
@@ -173,19 +173,19 @@ class TauGymConfig:
         """The config as a plain dict (what ``from_dict`` takes back)."""
         return asdict(self)
 
-    def to_yaml(self, path: Union[str, Path]) -> None:
+    def to_yaml(self, path: str | Path) -> None:
         """Write the config to a YAML file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(self.to_dict(), f, sort_keys=False)
 
-    def replace(self, **changes: Any) -> "TauGymConfig":
+    def replace(self, **changes: Any) -> TauGymConfig:
         """A validated copy with some options changed."""
         return TauGymConfig.from_dict({**self.to_dict(), **changes})
 
 
-def load_yaml_mapping(path: Union[str, Path], what: str, shipped: str) -> Any:
+def load_yaml_mapping(path: str | Path, what: str, shipped: str) -> Any:
     """The contents of a YAML file (None when empty becomes {})."""
     path = Path(path)
     if not path.exists():

@@ -8,11 +8,11 @@ import json
 import random
 
 import pytest
+from conftest import run_episode
+from reference import POLICIES, tau2_evaluation, tau2_gold_replay_reward
 
 from taugym import TauEnv
 from taugym.agents import OraclePolicy
-from conftest import run_episode
-from reference import POLICIES, tau2_evaluation, tau2_gold_replay_reward
 
 DOMAINS = ("retail", "airline", "telecom", "mock")
 

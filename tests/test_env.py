@@ -9,10 +9,10 @@ import string
 
 import gymnasium as gym
 import pytest
+from conftest import run_episode
 
 from taugym import TauEnv, TauGymConfig, get_default_config
 from taugym.agents import OraclePolicy
-from conftest import run_episode
 
 
 def test_gym_make_and_direct_construction_both_work():

@@ -6,10 +6,10 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from taugym.agents import OraclePolicy, RandomPolicy
 from conftest import run_episode
 from reference import tau2_reward
+
+from taugym.agents import OraclePolicy, RandomPolicy
 
 
 def _sample(env, count, seed):

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import run_episode
+
 from taugym import TauEnv
 from taugym.agents import OraclePolicy
 from taugym.backends import get_backend

@@ -17,7 +17,7 @@ Two modes, one client (retries, limits and accounting as every LLM call):
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, Optional
+from typing import Any
 
 from taugym.actions import PROTOCOL_HELP
 from taugym.agents.base import Policy
@@ -46,8 +46,8 @@ class LLMAgent(Policy):
     def __init__(
         self,
         native_tools: bool = True,
-        client: Optional[LLMClient] = None,
-        sampling: Optional[dict] = None,
+        client: LLMClient | None = None,
+        sampling: dict | None = None,
         **settings: Any,
     ):
         if not isinstance(native_tools, bool):
@@ -58,7 +58,7 @@ class LLMAgent(Policy):
             client = LLMClient(LLMSettings.from_options(settings), **sampling)
         self.client = client
         self.native_tools = native_tools
-        self._episode: Optional[str] = None
+        self._episode: str | None = None
         self._notes: list[tuple[int, str]] = []
         self._text_history: list[dict] = []
         self._usage = LLMUsage()
@@ -95,13 +95,13 @@ class LLMAgent(Policy):
             return text
         return text if text.startswith("[") else f"[action] {text}"
 
-    def _request(self, observation: dict, info: dict) -> tuple[list[dict], Optional[list[dict]]]:
+    def _request(self, observation: dict, info: dict) -> tuple[list[dict], list[dict] | None]:
         self._new_episode(info)
         if self.native_tools:
             return self._native_request(observation, info)
         return self._text_request(observation, info), None
 
-    def _account(self, response: Any = None, error: Optional[LLMCallError] = None) -> None:
+    def _account(self, response: Any = None, error: LLMCallError | None = None) -> None:
         self._usage.add(error.usage if error is not None else response)
 
     def act(self, observation: dict, info: dict) -> Any:

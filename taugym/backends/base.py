@@ -19,7 +19,7 @@ from __future__ import annotations
 import ast
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 StopReason = Literal["agent", "user"]
 
@@ -75,7 +75,7 @@ class Evaluation:
     breakdown: dict = field(default_factory=dict)
 
 
-def verdict(breakdown: dict, stop: Optional[StopReason]) -> Evaluation:
+def verdict(breakdown: dict, stop: StopReason | None) -> Evaluation:
     """The benchmark's verdict from its own reward breakdown (with ``reward``): an episode that did
     not end properly (``stop`` None, truncated) scores 0, and the breakdown keeps what it would have scored."""
     if stop is None:
@@ -124,7 +124,7 @@ class Session(ABC):
         """Record a message the user sent to the agent."""
 
     @abstractmethod
-    def evaluate(self, stop: Optional[StopReason]) -> Evaluation:
+    def evaluate(self, stop: StopReason | None) -> Evaluation:
         """Score the episode by the backend's rules.
 
         ``stop`` says who ended it; ``None`` means it did not end properly
@@ -147,11 +147,11 @@ class Domain(ABC):
     user_tool_schemas: list[dict] = []
     tasks: list[TaskSpec]
     splits: dict[str, list[int]]
-    first_agent_message: Optional[str]
+    first_agent_message: str | None
     user_guidelines: str
     default_split: str = "test"
     default_user_llm_args: dict = {}
-    default_max_errors: Optional[int] = None
+    default_max_errors: int | None = None
 
     @abstractmethod
     def new_session(self, task_index: int) -> Session:
@@ -172,7 +172,7 @@ class Domain(ABC):
     def tool_names(self) -> list[str]:
         return [schema["function"]["name"] for schema in self.tool_schemas]
 
-    def check_tool_call(self, name: str, arguments: dict) -> Optional[str]:
+    def check_tool_call(self, name: str, arguments: dict) -> str | None:
         """Why this call must not reach the tools (None when it may).
 
         Checks the tool exists and the argument names and JSON types against
@@ -184,12 +184,12 @@ class Domain(ABC):
             problem = check_arithmetic_expression(str(arguments.get("expression", "")))
         return problem
 
-    def check_user_tool_call(self, name: str, arguments: dict) -> Optional[str]:
+    def check_user_tool_call(self, name: str, arguments: dict) -> str | None:
         """``check_tool_call`` for the user's own tools."""
         return check_call_against_schemas(self.user_tool_schemas, name, arguments)
 
 
-def check_call_against_schemas(schemas: list[dict], name: str, arguments: dict) -> Optional[str]:
+def check_call_against_schemas(schemas: list[dict], name: str, arguments: dict) -> str | None:
     """Why a call of ``name`` with ``arguments`` does not fit ``schemas`` (None when it does)."""
     by_name = {schema["function"]["name"]: schema for schema in schemas}
     schema = by_name.get(name)
@@ -238,7 +238,7 @@ def _json_types(schema: dict) -> list[str]:
 MAX_EXPRESSION_CHARS = 1000
 
 
-def check_arithmetic_expression(expression: str) -> Optional[str]:
+def check_arithmetic_expression(expression: str) -> str | None:
     """Refuse expressions that a ``calculate`` tool (a bare ``eval``) could not finish.
 
     Only ``**`` can make an expression of bounded length explode; a power is
@@ -260,7 +260,7 @@ def check_arithmetic_expression(expression: str) -> Optional[str]:
     return None
 
 
-def _literal(node: Any) -> Optional[float]:
+def _literal(node: Any) -> float | None:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         inner = _literal(node.operand)
         return None if inner is None else -inner if isinstance(node.op, ast.USub) else inner

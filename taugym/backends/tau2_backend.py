@@ -25,7 +25,8 @@ import hashlib
 import json
 import logging
 import threading
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from loguru import logger as loguru_logger
 from pydantic import BaseModel
@@ -288,7 +289,7 @@ def _settled_db(db: Any) -> Any:
     return settled
 
 
-def _base_tasks_first(tasks: list, base_ids: Optional[list]) -> list:
+def _base_tasks_first(tasks: list, base_ids: list | None) -> list:
     """The domain's tasks, those of tau2's ``base`` split first, each group in file order.
 
     So ``telecom-000 … telecom-113`` are the 114 base tasks, and the rest of
@@ -348,7 +349,7 @@ class Tau2Domain(Domain):
         self._task_starts: dict[int, _EpisodeStart] = {}
         self._agent_hasher = DatabaseHasher(self._agent_db) if self._agent_db is not None else None
         self._user_hasher = DatabaseHasher(self._user_db) if self._user_db is not None else None
-        self._gold_hashes: dict[int, tuple[Optional[str], Optional[str]]] = {}
+        self._gold_hashes: dict[int, tuple[str | None, str | None]] = {}
         self._gold_lock = threading.Lock()
 
     def _task_spec(self, index: int, task: Any) -> TaskSpec:
@@ -391,7 +392,7 @@ class Tau2Domain(Domain):
         """A tau2 ``Environment`` in task ``index``'s initial state whose every piece of state is its own."""
         return self._task_start(index).environment()
 
-    def _task_start(self, index: int) -> "_EpisodeStart":
+    def _task_start(self, index: int) -> _EpisodeStart:
         """Where episodes of a task start: the pristine state, or (for a task with an initial
         state: data, set-up actions, message history) that state, built once per task."""
         task = self._tasks[index]
@@ -412,7 +413,7 @@ class Tau2Domain(Domain):
                 start = self._task_starts.setdefault(index, start)
         return start
 
-    def db_hashes(self, env: Any) -> tuple[Optional[str], Optional[str]]:
+    def db_hashes(self, env: Any) -> tuple[str | None, str | None]:
         """(agent DB hash, user DB hash) of an environment, as tau2 computes them."""
         agent = user = None
         if env.tools is not None:
@@ -423,7 +424,7 @@ class Tau2Domain(Domain):
             user = self._user_hasher.hash(db) if _is_overlay(db) else env.get_user_db_hash()
         return agent, user
 
-    def gold_hashes(self, index: int) -> tuple[Optional[str], Optional[str]]:
+    def gold_hashes(self, index: int) -> tuple[str | None, str | None]:
         """The DB hashes after the task's gold actions (computed once per task)."""
         with self._gold_lock:
             cached = self._gold_hashes.get(index)
@@ -446,7 +447,7 @@ class Tau2Domain(Domain):
         """tau2's own tool type: READ tools change nothing."""
         return self._tool_types.get(tool_name) == ToolType.READ
 
-    def new_session(self, task_index: int) -> "Tau2Session":
+    def new_session(self, task_index: int) -> Tau2Session:
         return Tau2Session(self, task_index)
 
 
@@ -515,7 +516,7 @@ class Tau2Session(Session):
     def record_user_message(self, content: str) -> None:
         self.messages.append(UserMessage(role="user", content=content))
 
-    def evaluate(self, stop: Optional[StopReason]) -> Evaluation:
+    def evaluate(self, stop: StopReason | None) -> Evaluation:
         task = self.task
         criteria = task.evaluation_criteria
         if criteria is None:

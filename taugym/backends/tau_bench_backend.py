@@ -67,12 +67,10 @@ from __future__ import annotations
 
 import copy
 import importlib
-import os
 import threading
-from typing import Any, Optional
+from typing import Any
 
 from taugym.backends.base import Backend, Domain, Evaluation, Session, StopReason, TaskSpec, ToolResult, verdict
-
 
 INSTALL_HINT = "pip install git+https://github.com/sierra-research/tau-bench"
 DOMAINS = ("airline", "retail")
@@ -120,7 +118,7 @@ def _silent_user(user_module: Any) -> Any:
     base = getattr(user_module, "BaseUserSimulationEnv", object)
 
     class SilentUser(base):  # type: ignore[misc, valid-type]
-        def reset(self, instruction: Optional[str] = None) -> str:
+        def reset(self, instruction: str | None = None) -> str:
             return ""
 
         def step(self, content: str) -> str:
@@ -144,7 +142,7 @@ def task_spec_from_v1(
     domain: str,
     index: int,
     split: str = "test",
-    split_index: Optional[int] = None,
+    split_index: int | None = None,
     respond_action_name: str = "respond",
 ) -> TaskSpec:
     """A TaskSpec from a v1 task: a ``tau_bench.types.Task`` or its JSON dict
@@ -266,7 +264,7 @@ class TauBenchDomain(Domain):
         env.reset(task_index=local)
         return env
 
-    def new_session(self, task_index: int) -> "TauBenchSession":
+    def new_session(self, task_index: int) -> TauBenchSession:
         if not 0 <= task_index < len(self.tasks):
             raise ValueError(
                 f"task index {task_index} is out of range; valid: 0 … {len(self.tasks) - 1} "
@@ -284,7 +282,7 @@ class TauBenchSession(Session):
         self.env = domain.fresh_env(task_index)
         self.user_messages: list[str] = []
         self._terminal_result: Any = None  # v1's verdict when a terminate tool ended the episode
-        self._terminal_tool: Optional[str] = None
+        self._terminal_tool: str | None = None
 
     def call_tool(self, name: str, arguments: dict, call_id: str) -> ToolResult:
         env = self.env
@@ -322,7 +320,7 @@ class TauBenchSession(Session):
         finally:
             env.data, env.actions = data, actions
 
-    def evaluate(self, stop: Optional[StopReason]) -> Evaluation:
+    def evaluate(self, stop: StopReason | None) -> Evaluation:
         result = self.reward_result()
         breakdown = result.model_dump(mode="json")
         if self._terminal_tool is not None:

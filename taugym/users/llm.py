@@ -21,7 +21,8 @@ the env ends the episode as an error with that cause.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Generator, Optional, Sequence
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
 
 from taugym.backends.base import TaskSpec
 from taugym.llm import LLMCallError, LLMClient, LLMResponse, LLMUsage
@@ -44,11 +45,11 @@ class LLMUser(SimulatedUser):
         self.system_prompt_for = system_prompt_for
         self._system = ""
         self._history: list[dict] = []
-        self._device: Optional[UserDevice] = None
+        self._device: UserDevice | None = None
         self._usage = LLMUsage()
 
     def begin(
-        self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: Optional[UserDevice] = None
+        self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: UserDevice | None = None
     ) -> None:
         self._system = self.system_prompt_for(task)
         self._device = device if device is not None and device.schemas else None
@@ -80,7 +81,7 @@ class LLMUser(SimulatedUser):
                 result = self._device.call(function.get("name", ""), _arguments(function.get("arguments")), call.get("id"))
                 self._history.append({"role": "tool", "tool_call_id": call.get("id"), "content": result})
 
-    def _tools(self) -> Optional[list[dict]]:
+    def _tools(self) -> list[dict] | None:
         return self._device.schemas if self._device is not None else None
 
     def respond(self, agent_message: str) -> str:

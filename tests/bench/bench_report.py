@@ -18,9 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the synthetic runs
 
+from synthetic_runs import write_synthetic_run  # noqa: E402
+
 from rollout.dataset import read_episodes  # noqa: E402
 from rollout.report import build_report  # noqa: E402
-from synthetic_runs import write_synthetic_run  # noqa: E402
 
 LIMIT_S = 30.0
 LIMIT_MB = 15.0

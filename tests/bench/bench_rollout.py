@@ -28,12 +28,12 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the local Ray
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the fake server
 
 import ray  # noqa: E402
-
 from fake_llm_server import FakeLLMServer  # noqa: E402
+from test_llm_env import scripted_conversation  # noqa: E402
+
 from rollout.config import RolloutConfig  # noqa: E402
 from rollout.job import RolloutJob, RolloutWorker  # noqa: E402
 from rollout.rate_limit import start_rate_limit_service  # noqa: E402
-from test_llm_env import scripted_conversation  # noqa: E402
 
 LATENCY_S = float(os.environ.get("BENCH_LATENCY_S", "0.25"))
 CALLS_PER_EPISODE = 6  # the scripted conversation: 3 user turns, 3 agent turns

@@ -30,8 +30,9 @@ from urllib.parse import quote
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from rollout.report import build_report  # noqa: E402
 from synthetic_runs import write_synthetic_run  # noqa: E402
+
+from rollout.report import build_report  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
