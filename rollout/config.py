@@ -67,8 +67,14 @@ class RolloutConfig:
         if not isinstance(self.domains, list) or not self.domains or not all(isinstance(d, str) for d in self.domains):
             raise ValueError("domains must be a non-empty list such as [retail, airline]")
         tasks = self.tasks
-        if not (tasks is None or isinstance(tasks, str) and tasks
-                or isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)):
+        if not (
+            tasks is None
+            or isinstance(tasks, str)
+            and tasks
+            or isinstance(tasks, list)
+            and tasks
+            and all(isinstance(t, str) for t in tasks)
+        ):
             raise ValueError(
                 "tasks must be null (the backend's default split), 'all', a split name, or a list of task ids "
                 f"such as [retail-000, airline-001], got {tasks!r}"
@@ -79,15 +85,23 @@ class RolloutConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_cost_usd is not None and (isinstance(self.max_cost_usd, bool) or not isinstance(self.max_cost_usd, (int, float))
-                                              or not self.max_cost_usd > 0 or self.max_cost_usd == float("inf")):
-            raise ValueError(f"max_cost_usd must be a number of dollars > 0 (or null for no cap), got {self.max_cost_usd!r}")
+        if self.max_cost_usd is not None and (
+            isinstance(self.max_cost_usd, bool)
+            or not isinstance(self.max_cost_usd, (int, float))
+            or not self.max_cost_usd > 0
+            or self.max_cost_usd == float("inf")
+        ):
+            raise ValueError(
+                f"max_cost_usd must be a number of dollars > 0 (or null for no cap), got {self.max_cost_usd!r}"
+            )
         if not is_finite_number(self.cpus_per_actor) or self.cpus_per_actor < 0:
             raise ValueError(f"cpus_per_actor must be a number >= 0, got {self.cpus_per_actor!r}")
         if not isinstance(self.out, str) or not self.out.strip():
             raise ValueError(f"out must be a folder path such as runs/default, got {self.out!r}")
         if not isinstance(self.env, dict):
-            raise ValueError(f"env must be a mapping of TauGymConfig options such as {{user_strategy: scripted}}, got {self.env!r}")
+            raise ValueError(
+                f"env must be a mapping of TauGymConfig options such as {{user_strategy: scripted}}, got {self.env!r}"
+            )
         if not isinstance(self.agent, dict) or self.agent.get("name") not in AGENTS:
             raise ValueError(f"agent must be a mapping with name one of {list(AGENTS)}, got {self.agent!r}")
         self._check_agent_options()
@@ -106,7 +120,9 @@ class RolloutConfig:
         accepted |= set(getattr(cls, "settings_options", ()))
         unknown = sorted(set(self.agent) - accepted - {"name"})
         if unknown:
-            raise ValueError(f"agent {self.agent['name']!r} has no option(s) {unknown}; its options are {sorted(accepted)}")
+            raise ValueError(
+                f"agent {self.agent['name']!r} has no option(s) {unknown}; its options are {sorted(accepted)}"
+            )
         try:
             make_agent(self.agent["name"], **self.agent_options())  # what each actor builds; it calls no model
         except (TypeError, ValueError) as exc:

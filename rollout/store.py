@@ -149,8 +149,12 @@ class OutputLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         pid = os.getpid()
-        self.claim = {"host": socket.gethostname(), "pid": pid, "pid_started": _process_started(pid),
-                      "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.claim = {
+            "host": socket.gethostname(),
+            "pid": pid,
+            "pid_started": _process_started(pid),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
 
     def acquire(self, attempts: int = 6) -> OutputLease:
         for attempt in range(attempts):
@@ -176,7 +180,9 @@ class OutputLease:
         """Raise if another run took the output over (this one stalled for longer than ``ttl_s``)."""
         if self.lost or (self.held and not self.store.exists(self.rel)):
             self.lost = True
-            raise RuntimeError(f"this run lost its lease on {self.store.root} to another run; nothing more is published")
+            raise RuntimeError(
+                f"this run lost its lease on {self.store.root} to another run; nothing more is published"
+            )
 
     def release(self) -> None:
         self._stop.set()

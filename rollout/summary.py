@@ -39,7 +39,9 @@ def summarize_rows(rows: Iterable[dict]) -> dict:
     the domain has (tau2's rule). ``rows`` are episode rows (``domain``,
     ``task_id``, ``reward``, ``error``).
     """
-    per_domain: dict[str, dict] = defaultdict(lambda: {"episodes": 0, "errors": 0, "rewards": [], "tasks": defaultdict(lambda: [0, 0])})
+    per_domain: dict[str, dict] = defaultdict(
+        lambda: {"episodes": 0, "errors": 0, "rewards": [], "tasks": defaultdict(lambda: [0, 0])}
+    )
     for row in rows:
         entry = per_domain[row["domain"]]
         reward = 0.0 if row["error"] else (row["reward"] or 0.0)

@@ -130,9 +130,7 @@ class TauGymConfig:
         if self.data_mode not in DATA_MODES:
             raise ValueError(f"data_mode must be one of {list(DATA_MODES)}, got {self.data_mode!r}")
         if self.user_strategy not in USER_STRATEGIES:
-            raise ValueError(
-                f"user_strategy must be one of {list(USER_STRATEGIES)}, got {self.user_strategy!r}"
-            )
+            raise ValueError(f"user_strategy must be one of {list(USER_STRATEGIES)}, got {self.user_strategy!r}")
         for name in ("max_steps", "max_action_chars", "max_feedback_chars"):
             value = getattr(self, name)
             if not is_positive_int(value):
@@ -152,11 +150,15 @@ class TauGymConfig:
         if self.user_llm_args is not None:  # null: the backend's default
             check_sampling_args("user_llm_args", self.user_llm_args)
         if self.task_split is not None and not isinstance(self.task_split, str):
-            raise ValueError(f"task_split must be a split name such as 'test' or null (the backend's default), got {self.task_split!r}")
+            raise ValueError(
+                f"task_split must be a split name such as 'test' or null (the backend's default), got {self.task_split!r}"
+            )
         if self.max_errors is not None and (
             not isinstance(self.max_errors, int) or isinstance(self.max_errors, bool) or self.max_errors < 0
         ):
-            raise ValueError(f"max_errors must be an integer >= 0 (0: no limit) or null (the backend's default), got {self.max_errors!r}")
+            raise ValueError(
+                f"max_errors must be an integer >= 0 (0: no limit) or null (the backend's default), got {self.max_errors!r}"
+            )
         return self
 
     @classmethod

@@ -208,7 +208,9 @@ class TauEnv(gym.Env):
 
     def _reset_steps(self, options: dict) -> Generator[_UserRequest, str, tuple]:
         if not isinstance(options, dict):
-            raise ValueError(f"options must be a dict such as {{'task_id': 'retail-019'}}, got {type(options).__name__}")
+            raise ValueError(
+                f"options must be a dict such as {{'task_id': 'retail-019'}}, got {type(options).__name__}"
+            )
         unknown = sorted(set(options) - {"task_id"})
         if unknown:
             raise ValueError(f"unknown reset option(s) {unknown}; the only option is 'task_id'")
@@ -232,7 +234,9 @@ class TauEnv(gym.Env):
         self.episode_id = self.np_random.bytes(8).hex()  # reproducible for a seed, like the rest
         history = self.session.agent_history()
         self.messages = [{"role": "system", "content": self.instruction}, *history]
-        device = UserDevice(self.domain.user_tool_schemas, self._call_user_tool) if self.domain.user_tool_schemas else None
+        device = (
+            UserDevice(self.domain.user_tool_schemas, self._call_user_tool) if self.domain.user_tool_schemas else None
+        )
         last = history[-1] if history else None
         user_history = self.session.user_history()
         if last is not None and last["role"] == "assistant":
@@ -331,7 +335,9 @@ class TauEnv(gym.Env):
             assert isinstance(parsed, MessageAction)
             message = strip_reasoning(parsed.content)
             if not message:
-                feedback = "Error: the [action] message held only <think> reasoning; write the message to the user after it"
+                feedback = (
+                    "Error: the [action] message held only <think> reasoning; write the message to the user after it"
+                )
             else:
                 self.session.record_agent_message(message)
                 self.messages.append({"role": "assistant", "content": message})
@@ -354,7 +360,9 @@ class TauEnv(gym.Env):
 
     def _finish_step(self, stop: str | None, error: dict | None) -> tuple:
         reward = 0.0 - float(self.config.step_penalty)  # not -0.0 when there is no penalty
-        too_many_errors = stop is None and error is None and bool(self.max_errors) and self.tool_errors >= self.max_errors
+        too_many_errors = (
+            stop is None and error is None and bool(self.max_errors) and self.tool_errors >= self.max_errors
+        )
         terminated = stop is not None or error is not None or too_many_errors
         truncated = not terminated and self.step_count >= self.config.max_steps
         evaluation: Evaluation | None = None
@@ -392,7 +400,10 @@ class TauEnv(gym.Env):
             schema
             for schema in self.domain.tool_schemas
             if all(
-                w in (schema["function"]["name"].replace("_", " ") + " " + schema["function"].get("description", "")).lower()
+                w
+                in (
+                    schema["function"]["name"].replace("_", " ") + " " + schema["function"].get("description", "")
+                ).lower()
                 for w in words
             )
         ]

@@ -99,9 +99,7 @@ def max_in_window(times: list[float], window_s: float) -> int:
 def test_plain_reply_is_parsed_and_tokens_accounted(
     fake_llm_server: FakeLLMServer,
 ) -> None:
-    fake_llm_server.enqueue(
-        Reply.ok("Sure, which booking?", prompt_tokens=42, completion_tokens=7)
-    )
+    fake_llm_server.enqueue(Reply.ok("Sure, which booking?", prompt_tokens=42, completion_tokens=7))
     client = make_client(fake_llm_server, temperature=0.0)
 
     response = client.complete(MESSAGES, stop=["###STOP###"])
@@ -122,9 +120,7 @@ def test_plain_reply_is_parsed_and_tokens_accounted(
 
 
 def test_tool_call_reply_is_parsed(fake_llm_server: FakeLLMServer) -> None:
-    fake_llm_server.enqueue(
-        Reply.tools(("get_user_details", {"user_id": "mia_li_3668"}))
-    )
+    fake_llm_server.enqueue(Reply.tools(("get_user_details", {"user_id": "mia_li_3668"})))
     client = make_client(fake_llm_server)
 
     response = asyncio.run(client.acomplete(MESSAGES, tools=TOOLS))
@@ -153,14 +149,8 @@ def test_cost_is_accounted_for_priced_models(fake_llm_server: FakeLLMServer) -> 
 
 def test_usage_sums_per_episode() -> None:
     episode = LLMUsage()
-    episode.add(
-        LLMResponse(
-            content="a", prompt_tokens=10, completion_tokens=2, cost_usd=0.5, attempts=3
-        )
-    )
-    episode.add(
-        LLMResponse(content="b", prompt_tokens=5, completion_tokens=1, cost_usd=0.25)
-    )
+    episode.add(LLMResponse(content="a", prompt_tokens=10, completion_tokens=2, cost_usd=0.5, attempts=3))
+    episode.add(LLMResponse(content="b", prompt_tokens=5, completion_tokens=1, cost_usd=0.25))
     episode.add(LLMCallError("boom", attempts=2).usage)
     assert episode.as_dict() == {
         "calls": 3,
@@ -224,9 +214,7 @@ def test_malformed_replies_are_retried(fake_llm_server: FakeLLMServer) -> None:
 def test_batch_survives_30_percent_transient_failures(
     fake_llm_server: FakeLLMServer,
 ) -> None:
-    fake_llm_server.set_handler(
-        random_failures(0.3, seed=1234, kinds=("429", "500", "hang"))
-    )
+    fake_llm_server.set_handler(random_failures(0.3, seed=1234, kinds=("429", "500", "hang")))
     client = make_client(fake_llm_server, timeout_s=0.4, max_attempts=12)
 
     async def batch() -> list[LLMResponse]:
@@ -266,9 +254,7 @@ def test_async_hung_connection_hits_the_deadline(
     fake_llm_server: FakeLLMServer,
 ) -> None:
     fake_llm_server.set_handler(lambda request: Reply.hang())
-    client = make_client(
-        fake_llm_server, timeout_s=0.4, deadline_s=1.0, max_attempts=100
-    )
+    client = make_client(fake_llm_server, timeout_s=0.4, deadline_s=1.0, max_attempts=100)
 
     start = time.monotonic()
     with pytest.raises(LLMCallError) as info:
@@ -402,12 +388,8 @@ def test_rpm_limit_holds_across_threads_and_event_loops(
     rpm = 600.0
     key = f"openai/fake-model@{fake_llm_server.base_url}"
     # Two "envs" built separately share one limiter through the registry.
-    client_a = make_client(
-        fake_llm_server, rate_limiter=shared_rate_limiter(key, requests_per_minute=rpm)
-    )
-    client_b = make_client(
-        fake_llm_server, rate_limiter=shared_rate_limiter(key, requests_per_minute=rpm)
-    )
+    client_a = make_client(fake_llm_server, rate_limiter=shared_rate_limiter(key, requests_per_minute=rpm))
+    client_b = make_client(fake_llm_server, rate_limiter=shared_rate_limiter(key, requests_per_minute=rpm))
     assert client_a.rate_limiter is client_b.rate_limiter
     errors: list[BaseException] = []
 
@@ -461,9 +443,7 @@ def test_max_concurrency_caps_requests_in_flight(
     fake_llm_server: FakeLLMServer,
 ) -> None:
     fake_llm_server.set_handler(lambda request: Reply.ok("ok", delay_s=0.2))
-    client = make_client(
-        fake_llm_server, rate_limiter=TokenBucketRateLimiter(max_concurrency=3)
-    )
+    client = make_client(fake_llm_server, rate_limiter=TokenBucketRateLimiter(max_concurrency=3))
 
     async def batch() -> None:
         await asyncio.gather(*(client.acomplete(MESSAGES) for _ in range(9)))
@@ -493,26 +473,18 @@ def test_token_bucket_spaces_requests_and_serves_oversized_ones() -> None:
 
     tokens = TokenBucket(rate_per_s=100.0, capacity=50.0, now=0.0)
     assert take(tokens, 30.0, now=0.0) == 0.0
-    assert take(tokens, 200.0, now=0.0) == pytest.approx(
-        (30 + 200 - 50) / 100.0
-    )  # larger than capacity: waits
+    assert take(tokens, 200.0, now=0.0) == pytest.approx((30 + 200 - 50) / 100.0)  # larger than capacity: waits
     tokens.give_back(10_000.0, now=10.0)
     assert tokens.earliest(50.0, now=10.0) == 10.0  # full again, no more
 
 
 def test_tpm_precharge_is_corrected_by_actual_usage() -> None:
     clock = [0.0]
-    limiter = TokenBucketRateLimiter(
-        tokens_per_minute=6000.0, burst_tokens=100.0, clock=lambda: clock[0]
-    )
+    limiter = TokenBucketRateLimiter(tokens_per_minute=6000.0, burst_tokens=100.0, clock=lambda: clock[0])
     assert limiter.acquire(100) == 0.0
-    limiter.record_usage(
-        estimated_tokens=100, actual_tokens=300
-    )  # 200 more than charged
+    limiter.record_usage(estimated_tokens=100, actual_tokens=300)  # 200 more than charged
     assert limiter.reserve(0) == 0.0  # no tokens asked, no wait
-    assert limiter.reserve(100) == pytest.approx(
-        3.0
-    )  # 300 tokens of debt at 100 tokens/s
+    assert limiter.reserve(100) == pytest.approx(3.0)  # 300 tokens of debt at 100 tokens/s
     assert estimate_tokens(MESSAGES, TOOLS) > estimate_tokens(MESSAGES)
 
 
@@ -527,9 +499,7 @@ def test_cancelled_async_waiter_does_not_leak_a_concurrency_slot() -> None:
         with pytest.raises(asyncio.CancelledError):
             await waiter
         limiter.release()
-        await asyncio.wait_for(
-            limiter.aacquire(), timeout=1.0
-        )  # the slot is free again
+        await asyncio.wait_for(limiter.aacquire(), timeout=1.0)  # the slot is free again
         limiter.release()
 
     asyncio.run(scenario())

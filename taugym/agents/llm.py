@@ -76,7 +76,9 @@ class LLMAgent(Policy):
         if feedback.startswith("Error:"):  # a refused action is not in the conversation: say so
             self._notes.append((len(messages), feedback))
         for position, note in sorted(self._notes, reverse=True):
-            messages.insert(position, {"role": "user", "content": f"[environment] Your last action was refused. {note}"})
+            messages.insert(
+                position, {"role": "user", "content": f"[environment] Your last action was refused. {note}"}
+            )
         return messages, info["tools"]
 
     def _text_request(self, observation: dict, info: dict) -> list[dict]:

@@ -134,8 +134,11 @@ class _Rehearsal:
         key = (info["backend"], info["domain"])
         if key not in _REHEARSAL_ENVS:
             _REHEARSAL_ENVS[key] = TauEnv(
-                backend=info["backend"], task_category=info["domain"], user_strategy="scripted",
-                max_steps=100_000, max_errors=0,
+                backend=info["backend"],
+                task_category=info["domain"],
+                user_strategy="scripted",
+                max_steps=100_000,
+                max_errors=0,
             )
         self.env = _REHEARSAL_ENVS[key]
         self.task = task

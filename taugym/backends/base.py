@@ -206,7 +206,9 @@ def check_call_against_schemas(schemas: list[dict], name: str, arguments: dict) 
     for arg, value in arguments.items():
         expected = _json_types(properties.get(arg) or {})
         if expected and not any(_JSON_TYPE_CHECKS[t](value) for t in expected if t in _JSON_TYPE_CHECKS):
-            return f"argument {arg!r} of {name} must be of JSON type {' or '.join(expected)}, got {type(value).__name__}"
+            return (
+                f"argument {arg!r} of {name} must be of JSON type {' or '.join(expected)}, got {type(value).__name__}"
+            )
     return None
 
 

@@ -180,9 +180,7 @@ class DatabaseHasher:
 
     @staticmethod
     def _piece(key: str, value: Any) -> bytes:
-        return (
-            json.dumps(key) + ": " + json.dumps(value.model_dump(), sort_keys=True, default=str)
-        ).encode()
+        return (json.dumps(key) + ": " + json.dumps(value.model_dump(), sort_keys=True, default=str)).encode()
 
     def hash(self, db: Any) -> str:
         digest = hashlib.sha256()
@@ -263,7 +261,9 @@ class _EpisodeStart:
                     toolkit.db = _settled_db(toolkit.db)
         self.env = env
         self.toolkit_states = {
-            side: _toolkit_state(getattr(env, side)) for side in ("tools", "user_tools") if getattr(env, side) is not None
+            side: _toolkit_state(getattr(env, side))
+            for side in ("tools", "user_tools")
+            if getattr(env, side) is not None
         }
 
     def environment(self) -> Any:
@@ -382,7 +382,9 @@ class Tau2Domain(Domain):
 
     def user_system_prompt(self, task: TaskSpec) -> str:
         """tau2's own user-simulator system prompt: its guidelines and the task's scenario."""
-        return USER_SYSTEM_PROMPT.format(global_user_sim_guidelines=self.user_guidelines, instructions=task.user_instructions)
+        return USER_SYSTEM_PROMPT.format(
+            global_user_sim_guidelines=self.user_guidelines, instructions=task.user_instructions
+        )
 
     def native_task(self, index: int) -> Any:
         """The tau2 ``Task`` object (for side-by-side checks with tau2's own code)."""
@@ -597,8 +599,11 @@ def _openai_messages(messages: list) -> list[dict]:
             for call in message.tool_calls:
                 names[call.id] = call.name
             entry["tool_calls"] = [
-                {"id": call.id, "type": "function",
-                 "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
+                }
                 for call in message.tool_calls
             ]
         converted.append(entry)

@@ -302,9 +302,7 @@ class TauBenchSession(Session):
 
     def record_agent_message(self, content: str) -> None:
         types = self.domain._types
-        self.env.actions.append(
-            types.Action(name=self.domain._respond, kwargs={self.domain._respond_field: content})
-        )
+        self.env.actions.append(types.Action(name=self.domain._respond, kwargs={self.domain._respond_field: content}))
 
     def record_user_message(self, content: str) -> None:
         self.user_messages.append(content)
@@ -324,9 +322,7 @@ class TauBenchSession(Session):
         result = self.reward_result()
         breakdown = result.model_dump(mode="json")
         if self._terminal_tool is not None:
-            breakdown["scored_at"] = (
-                f"the agent's call of {self._terminal_tool}, where tau-bench v1 ends the episode"
-            )
+            breakdown["scored_at"] = f"the agent's call of {self._terminal_tool}, where tau-bench v1 ends the episode"
         return verdict(breakdown, stop)
 
 

@@ -444,7 +444,8 @@ class LLMClient:
             )
 
         return {
-            "stop": tenacity.stop_after_attempt(settings.max_attempts) | tenacity.stop_before_delay(settings.deadline_s),
+            "stop": tenacity.stop_after_attempt(settings.max_attempts)
+            | tenacity.stop_before_delay(settings.deadline_s),
             "wait": wait,
             "retry": tenacity.retry_if_exception(should_retry),
             "reraise": True,

@@ -106,9 +106,7 @@ class TokenBucket:
         self._full_at = max(now, self._full_at - amount / self.rate_per_s)
 
 
-def estimate_tokens(
-    messages: Iterable[Mapping[str, Any]], tools: Iterable[Any] | None = None
-) -> int:
+def estimate_tokens(messages: Iterable[Mapping[str, Any]], tools: Iterable[Any] | None = None) -> int:
     """A cheap upper-ish estimate of a request's prompt tokens: characters / 4.
 
     Counts message contents (strings or content parts), tool-call arguments,
@@ -241,7 +239,9 @@ class RateLimitTimeout(TimeoutError):
     """
 
     def __init__(self, wait_s: float, max_wait_s: float) -> None:
-        super().__init__(f"the rate limits would hold this request {wait_s:.1f}s, longer than the {max_wait_s:.1f}s left")
+        super().__init__(
+            f"the rate limits would hold this request {wait_s:.1f}s, longer than the {max_wait_s:.1f}s left"
+        )
         self.wait_s = wait_s
         self.max_wait_s = max_wait_s
 
@@ -338,24 +338,14 @@ class TokenBucketRateLimiter(RateLimiter):
         self._clock = clock
         now = clock()
         self._requests = (
-            TokenBucket(requests_per_minute / 60.0, burst_requests, now=now)
-            if requests_per_minute
-            else None
+            TokenBucket(requests_per_minute / 60.0, burst_requests, now=now) if requests_per_minute else None
         )
         if tokens_per_minute:
-            capacity = (
-                burst_tokens
-                if burst_tokens is not None
-                else max(1.0, tokens_per_minute / 60.0)
-            )
-            self._tokens: TokenBucket | None = TokenBucket(
-                tokens_per_minute / 60.0, capacity, now=now
-            )
+            capacity = burst_tokens if burst_tokens is not None else max(1.0, tokens_per_minute / 60.0)
+            self._tokens: TokenBucket | None = TokenBucket(tokens_per_minute / 60.0, capacity, now=now)
         else:
             self._tokens = None
-        self._concurrency = (
-            ConcurrencyLimiter(max_concurrency) if max_concurrency else None
-        )
+        self._concurrency = ConcurrencyLimiter(max_concurrency) if max_concurrency else None
         self._lock = threading.Lock()
 
     def reserve(self, tokens: int = 0, max_wait_s: float | None = None) -> float:

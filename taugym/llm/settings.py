@@ -10,8 +10,18 @@ from typing import Any
 
 # Parameters the client sets itself; sampling arguments may not.
 RESERVED_PARAMS = frozenset(
-    {"model", "messages", "timeout", "num_retries", "max_retries", "api_key", "api_base", "base_url",
-     "custom_llm_provider", "stream"}
+    {
+        "model",
+        "messages",
+        "timeout",
+        "num_retries",
+        "max_retries",
+        "api_key",
+        "api_base",
+        "base_url",
+        "custom_llm_provider",
+        "stream",
+    }
 )
 
 
@@ -87,13 +97,10 @@ class LLMSettings:
         for field in ("requests_per_minute", "tokens_per_minute"):
             value = getattr(self, field)
             if value is not None and (not is_finite_number(value) or value <= 0):
-                raise ValueError(
-                    f"{name(field)} must be a positive, finite number or null (no limit), got {value!r}"
-                )
+                raise ValueError(f"{name(field)} must be a positive, finite number or null (no limit), got {value!r}")
         if self.max_concurrency is not None and not is_positive_int(self.max_concurrency):
             raise ValueError(
-                f"{name('max_concurrency')} must be a positive integer or null (no limit), "
-                f"got {self.max_concurrency!r}"
+                f"{name('max_concurrency')} must be a positive integer or null (no limit), got {self.max_concurrency!r}"
             )
         return self
 

@@ -42,9 +42,7 @@ class SimulatedUser(ABC):
     """
 
     @abstractmethod
-    def begin(
-        self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: UserDevice | None = None
-    ) -> None:
+    def begin(self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: UserDevice | None = None) -> None:
         """Set up a conversation about ``task``. ``history`` is in the benchmark's roles
         (``user``: the user's own turns; ``assistant``: the agent's; ``tool``: results of
         the user's own tool calls)."""

@@ -48,9 +48,7 @@ class LLMUser(SimulatedUser):
         self._device: UserDevice | None = None
         self._usage = LLMUsage()
 
-    def begin(
-        self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: UserDevice | None = None
-    ) -> None:
+    def begin(self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: UserDevice | None = None) -> None:
         self._system = self.system_prompt_for(task)
         self._device = device if device is not None and device.schemas else None
         self._history = [{**message, "role": _FLIPPED[message["role"]]} for message in history]
@@ -78,7 +76,9 @@ class LLMUser(SimulatedUser):
                         "answering the agent"
                     )
                 function = call.get("function") or {}
-                result = self._device.call(function.get("name", ""), _arguments(function.get("arguments")), call.get("id"))
+                result = self._device.call(
+                    function.get("name", ""), _arguments(function.get("arguments")), call.get("id")
+                )
                 self._history.append({"role": "tool", "tool_call_id": call.get("id"), "content": result})
 
     def _tools(self) -> list[dict] | None:

@@ -46,9 +46,7 @@ _ASK_DETAILS = re.compile(
     r"\b(email|zip|name|user id|user_id|order id|reservation|address|provide|verify|identity|authenticate|which|what is)\b",
     re.IGNORECASE,
 )
-_CLOSING = re.compile(
-    r"\b(anything else|have a (great|nice|good) (day|trip|one)|goodbye|bye)\b", re.IGNORECASE
-)
+_CLOSING = re.compile(r"\b(anything else|have a (great|nice|good) (day|trip|one)|goodbye|bye)\b", re.IGNORECASE)
 _TRANSFER = re.compile(r"\btransferr?(ed|ing)?\b.*\b(human|agent|representative)\b", re.IGNORECASE)
 
 _OPENINGS = ("Hi. {reason}", "Hello! {reason}", "Hi there. {reason}")
@@ -66,9 +64,7 @@ class ScriptedUser(SimulatedUser):
         self._opened = False
         self._device: UserDevice | None = None
 
-    def begin(
-        self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: UserDevice | None = None
-    ) -> None:
+    def begin(self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: UserDevice | None = None) -> None:
         self._task = task
         self._rng = random.Random(seed)
         self._agent_messages = []
@@ -113,7 +109,9 @@ class ScriptedUser(SimulatedUser):
     def _scenario_sentences(self) -> list[str]:
         task = self._task
         parts = (task.known_info, task.reason_for_call, task.task_instructions)
-        return [sentence for part in parts for sentence in re.split(r"(?<=[.!?])\s+", " ".join(part.split())) if sentence]
+        return [
+            sentence for part in parts for sentence in re.split(r"(?<=[.!?])\s+", " ".join(part.split())) if sentence
+        ]
 
     def _choose(self, agent_message: str) -> str | None:
         """The quoted option closest to the scenario, when the agent offers two or more."""
