@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import tenacity
 
@@ -353,11 +353,7 @@ class LLMClient:
                 with attempt:
                     return self._parse(*self._attempt_sync(retrying, kwargs, est))
         except Exception as exc:
-            error = self._failed(exc, retrying)
-            if error is exc:
-                raise
-            raise error from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            self._raise_failed(exc, retrying)
 
     async def acomplete(
         self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None, **overrides: Any
@@ -370,11 +366,7 @@ class LLMClient:
                 with attempt:
                     return self._parse(*await self._attempt_async(retrying, kwargs, est))
         except Exception as exc:
-            error = self._failed(exc, retrying)
-            if error is exc:
-                raise
-            raise error from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            self._raise_failed(exc, retrying)
 
     # ------------------------------------------------------------- internals
     def _prepare(
@@ -554,23 +546,22 @@ class LLMClient:
             self.rate_limiter.record_usage(est, parsed.prompt_tokens + parsed.completion_tokens)
         return parsed
 
-    def _failed(self, exc: Exception, retrying: tenacity.BaseRetrying) -> Exception:
-        """Turn the final exception into an :class:`LLMCallError` (or return it unchanged)."""
-        if isinstance(exc, LLMCallError):
-            return exc
-        failure = _classify(exc, [self._api_key])
+    def _raise_failed(self, exc: Exception, retrying: tenacity.BaseRetrying) -> NoReturn:
+        """Raise the final exception as an :class:`LLMCallError`, not chained (it may hold the key), or unchanged
+        when it is not a provider error (a bug, KeyboardInterrupt, cancellation)."""
+        failure = None if isinstance(exc, LLMCallError) else _classify(exc, [self._api_key])
         if failure is None:
-            return exc  # not a provider error (a bug, KeyboardInterrupt, cancellation): unchanged
+            raise exc
         attempts = max(1, retrying.statistics.get("attempt_number", 1))
         message = scrub_secrets(self._error_message(failure, attempts, retrying), [self._api_key])
         logger.info("%s", message)
-        return LLMCallError(
+        raise LLMCallError(
             message,
             attempts=attempts,
             status_code=failure.status,
             retryable=failure.retryable,
             cause_type=type(exc).__name__,
-        )
+        ) from None
 
     def _target(self) -> str:
         settings = self.settings
