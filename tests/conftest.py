@@ -33,4 +33,3 @@ def retail_env():
 @pytest.fixture(scope="session")
 def airline_env():
     return TauEnv(task_category="airline", user_strategy="scripted")
-
