@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 test: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q; status=$$?; [ $$status -ne 5 ] || echo 'pytest collected no tests: that is a failure'; exit $$status
 
 # each run writes a new folder under runs/; resume one with: .venv/bin/python -m rollout --out DIR --resume

@@ -9,7 +9,9 @@ if sys.argv[1:2] in (["import"], ["rescore"], ["export"]):
     from rollout.interop import commands
 
     command = sys.argv[1]
-    sys.exit(getattr(commands, f"run_{command}_command")(getattr(commands, f"{command}_parser")().parse_args(sys.argv[2:])))
+    sys.exit(
+        getattr(commands, f"run_{command}_command")(getattr(commands, f"{command}_parser")().parse_args(sys.argv[2:]))
+    )
 if sys.argv[1:2] == ["report"]:
     sys.exit(run_report_command(report_parser().parse_args(sys.argv[2:])))
 sys.exit(run_rollout_command(rollout_parser().parse_args()))

@@ -9,21 +9,25 @@ import shlex
 import socket
 import sys
 from pathlib import Path
-from typing import Optional
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
-def rollout_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="python -m rollout", description="Generate TauGym episodes on Ray and write them to Parquet.")
+def rollout_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m rollout", description="Generate TauGym episodes on Ray and write them to Parquet."
+    )
     parser.add_argument("--config", default="configs/rollout/default.yaml", help="rollout YAML (default: %(default)s)")
     parser.add_argument("--out", help="output directory (default: the config's out)")
     parser.add_argument("--resume", action="store_true", help="skip episodes already in --out and complete the rest")
-    parser.add_argument("--retry-errors", action="store_true",
-                        help="with --resume: run the episodes whose row is an error row again; the new rows replace them")
+    parser.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="with --resume: run the episodes whose row is an error row again; the new rows replace them",
+    )
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. actors=4 env.max_steps=10")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. actors=4 env.max_steps=10"
+    )
     return parser
 
 
@@ -57,8 +61,14 @@ def _run(args: argparse.Namespace, started: list) -> int:
     from rollout.job import RolloutJob
     from rollout.summary import format_summary
 
-    job = RolloutJob(config, out=str(out), resume=args.resume, address=args.address, progress=not args.no_progress,
-                     retry_errors=args.retry_errors)
+    job = RolloutJob(
+        config,
+        out=str(out),
+        resume=args.resume,
+        address=args.address,
+        progress=not args.no_progress,
+        retry_errors=args.retry_errors,
+    )
     started.append(job)
     try:
         summary = job.run()
@@ -68,16 +78,21 @@ def _run(args: argparse.Namespace, started: list) -> int:
     print(format_summary(summary))
     print(f"datasets: {job.out / 'episodes'}, {job.out / 'steps'}; summary: {job.out / 'summary.json'}")
     if summary.get("stopped"):
-        print(f"stopped: {summary['stopped']}. To go on, raise the cap: python -m rollout --config {args.config} "
-              f"--out {job.out} --resume max_cost_usd=<more dollars>", file=sys.stderr)
+        print(
+            f"stopped: {summary['stopped']}. To go on, raise the cap: python -m rollout --config {args.config} "
+            f"--out {job.out} --resume max_cost_usd=<more dollars>",
+            file=sys.stderr,
+        )
         return 3
     return 0
 
 
-def check_out_folder(out: Optional[str], default: str) -> Path:
+def check_out_folder(out: str | None, default: str) -> Path:
     """The output folder, refused (``ValueError``) when it is empty, a file, or cannot be written; creates nothing."""
     if out is not None and not out.strip():
-        raise ValueError("--out is empty; name an output folder such as runs/my-run (or leave --out out for the config's out)")
+        raise ValueError(
+            "--out is empty; name an output folder such as runs/my-run (or leave --out out for the config's out)"
+        )
     path = Path(out if out is not None else default)
     flag = "--out" if out is not None else "the config's out"
     if path.exists() and not path.is_dir():
@@ -88,11 +103,13 @@ def check_out_folder(out: Optional[str], default: str) -> Path:
     if not existing.is_dir():
         raise ValueError(f"{flag} {path} cannot be created: {existing} is a file; name a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path} is not writable (no write permission in {existing}); name a folder you can write to")
+        raise ValueError(
+            f"{flag} {path} is not writable (no write permission in {existing}); name a folder you can write to"
+        )
     return path
 
 
-def check_ray_address(address: Optional[str], timeout_s: float = 5.0) -> None:
+def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
     """Refuse (``ValueError``) a cluster address nothing listens on, instead of waiting minutes in ``ray.init``."""
     if not address or address in ("auto", "local"):
         return
@@ -122,11 +139,13 @@ def _interrupted_message(args: argparse.Namespace, job) -> str:
     parts = ["python", "-m", "rollout", "--config", args.config, "--out", str(job.out), "--resume"]
     parts += (["--address", args.address] if args.address else []) + list(args.overrides)
     command = " ".join(shlex.quote(part) for part in parts)
-    return (f"interrupted: {published} episode(s) are published in {job.out} ({job.written} by this run); "
-            f"the rest can be run with: {command}")
+    return (
+        f"interrupted: {published} episode(s) are published in {job.out} ({job.written} by this run); "
+        f"the rest can be run with: {command}"
+    )
 
 
-def report_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+def report_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     from rollout.report import report_parser as build
 
     return build(parser)
@@ -138,7 +157,7 @@ def run_report_command(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``taugym rollout ...`` (the console script)."""
     parser = argparse.ArgumentParser(prog="taugym", description="TauGym command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,7 +166,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     from rollout.interop import commands as interop
 
     interop.import_parser(commands.add_parser("import", help="import tau-bench v1 / tau2 results files into a dataset"))
-    interop.rescore_parser(commands.add_parser("rescore", help="replay results files through TauEnv and score them again"))
+    interop.rescore_parser(
+        commands.add_parser("rescore", help="replay results files through TauEnv and score them again")
+    )
     interop.export_parser(commands.add_parser("export", help="write a run as tau2 Results files"))
     args = parser.parse_args(argv)
     if args.command == "report":

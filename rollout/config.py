@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import yaml
 
 from taugym.agents import AGENTS
 from taugym.backends import get_backend
-from taugym.config import TauGymConfig, is_finite_number, load_yaml_mapping, options_dataclass, yaml_problem
+from taugym.config import TauGymConfig, load_yaml_mapping, yaml_problem
+from taugym.llm.settings import LLMSettings, is_finite_number, options_dataclass
 
 
 @dataclass
@@ -26,7 +27,9 @@ class RolloutConfig:
             task of the domain's task list) or a list of task ids.
         trials: episodes per task (pass^k is reported for k = 1..trials).
         seed: base seed; each (domain, task, trial) gets its own seed from it.
-        agent: ``{"name": "oracle" | "random" | "llm", ...options}``.
+        agent: ``{"name": "oracle" | "random" | "llm", ...options}``; an LLM
+            agent's timeout, attempts, backoff and limits default to the env's
+            ``llm_*`` options (see :meth:`agent_options`).
         env: TauGymConfig options shared by every env (backend, user, limits).
         actors: Ray actors, each holding its own envs and agent.
         cpus_per_actor: Ray CPUs reserved per actor.
@@ -42,7 +45,7 @@ class RolloutConfig:
     """
 
     domains: list[str] = field(default_factory=lambda: ["retail", "airline"])
-    tasks: Union[str, list[str], None] = None
+    tasks: str | list[str] | None = None
     trials: int = 1
     seed: int = 0
     agent: dict = field(default_factory=lambda: {"name": "oracle"})
@@ -52,10 +55,10 @@ class RolloutConfig:
     episodes_per_actor: int = 1
     max_attempts_per_episode: int = 3
     rows_per_file: int = 256
-    max_cost_usd: Optional[float] = None
+    max_cost_usd: float | None = None
     out: str = "runs/default"
 
-    def validate(self) -> "RolloutConfig":
+    def validate(self) -> RolloutConfig:
         """Check the values; raise ``ValueError`` saying what to write instead.
 
         Everything an actor would refuse is refused here, before any work
@@ -64,8 +67,14 @@ class RolloutConfig:
         if not isinstance(self.domains, list) or not self.domains or not all(isinstance(d, str) for d in self.domains):
             raise ValueError("domains must be a non-empty list such as [retail, airline]")
         tasks = self.tasks
-        if not (tasks is None or isinstance(tasks, str) and tasks
-                or isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)):
+        if not (
+            tasks is None
+            or isinstance(tasks, str)
+            and tasks
+            or isinstance(tasks, list)
+            and tasks
+            and all(isinstance(t, str) for t in tasks)
+        ):
             raise ValueError(
                 "tasks must be null (the backend's default split), 'all', a split name, or a list of task ids "
                 f"such as [retail-000, airline-001], got {tasks!r}"
@@ -76,15 +85,23 @@ class RolloutConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_cost_usd is not None and (isinstance(self.max_cost_usd, bool) or not isinstance(self.max_cost_usd, (int, float))
-                                              or not self.max_cost_usd > 0 or self.max_cost_usd == float("inf")):
-            raise ValueError(f"max_cost_usd must be a number of dollars > 0 (or null for no cap), got {self.max_cost_usd!r}")
+        if self.max_cost_usd is not None and (
+            isinstance(self.max_cost_usd, bool)
+            or not isinstance(self.max_cost_usd, (int, float))
+            or not self.max_cost_usd > 0
+            or self.max_cost_usd == float("inf")
+        ):
+            raise ValueError(
+                f"max_cost_usd must be a number of dollars > 0 (or null for no cap), got {self.max_cost_usd!r}"
+            )
         if not is_finite_number(self.cpus_per_actor) or self.cpus_per_actor < 0:
             raise ValueError(f"cpus_per_actor must be a number >= 0, got {self.cpus_per_actor!r}")
         if not isinstance(self.out, str) or not self.out.strip():
             raise ValueError(f"out must be a folder path such as runs/default, got {self.out!r}")
         if not isinstance(self.env, dict):
-            raise ValueError(f"env must be a mapping of TauGymConfig options such as {{user_strategy: scripted}}, got {self.env!r}")
+            raise ValueError(
+                f"env must be a mapping of TauGymConfig options such as {{user_strategy: scripted}}, got {self.env!r}"
+            )
         if not isinstance(self.agent, dict) or self.agent.get("name") not in AGENTS:
             raise ValueError(f"agent must be a mapping with name one of {list(AGENTS)}, got {self.agent!r}")
         self._check_agent_options()
@@ -97,15 +114,28 @@ class RolloutConfig:
 
         from taugym.agents import agent_class, make_agent
 
-        options = {k: v for k, v in self.agent.items() if k != "name"}
-        accepted = set(inspect.signature(agent_class(self.agent["name"])).parameters) - {"self", "client"}
-        unknown = sorted(set(options) - accepted)
+        cls = agent_class(self.agent["name"])
+        parameters = inspect.signature(cls).parameters.values()
+        accepted = {p.name for p in parameters if p.kind is not p.VAR_KEYWORD} - {"self", "client"}
+        accepted |= set(getattr(cls, "settings_options", ()))
+        unknown = sorted(set(self.agent) - accepted - {"name"})
         if unknown:
-            raise ValueError(f"agent {self.agent['name']!r} has no option(s) {unknown}; its options are {sorted(accepted)}")
+            raise ValueError(
+                f"agent {self.agent['name']!r} has no option(s) {unknown}; its options are {sorted(accepted)}"
+            )
         try:
-            make_agent(self.agent["name"], **options)  # what each actor builds; it calls no model
+            make_agent(self.agent["name"], **self.agent_options())  # what each actor builds; it calls no model
         except (TypeError, ValueError) as exc:
             raise ValueError(f"agent option {exc}") from None
+
+    def agent_options(self) -> dict[str, Any]:
+        """The agent's options. An LLM agent's call settings (timeout, deadline, attempts, backoff and
+        rate limits) default to the env's ``llm_*`` ones, so a YAML writes its limits once."""
+        options = {k: v for k, v in self.agent.items() if k != "name"}
+        if self.agent["name"] == "llm":
+            env_llm = self.env_config().user_llm
+            options = {**{name: getattr(env_llm, name) for name in LLMSettings.CALL_OPTIONS}, **options}
+        return options
 
     def _check_domains_and_tasks(self) -> None:
         """Build each domain's env (as the actors do) and look the tasks up in it."""
@@ -132,7 +162,7 @@ class RolloutConfig:
                     f"tasks: {self.tasks!r} is not a split of {domain}; valid: {sorted(loaded.splits)} or 'all'"
                 )
 
-    def env_config(self, domain: Optional[str] = None) -> TauGymConfig:
+    def env_config(self, domain: str | None = None) -> TauGymConfig:
         """The TauGymConfig of the envs (for ``domain`` when given).
 
         A rollout resets each episode with its task id, so the env's
@@ -153,12 +183,12 @@ class RolloutConfig:
         return config
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RolloutConfig":
+    def from_dict(cls, values: dict[str, Any]) -> RolloutConfig:
         """Build a config from a mapping; unknown keys raise ``ValueError``."""
         return options_dataclass(cls, values, "rollout").validate()
 
     @classmethod
-    def from_yaml(cls, path: Union[str, Path]) -> "RolloutConfig":
+    def from_yaml(cls, path: str | Path) -> RolloutConfig:
         """Load a rollout config from a YAML file."""
         values = load_yaml_mapping(path, "rollout config", "configs/rollout/")
         try:
@@ -166,7 +196,7 @@ class RolloutConfig:
         except ValueError as exc:
             raise ValueError(f"rollout config {path}: {exc}") from None
 
-    def with_overrides(self, overrides: list[str]) -> "RolloutConfig":
+    def with_overrides(self, overrides: list[str]) -> RolloutConfig:
         """Apply ``key=value`` overrides (YAML values; ``env.max_steps=10`` reaches into a mapping)."""
         values = dataclasses.asdict(self)
         for item in overrides:

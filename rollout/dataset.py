@@ -126,8 +126,9 @@ import re
 import threading
 import time
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -152,7 +153,7 @@ __all__ = [
     "count_rows",
 ]
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 #: Bumped whenever a column is added, removed or changes type. Stored in each
 #: file's schema metadata under ``taugym.dataset_schema_version``.
@@ -352,7 +353,9 @@ def _check_row(row: Any, schema: pa.Schema, what: str) -> None:
 
 def _check_name(kind: str, value: Any, pattern: re.Pattern, hint: str) -> str:
     if not isinstance(value, str) or not pattern.match(value):
-        raise ValueError(f"{kind} must be a non-empty string of {hint} (it becomes part of a file or folder name), got {value!r}")
+        raise ValueError(
+            f"{kind} must be a non-empty string of {hint} (it becomes part of a file or folder name), got {value!r}"
+        )
     return value
 
 
@@ -363,7 +366,9 @@ def _normalize_message(message: Mapping[str, Any], index: int) -> dict[str, Any]
     known = {"role", "content", "tool_calls", "tool_call_id", "name"}
     dropped = sorted(k for k, v in message.items() if k not in known and v is not None)
     if dropped:
-        raise ValueError(f"messages[{index}] has key(s) {dropped} that the messages column cannot hold; allowed: {sorted(known)}")
+        raise ValueError(
+            f"messages[{index}] has key(s) {dropped} that the messages column cannot hold; allowed: {sorted(known)}"
+        )
     content = message.get("content")
     if isinstance(content, list):  # OpenAI content parts
         if all(isinstance(p, Mapping) and p.get("type") == "text" for p in content):
@@ -396,7 +401,7 @@ def _normalize_message(message: Mapping[str, Any], index: int) -> dict[str, Any]
     }
 
 
-def _error_cause(error: Any) -> Optional[str]:
+def _error_cause(error: Any) -> str | None:
     if error is None:
         return None
     if isinstance(error, Mapping):
@@ -407,7 +412,7 @@ def _error_cause(error: Any) -> Optional[str]:
     return _API_KEY_PATTERN.sub("[redacted]", text)
 
 
-def _usage_value(usage: Any, *names: str, default: Union[int, float] = 0) -> Any:
+def _usage_value(usage: Any, *names: str, default: int | float = 0) -> Any:
     for name in names:
         if isinstance(usage, Mapping) and usage.get(name) is not None:
             return usage[name]
@@ -423,18 +428,18 @@ def episode_row_from_info(
     trial: int,
     seed: int,
     agent: str,
-    agent_model: Optional[str],
-    user_model: Optional[str],
+    agent_model: str | None,
+    user_model: str | None,
     user_strategy: str,
     duration_s: float,
-    reward: Optional[float],
+    reward: float | None,
     terminated: bool,
     truncated: bool,
     num_steps: int,
     taugym_version: str,
-    llm_usage: Optional[Mapping[str, Any]] = None,
-    episode_id: Optional[str] = None,
-    source: Optional[Mapping[str, Any]] = None,
+    llm_usage: Mapping[str, Any] | None = None,
+    episode_id: str | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The episode row for a finished ``TauEnv`` episode, from its final ``info``.
 
@@ -545,7 +550,9 @@ def _manifest(store: Store) -> list[dict]:
             records.append(json.loads(data))
     if not records and any(
         not i.base_name.startswith((".", "_"))
-        for kind in (EPISODES_DIR, STEPS_DIR) for d in store.entries(kind, dirs=True) for i in store.entries(f"{kind}/{d.base_name}")
+        for kind in (EPISODES_DIR, STEPS_DIR)
+        for d in store.entries(kind, dirs=True)
+        for i in store.entries(f"{kind}/{d.base_name}")
     ):
         raise ValueError(
             f"{store.root} holds Parquet files but no {MANIFEST_DIR}/ record of what is published "
@@ -639,9 +646,16 @@ class _Partition:
         self.flush_row_group()
         self.steps.finish()
         self.episodes.finish()
-        return {"domain": self.domain, "episodes": self.episodes.rel, "steps": self.steps.rel,
-                "staged_episodes": self.episodes.staged, "staged_steps": self.steps.staged,
-                "episode_rows": self.episodes.rows, "step_rows": self.steps.rows, "errors": self.errors}
+        return {
+            "domain": self.domain,
+            "episodes": self.episodes.rel,
+            "steps": self.steps.rel,
+            "staged_episodes": self.episodes.staged,
+            "staged_steps": self.steps.staged,
+            "episode_rows": self.episodes.rows,
+            "step_rows": self.steps.rows,
+            "errors": self.errors,
+        }
 
 
 class ParquetEpisodeWriter:
@@ -690,7 +704,7 @@ class ParquetEpisodeWriter:
         max_seconds_per_file: float = 60.0,
         *,
         filesystem: Any = None,
-        lease: Optional[OutputLease] = None,
+        lease: OutputLease | None = None,
     ):
         self.out_dir = Path(out_dir) if filesystem is None else out_dir
         self.run_id = _check_name("run_id", run_id, _SAFE_NAME, "letters, digits, '_', '.' and '-'")
@@ -729,8 +743,9 @@ class ParquetEpisodeWriter:
     def closed(self) -> bool:
         return self._closed
 
-    def write(self, episode_row: Mapping[str, Any], step_rows: Sequence[Mapping[str, Any]],
-              supersedes: Optional[str] = None) -> None:
+    def write(
+        self, episode_row: Mapping[str, Any], step_rows: Sequence[Mapping[str, Any]], supersedes: str | None = None
+    ) -> None:
         """Validate and buffer one finished episode and its steps; may write a row group or publish files."""
         _check_row(episode_row, EPISODE_SCHEMA, "episode")
         domain = _check_name("column 'domain'", episode_row["domain"], _SAFE_NAME, "letters, digits, '_', '.' and '-'")
@@ -748,7 +763,9 @@ class ParquetEpisodeWriter:
                         f"step {i}: column {key!r} is {step[key]!r} but the episode's is {episode_row[key]!r}"
                     )
             if step["step_index"] != i:
-                raise ValueError(f"step {i}: column 'step_index' is {step['step_index']}, expected {i} (steps in order from 0)")
+                raise ValueError(
+                    f"step {i}: column 'step_index' is {step['step_index']}, expected {i} (steps in order from 0)"
+                )
         # Convert now: the buffer holds compact Arrow data, a snapshot the caller cannot mutate.
         episode_batch = pa.RecordBatch.from_pylist([_without_domain(episode_row)], schema=_EPISODE_FILE_SCHEMA)
         step_batch = pa.RecordBatch.from_pylist([_without_domain(s) for s in step_rows], schema=_STEP_FILE_SCHEMA)
@@ -795,7 +812,7 @@ class ParquetEpisodeWriter:
                 self._closed = True
                 self._release()
 
-    def __enter__(self) -> "ParquetEpisodeWriter":
+    def __enter__(self) -> ParquetEpisodeWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -834,7 +851,9 @@ class ParquetEpisodeWriter:
         live = _live_pairs(records)
         published = {p["episodes"] for p in live.values()} | {p["steps"] for p in live.values()}
         pattern = re.compile(r"^\.?" + re.escape(self._prefix()) + r"(\d+)\.parquet(\.tmp)?$")
-        highest = max((int(m.group(1)) for rel in published if (m := pattern.match(rel.rpartition("/")[2]))), default=-1)
+        highest = max(
+            (int(m.group(1)) for rel in published if (m := pattern.match(rel.rpartition("/")[2]))), default=-1
+        )
         for kind in (EPISODES_DIR, STEPS_DIR):  # what no record names: staged files and strays of crashed writers
             for folder in self.store.entries(kind, dirs=True):
                 for info in self.store.entries(f"{kind}/{folder.base_name}"):
@@ -864,8 +883,14 @@ class ParquetEpisodeWriter:
         superseded = {old for p in partitions for old in p.supersedes}
         remove = self._supersede(superseded, add) if superseded else []
         name = add[0]["episodes"].rpartition("/")[2].removesuffix(".parquet")  # unique: file names never repeat
-        record = {"format": 1, "run_id": self.run_id, "set": name,
-                  "committed_at": time.time(), "add": add, "remove": remove}
+        record = {
+            "format": 1,
+            "run_id": self.run_id,
+            "set": name,
+            "committed_at": time.time(),
+            "add": add,
+            "remove": remove,
+        }
         self.lease.check()
         self.store.put(f"{MANIFEST_DIR}/{record['set']}.json", json.dumps(record).encode())  # the commit
         _apply(self.store, record)
@@ -918,7 +943,7 @@ def _published_files(out_dir: PathLike, kind: str, filesystem: Any = None) -> tu
     return store, files
 
 
-def _dataset(out_dir: PathLike, kind: str, schema: pa.Schema, filesystem: Any = None) -> Optional[ds.Dataset]:
+def _dataset(out_dir: PathLike, kind: str, schema: pa.Schema, filesystem: Any = None) -> ds.Dataset | None:
     store, files = _published_files(out_dir, kind, filesystem)
     if not files:
         return None
@@ -932,7 +957,7 @@ def _dataset(out_dir: PathLike, kind: str, schema: pa.Schema, filesystem: Any = 
     )
 
 
-def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Optional[Iterable[str]]) -> pa.Table:
+def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Iterable[str] | None) -> pa.Table:
     names = list(schema.names if columns is None else columns)
     unknown = [c for c in names if c not in schema.names]
     if unknown:
@@ -943,7 +968,7 @@ def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Optional[Ite
     return dataset.to_table(columns=names)
 
 
-def read_episodes(out_dir: PathLike, columns: Optional[Iterable[str]] = None) -> pa.Table:
+def read_episodes(out_dir: PathLike, columns: Iterable[str] | None = None) -> pa.Table:
     """Every published episode row under ``out_dir`` as a table of :data:`EPISODE_SCHEMA`.
 
     ``columns`` selects columns (only those are read). An empty table with
@@ -953,7 +978,7 @@ def read_episodes(out_dir: PathLike, columns: Optional[Iterable[str]] = None) ->
     return _read(out_dir, EPISODES_DIR, EPISODE_SCHEMA, columns)
 
 
-def read_steps(out_dir: PathLike, columns: Optional[Iterable[str]] = None) -> pa.Table:
+def read_steps(out_dir: PathLike, columns: Iterable[str] | None = None) -> pa.Table:
     """Every published step row under ``out_dir`` as a table of :data:`STEP_SCHEMA`.
 
     Every step returned belongs to a published episode. Empty table with the
@@ -983,7 +1008,9 @@ def error_rows(out_dir: PathLike) -> dict[tuple[str, str, int], str]:
     table = read_episodes(out_dir, columns=["domain", "task_id", "trial", "episode_id", "error"])
     return {
         (d, t, k): e
-        for d, t, k, e, error in zip(*(table.column(c).to_pylist() for c in ("domain", "task_id", "trial", "episode_id", "error")))
+        for d, t, k, e, error in zip(
+            *(table.column(c).to_pylist() for c in ("domain", "task_id", "trial", "episode_id", "error"))
+        )
         if error
     }
 

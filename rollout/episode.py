@@ -6,15 +6,14 @@ import json
 import time
 import zlib
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Optional
+from typing import Any
 
 import taugym
+from rollout.dataset import episode_row_from_info, step_row
 from taugym import TauEnv
 from taugym.agents import Policy
 from taugym.llm import LLMUsage
-from taugym.text import valid_unicode
-
-from rollout.dataset import episode_row_from_info, step_row
+from taugym.llm.text import valid_unicode
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ async def play_episode(
     *,
     run_id: str,
     agent_name: str,
-    agent_model: Optional[str],
+    agent_model: str | None,
     retry: bool = False,
 ) -> dict:
     """Run ``item`` to the end on ``env`` with ``agent``; return ``{"episode": row, "steps": rows}``.
@@ -74,7 +73,7 @@ async def play_episode(
     transitions: list[dict] = []
     info: dict[str, Any] = {}
     terminated, truncated = False, False
-    error: Optional[dict] = None
+    error: dict | None = None
     try:
         observation, info = await env.reset_async(seed=item.seed, options={"task_id": item.task_id})
         while True:
@@ -98,7 +97,12 @@ async def play_episode(
         source = getattr(exc, "source", None) or ("agent" if info else "env")  # reset names setup or user
         error = {"source": source, "type": type(exc).__name__, "message": str(exc)[:2000]}
     if error is not None:
-        info = {**error_info(env.config.backend, item, env.domain.tool_schemas), **info, "error": error, "termination": "error"}
+        info = {
+            **error_info(env.config.backend, item, env.domain.tool_schemas),
+            **info,
+            "error": error,
+            "termination": "error",
+        }
         terminated, truncated = True, False
     row = episode_row_from_info(
         info,

@@ -33,13 +33,12 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import ray
 
 import taugym
-
 from rollout.config import RolloutConfig
 from rollout.dataset import ParquetEpisodeWriter, completed_keys, episode_row_from_info, error_rows, read_episodes
 from rollout.episode import WorkItem, episode_id, error_info, item_seed
@@ -56,10 +55,8 @@ class RolloutWorker:
     """A Ray actor that holds envs and an agent and plays work items."""
 
     def __init__(self, config: dict, run_id: str, rate_service):
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        from taugym.llm.factory import install_rate_limiter_factory
-
         from rollout.rate_limit import cluster_rate_limiter_factory
+        from taugym.llm import install_rate_limiter_factory
 
         self.config = RolloutConfig.from_dict(config)
         self.run_id = run_id
@@ -84,13 +81,12 @@ class RolloutWorker:
         return pool.pop() if pool else TauEnv(self.config.env_config(domain))
 
     async def run(self, item: dict, retry: bool = False) -> dict:
-        from taugym.agents import make_agent
-
         from rollout.episode import play_episode
+        from taugym.agents import make_agent
 
         work = WorkItem(**item)
         env = self._env(work.domain)
-        options = {k: v for k, v in self.config.agent.items() if k != "name"}
+        options = self.config.agent_options()
         name = self.config.agent["name"]
         if name == "random":
             options.setdefault("seed", work.seed)
@@ -119,14 +115,18 @@ def work_items(config: RolloutConfig) -> list[WorkItem]:
             task_ids = [t.task_id for t in loaded.tasks]
         elif isinstance(split, str):
             if split not in loaded.splits:
-                raise ValueError(f"tasks: {split!r} is not a split of {domain}; valid: {sorted(loaded.splits)} or 'all'")
+                raise ValueError(
+                    f"tasks: {split!r} is not a split of {domain}; valid: {sorted(loaded.splits)} or 'all'"
+                )
             task_ids = [loaded.tasks[i].task_id for i in loaded.splits[split]]
         else:
             valid = {t.task_id for t in loaded.tasks}
             task_ids = [t for t in config.tasks if t.startswith(f"{domain}-")]
             unknown = [t for t in task_ids if t not in valid]
             if unknown:
-                raise ValueError(f"unknown task ids {unknown}; valid: {domain}-000 … {domain}-{len(loaded.tasks) - 1:03d}")
+                raise ValueError(
+                    f"unknown task ids {unknown}; valid: {domain}-000 … {domain}-{len(loaded.tasks) - 1:03d}"
+                )
         for task_id in task_ids:
             for trial in range(config.trials):
                 items.append(WorkItem(domain, task_id, trial, item_seed(config.seed, domain, task_id, trial)))
@@ -143,8 +143,15 @@ def _refuse_repeats(option: str, values: list, hint: str) -> None:
 class RolloutJob:
     """The driver of one rollout run (see the module docstring)."""
 
-    def __init__(self, config: RolloutConfig, out: Optional[str] = None, resume: bool = False,
-                 address: Optional[str] = None, progress: bool = True, retry_errors: bool = False):
+    def __init__(
+        self,
+        config: RolloutConfig,
+        out: str | None = None,
+        resume: bool = False,
+        address: str | None = None,
+        progress: bool = True,
+        retry_errors: bool = False,
+    ):
         self.config = config
         self.out = Path(out or config.out)
         self.resume = resume or retry_errors
@@ -157,7 +164,7 @@ class RolloutJob:
         self.errors = 0
         self.restarted_actors = 0
         self.spent_usd = 0.0
-        self.stopped: Optional[str] = None
+        self.stopped: str | None = None
 
     def _run_id(self, store: Store) -> str:
         """The run id: a new one, or on resume the recorded one, after checking the config did not change."""
@@ -166,8 +173,10 @@ class RolloutJob:
         if marker is not None:
             recorded = json.loads(marker)
             if "results" not in recorded:
-                raise ValueError(f"{self.out}/run.json has no record of the config that made it (an older TauGym); "
-                                 "choose another --out")
+                raise ValueError(
+                    f"{self.out}/run.json has no record of the config that made it (an older TauGym); "
+                    "choose another --out"
+                )
             differences = record_differences(recorded["results"], json.loads(json.dumps(record)))
             if differences:
                 raise ValueError(
@@ -186,8 +195,12 @@ class RolloutJob:
             ray.init(address=self.address, log_to_driver=False)
         else:
             needed = self.config.actors * max(self.config.cpus_per_actor, 0)
-            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)), include_dashboard=False,
-                     log_to_driver=False)
+            ray.init(
+                address="local",
+                num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)),
+                include_dashboard=False,
+                log_to_driver=False,
+            )
 
     def _new_actor(self, run_id: str, items: int):
         # Ray restarts a dead actor and re-runs its unfinished calls; each call at most
@@ -200,7 +213,7 @@ class RolloutJob:
             max_task_retries=attempts - 1,
         ).remote(self.config.__dict__, run_id, self.rate_service)
 
-    def run(self, on_result: Optional[Callable[["RolloutJob", dict], None]] = None) -> dict:
+    def run(self, on_result: Callable[[RolloutJob, dict], None] | None = None) -> dict:
         """Run every remaining work item; write the datasets and ``summary.json``; return the summary.
 
         Raises ``ValueError`` (saying what to do) before any work starts when
@@ -216,7 +229,9 @@ class RolloutJob:
     def _run(self, items: list[WorkItem], store: Store, lease: OutputLease, on_result) -> dict:
         done = completed_keys(self.out)
         if not self.resume and done:
-            raise ValueError(f"{self.out} already holds a dataset; pass --resume to complete it or choose another --out")
+            raise ValueError(
+                f"{self.out} already holds a dataset; pass --resume to complete it or choose another --out"
+            )
         errors = error_rows(self.out) if self.retry_errors else {}
         queue = deque(item for item in items if item.key not in done or item.key in errors)
         check_llm_access(self.config)
@@ -232,12 +247,15 @@ class RolloutJob:
         written: set = set()
         bar = _progress_bar(len(queue), self.progress)
         started = time.monotonic()
-        with ParquetEpisodeWriter(self.out, run_id, writer_id=uuid.uuid4().hex[:6], lease=lease,
-                                  max_rows_per_file=self.config.rows_per_file) as writer:
+        with ParquetEpisodeWriter(
+            self.out, run_id, writer_id=uuid.uuid4().hex[:6], lease=lease, max_rows_per_file=self.config.rows_per_file
+        ) as writer:
             while queue or pending:
                 if self._over_budget():
-                    self.stopped = (f"max_cost_usd reached: ${self.spent_usd:.4f} spent of ${self.config.max_cost_usd}; "
-                                    f"{len(queue)} episode(s) not started")
+                    self.stopped = (
+                        f"max_cost_usd reached: ${self.spent_usd:.4f} spent of ${self.config.max_cost_usd}; "
+                        f"{len(queue)} episode(s) not started"
+                    )
                     queue.clear()
                 for index in range(len(self.actors)):
                     while queue and load[index] < slots:
@@ -251,8 +269,11 @@ class RolloutJob:
                     load[index] -= 1
                     try:
                         result = ray.get(ref)
-                    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
-                            ray.exceptions.ActorUnavailableError) as exc:
+                    except (
+                        ray.exceptions.RayActorError,
+                        ray.exceptions.WorkerCrashedError,
+                        ray.exceptions.ActorUnavailableError,
+                    ) as exc:
                         result = self._lost_item(item, run_id, exc)  # Ray's retries are spent
                     if item.key in written:  # never twice, whatever went wrong upstream
                         raise RuntimeError(f"episode {item.key} came back twice; nothing more is written")
@@ -272,8 +293,13 @@ class RolloutJob:
             ray.kill(actor)
         ray.kill(self.rate_service)
         summary = summarize(self.out)
-        summary.update(run_id=run_id, wall_s=time.monotonic() - started, episodes_this_run=self.written,
-                       restarted_actors=self.restarted_actors, cost_usd=self.spent_usd)
+        summary.update(
+            run_id=run_id,
+            wall_s=time.monotonic() - started,
+            episodes_this_run=self.written,
+            restarted_actors=self.restarted_actors,
+            cost_usd=self.spent_usd,
+        )
         if self.stopped:
             summary["stopped"] = self.stopped
         store.put("summary.json", json.dumps(summary, indent=2).encode())
@@ -282,8 +308,9 @@ class RolloutJob:
     def _over_budget(self) -> bool:
         return self.config.max_cost_usd is not None and self.spent_usd >= self.config.max_cost_usd
 
-    def _write(self, writer: ParquetEpisodeWriter, result: dict, item: WorkItem, run_id: str,
-               supersedes: Optional[str]) -> None:
+    def _write(
+        self, writer: ParquetEpisodeWriter, result: dict, item: WorkItem, run_id: str, supersedes: str | None
+    ) -> None:
         """Write one result; a row that cannot be stored becomes an error row saying why, not a stopped job."""
         try:
             writer.write(result["episode"], result["steps"], supersedes=supersedes)
@@ -294,16 +321,30 @@ class RolloutJob:
         self.errors += bool(result["episode"]["error"])
         self.spent_usd += result["episode"]["cost_usd"]
 
-    def _lost_item(self, item: WorkItem, run_id: str, exc: Exception, message: Optional[str] = None) -> dict:
+    def _lost_item(self, item: WorkItem, run_id: str, exc: Exception, message: str | None = None) -> dict:
         """The error row of a work item whose actor died every time it ran it (or whose rows could not be stored)."""
-        cause = {"source": "actor", "type": type(exc).__name__,
-                 "message": message or f"the actor died {self.config.max_attempts_per_episode} times running this episode"}
+        cause = {
+            "source": "actor",
+            "type": type(exc).__name__,
+            "message": message or f"the actor died {self.config.max_attempts_per_episode} times running this episode",
+        }
         info = {**error_info(self.config.env.get("backend", "tau2"), item, []), "termination": "error", "error": cause}
         row = episode_row_from_info(
-            info, run_id=run_id, trial=item.trial, seed=item.seed, agent=self.config.agent["name"],
-            agent_model=self.config.agent.get("model"), user_model=None,
-            user_strategy=self.config.env.get("user_strategy", "llm"), duration_s=0.0, reward=None,
-            terminated=True, truncated=False, num_steps=0, taugym_version=taugym.__version__, llm_usage={},
+            info,
+            run_id=run_id,
+            trial=item.trial,
+            seed=item.seed,
+            agent=self.config.agent["name"],
+            agent_model=self.config.agent.get("model"),
+            user_model=None,
+            user_strategy=self.config.env.get("user_strategy", "llm"),
+            duration_s=0.0,
+            reward=None,
+            terminated=True,
+            truncated=False,
+            num_steps=0,
+            taugym_version=taugym.__version__,
+            llm_usage={},
             episode_id=episode_id(run_id, item, retry=self.retry_errors),
         )
         return {"episode": row, "steps": []}

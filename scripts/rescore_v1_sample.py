@@ -22,7 +22,7 @@ args = parser.parse_args()
 sys.path.insert(0, str(Path(args.tau_bench_source).resolve()))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rollout.interop.rescoring import format_agreement, rescore_files
+from rollout.interop.rescoring import format_agreement, rescore_files  # noqa: E402  (after the path is set)
 
 reads, report = rescore_files([args.sample], backend="tau_bench")
 for read in reads:
@@ -31,7 +31,9 @@ for read in reads:
 print(format_agreement(report))
 for entry in report:
     if not entry.agree:
-        print(f"{entry.task_id} trial {entry.trial}: recorded {entry.recorded_reward}, now {entry.reward}: {entry.reason}")
+        print(
+            f"{entry.task_id} trial {entry.trial}: recorded {entry.recorded_reward}, now {entry.reward}: {entry.reason}"
+        )
 if args.report:
     Path(args.report).write_text(json.dumps([e.as_dict() for e in report], indent=1), encoding="utf-8")
 agreed = sum(e.agree for e in report)

@@ -45,15 +45,26 @@ def check(ok: bool, what: str) -> None:
 
 
 def rollout(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "rollout", "--no-progress", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    done = subprocess.run(
+        [sys.executable, "-m", "rollout", "--no-progress", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     outputs.append(done.stderr + done.stdout)
     return done
 
 
 def killed_run(args: list[str], delay_s: float) -> None:
-    driver = subprocess.Popen([sys.executable, "-m", "rollout", "--no-progress", *args], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "rollout", "--no-progress", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     time.sleep(delay_s)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
@@ -62,12 +73,17 @@ def killed_run(args: list[str], delay_s: float) -> None:
 def check_folder(out: Path, expected: int, label: str) -> None:
     episodes = ds.dataset(out / "episodes", format="parquet", partitioning="hive").to_table()
     keys = list(zip(*(episodes[c].to_pylist() for c in ("domain", "task_id", "trial"))))
-    check(len(keys) == len(set(keys)) == expected, f"{label}: {len(keys)} episode rows, {len(set(keys))} keys, {expected} wanted")
+    check(
+        len(keys) == len(set(keys)) == expected,
+        f"{label}: {len(keys)} episode rows, {len(set(keys))} keys, {expected} wanted",
+    )
     steps = ds.dataset(out / "steps", format="parquet", partitioning="hive").to_table()
     step_keys = list(zip(steps["episode_id"].to_pylist(), steps["step_index"].to_pylist()))
-    check(len(step_keys) == len(set(step_keys)) == sum(episodes["num_steps"].to_pylist())
-          and set(steps["episode_id"].to_pylist()) <= set(episodes["episode_id"].to_pylist()),
-          f"{label}: {len(step_keys)} raw step rows, each of a published episode, none twice")
+    check(
+        len(step_keys) == len(set(step_keys)) == sum(episodes["num_steps"].to_pylist())
+        and set(steps["episode_id"].to_pylist()) <= set(episodes["episode_id"].to_pylist()),
+        f"{label}: {len(step_keys)} raw step rows, each of a published episode, none twice",
+    )
     hidden = [p for p in out.rglob(".*")]
     check(not hidden, f"{label}: {len(hidden)} hidden files")
 
@@ -82,23 +98,35 @@ def default_runs(work: Path, runs: int, rng: random.Random) -> None:
         killed_run(args, rng.uniform(20, 50))
         kills += 1
         if n == 0:  # a second run while the first is alive
-            driver = subprocess.Popen([sys.executable, "-m", "rollout", "--no-progress", *args, "--resume"], cwd=REPO,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            driver = subprocess.Popen(
+                [sys.executable, "-m", "rollout", "--no-progress", *args, "--resume"],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             time.sleep(20)
             second = rollout(*args, "--resume", timeout=120)
-            check(second.returncode == 2 and "another run is writing" in second.stderr,
-                  f"a concurrent run is refused: {second.stderr.strip()[:160]}")
+            check(
+                second.returncode == 2 and "another run is writing" in second.stderr,
+                f"a concurrent run is refused: {second.stderr.strip()[:160]}",
+            )
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait()
             kills += 1
         before = len(completed_keys(out))
         changed = rollout(*args, "--resume", "env.max_steps=12", timeout=120)
-        check(changed.returncode == 2 and "env.max_steps was 30, now 12" in changed.stderr,
-              f"a changed resume is refused: {changed.stderr.strip()[:160]}")
+        check(
+            changed.returncode == 2 and "env.max_steps was 30, now 12" in changed.stderr,
+            f"a changed resume is refused: {changed.stderr.strip()[:160]}",
+        )
         started = time.monotonic()
         done = rollout(*args, "--resume")
-        check(done.returncode == 0, f"default-{n}: killed {kills}x with {before}/164 published, "
-                                    f"resumed in {time.monotonic() - started:.0f}s, rc={done.returncode}")
+        check(
+            done.returncode == 0,
+            f"default-{n}: killed {kills}x with {before}/164 published, "
+            f"resumed in {time.monotonic() - started:.0f}s, rc={done.returncode}",
+        )
         check_folder(out, 164, f"default-{n}")
 
 
@@ -121,26 +149,58 @@ def llm_run(work: Path) -> None:
     with FakeLLMServer(handler=hostile) as server:
         out = work / "llm"
         config = work / "llm.yaml"
-        config.write_text(json.dumps({
-            "domains": ["retail"], "tasks": [f"retail-{i:03d}" for i in range(20)], "trials": 1, "actors": 2,
-            "cpus_per_actor": 0.5, "episodes_per_actor": 4,
-            "agent": {"name": "llm", "model": "fake-agent", "provider": "openai", "base_url": server.base_url,
-                      "timeout_s": 5, "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "max_attempts": 2},
-            "env": {"user_strategy": "llm", "user_model": "fake-user", "user_provider": "openai",
-                    "user_base_url": server.base_url, "llm_timeout_s": 5, "llm_backoff_initial_s": 0.05,
-                    "llm_backoff_max_s": 0.2, "llm_max_attempts": 2}}))
+        config.write_text(
+            json.dumps(
+                {
+                    "domains": ["retail"],
+                    "tasks": [f"retail-{i:03d}" for i in range(20)],
+                    "trials": 1,
+                    "actors": 2,
+                    "cpus_per_actor": 0.5,
+                    "episodes_per_actor": 4,
+                    "agent": {
+                        "name": "llm",
+                        "model": "fake-agent",
+                        "provider": "openai",
+                        "base_url": server.base_url,
+                        "timeout_s": 5,
+                        "backoff_initial_s": 0.05,
+                        "backoff_max_s": 0.2,
+                        "max_attempts": 2,
+                    },
+                    "env": {
+                        "user_strategy": "llm",
+                        "user_model": "fake-user",
+                        "user_provider": "openai",
+                        "user_base_url": server.base_url,
+                        "llm_timeout_s": 5,
+                        "llm_backoff_initial_s": 0.05,
+                        "llm_backoff_max_s": 0.2,
+                        "llm_max_attempts": 2,
+                    },
+                }
+            )
+        )
         env = {"OPENAI_API_KEY": "sk-soak-fake-key-000000000000"}
         first = rollout("--config", str(config), "--out", str(out), env=env)
         summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
-        check(first.returncode == 0, f"LLM run (surrogates, 5,000-digit numbers, 30% faults): rc={first.returncode}, "
-                                     f"{summary.get('episodes')} episodes, {summary.get('errors')} errors")
+        check(
+            first.returncode == 0,
+            f"LLM run (surrogates, 5,000-digit numbers, 30% faults): rc={first.returncode}, "
+            f"{summary.get('episodes')} episodes, {summary.get('errors')} errors",
+        )
         retried = rollout("--config", str(config), "--out", str(out), "--resume", "--retry-errors", env=env)
         summary = json.loads((out / "summary.json").read_text())
-        check(retried.returncode == 0, f"--retry-errors: rc={retried.returncode}, re-ran {summary.get('episodes_this_run')}, "
-                                       f"{summary.get('errors')} errors left")
+        check(
+            retried.returncode == 0,
+            f"--retry-errors: rc={retried.returncode}, re-ran {summary.get('episodes_this_run')}, "
+            f"{summary.get('errors')} errors left",
+        )
         check_folder(out, 20, "llm")
-        check("sk-soak" not in "".join(p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file()),
-              "llm: no key in the folder")
+        check(
+            "sk-soak" not in "".join(p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file()),
+            "llm: no key in the folder",
+        )
 
 
 def main() -> int:

@@ -24,9 +24,9 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
-from taugym.text import valid_unicode_deep
+from taugym.llm.text import valid_unicode_deep
 
 PREFIXES = ("[search]", "[action]", "[answer]", "[finish]")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -79,7 +79,7 @@ class InvalidAction:
     error: str
 
 
-ParsedAction = Union[SearchAction, MessageAction, ToolCallAction, FinishAction, InvalidAction]
+ParsedAction = SearchAction | MessageAction | ToolCallAction | FinishAction | InvalidAction
 
 
 def _decode_arguments(raw: Any, name: str) -> dict | InvalidAction:
@@ -95,8 +95,7 @@ def _decode_arguments(raw: Any, name: str) -> dict | InvalidAction:
             )
     if not isinstance(raw, dict):
         return InvalidAction(
-            f"the arguments of {name} must be a JSON object of argument names to values, "
-            f"got {type(raw).__name__}"
+            f"the arguments of {name} must be a JSON object of argument names to values, got {type(raw).__name__}"
         )
     try:
         json.dumps(raw)  # what reaches the tools and the dataset must be plain JSON data
@@ -171,18 +170,14 @@ def parse_tool_call_dict(payload: dict) -> ToolCallAction | InvalidAction:
         return _tool_call(function.get("name"), function.get("arguments"), payload.get("id"))
     if "name" in payload:
         return _tool_call(payload.get("name"), payload.get("arguments"), payload.get("id"))
-    return InvalidAction(
-        'a tool call dict needs {"type": "function", "function": {"name": ..., "arguments": ...}}'
-    )
+    return InvalidAction('a tool call dict needs {"type": "function", "function": {"name": ..., "arguments": ...}}')
 
 
 def _parse_dict(action: dict) -> ParsedAction:
     if "tool_calls" in action or "role" in action:
         calls = action.get("tool_calls") or []
         if len(calls) > 1:
-            return InvalidAction(
-                f"one tool call per step, got {len(calls)}; send them one at a time"
-            )
+            return InvalidAction(f"one tool call per step, got {len(calls)}; send them one at a time")
         if calls:
             if not isinstance(calls[0], dict):
                 return InvalidAction("each entry of tool_calls must be an OpenAI tool call dict")
@@ -198,7 +193,7 @@ def parse_action(action: Any) -> ParsedAction:
     """Parse one action (a string, or an OpenAI tool call / assistant message dict).
 
     Never raises; unreadable input becomes :class:`InvalidAction`. Unpaired
-    surrogates in the text are replaced by U+FFFD (see :mod:`taugym.text`).
+    surrogates in the text are replaced by U+FFFD (see :mod:`taugym.llm.text`).
     """
     action = valid_unicode_deep(action)
     if isinstance(action, dict):
@@ -207,9 +202,7 @@ def parse_action(action: Any) -> ParsedAction:
         except Exception as exc:  # a malformed dict of any shape must not escape step()
             return InvalidAction(f"could not read the action dict ({_short(exc)})")
     if not isinstance(action, str):
-        return InvalidAction(
-            f"an action must be a string such as '[action] Hello', got {type(action).__name__}"
-        )
+        return InvalidAction(f"an action must be a string such as '[action] Hello', got {type(action).__name__}")
     text = action.strip()
     lowered = text[:8].lower()
     body = text[8:]

@@ -7,13 +7,13 @@ which raises a ``ValueError`` naming the valid choices.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import yaml
+
+from taugym.llm.settings import LLMSettings, check_sampling_args, is_finite_number, is_positive_int, options_dataclass
 
 BACKENDS = ("tau2", "tau_bench")
 DATA_MODES = ("single", "sequential")
@@ -73,7 +73,10 @@ class TauGymConfig:
         max_action_chars: longer actions are refused with feedback.
         max_feedback_chars: longer tool results are cut, with a note saying so.
 
-    LLM calls (the LLM user and agent; one client, see ``taugym.llm``):
+    LLM calls (the LLM user's; in a rollout the LLM agent's too, unless its
+    options say otherwise): ``user_model``, ``user_provider``, ``user_base_url``
+    and the ``llm_*`` options are the fields of one
+    :class:`taugym.llm.LLMSettings` (:attr:`user_llm`), documented there:
         llm_timeout_s, llm_deadline_s, llm_max_attempts: per-call timeout,
             total deadline across retries, attempts before giving up.
         llm_backoff_initial_s, llm_backoff_max_s: exponential backoff (with
@@ -83,37 +86,42 @@ class TauGymConfig:
     """
 
     # Task selection
-    task_split: Optional[str] = None
+    task_split: str | None = None
     task_category: str = "retail"
-    data_source: Optional[str] = None
+    data_source: str | None = None
     data_mode: str = "single"
     backend: str = "tau2"
     # Simulated user
     user_strategy: str = "llm"
     user_model: str = "gpt-4o"
     user_provider: str = "openai"
-    user_base_url: Optional[str] = None
-    user_llm_args: Optional[dict] = None
+    user_base_url: str | None = None
+    user_llm_args: dict | None = None
     # Episode
     max_steps: int = 30
-    max_errors: Optional[int] = None
+    max_errors: int | None = None
     verbose: bool = False
-    seed: Optional[int] = 42
+    seed: int | None = 42
     normalize_rewards: bool = False
     step_penalty: float = 0.0
     max_action_chars: int = 32_768
     max_feedback_chars: int = 32_768
-    # LLM calls
-    llm_timeout_s: float = 60.0
-    llm_deadline_s: float = 600.0
-    llm_max_attempts: int = 6
-    llm_backoff_initial_s: float = 1.0
-    llm_backoff_max_s: float = 30.0
-    llm_requests_per_minute: Optional[float] = None
-    llm_tokens_per_minute: Optional[float] = None
-    llm_max_concurrency: Optional[int] = None
+    # LLM calls: LLMSettings' fields under the names users know, with its defaults
+    llm_timeout_s: float = LLMSettings.timeout_s
+    llm_deadline_s: float = LLMSettings.deadline_s
+    llm_max_attempts: int = LLMSettings.max_attempts
+    llm_backoff_initial_s: float = LLMSettings.backoff_initial_s
+    llm_backoff_max_s: float = LLMSettings.backoff_max_s
+    llm_requests_per_minute: float | None = LLMSettings.requests_per_minute
+    llm_tokens_per_minute: float | None = LLMSettings.tokens_per_minute
+    llm_max_concurrency: int | None = LLMSettings.max_concurrency
 
-    def validate(self) -> "TauGymConfig":
+    @property
+    def user_llm(self) -> LLMSettings:
+        """The LLM user's :class:`LLMSettings`, from ``user_model``, ``user_provider``, ``user_base_url`` and ``llm_*``."""
+        return LLMSettings(**{field: getattr(self, _option_name(field)) for field in LLMSettings.__dataclass_fields__})
+
+    def validate(self) -> TauGymConfig:
         """Check every value; raise ``ValueError`` naming the valid choices.
 
         Backend-specific values (domain, split, task id) are checked against
@@ -124,31 +132,14 @@ class TauGymConfig:
         if self.data_mode not in DATA_MODES:
             raise ValueError(f"data_mode must be one of {list(DATA_MODES)}, got {self.data_mode!r}")
         if self.user_strategy not in USER_STRATEGIES:
-            raise ValueError(
-                f"user_strategy must be one of {list(USER_STRATEGIES)}, got {self.user_strategy!r}"
-            )
-        for name in ("max_steps", "max_action_chars", "max_feedback_chars", "llm_max_attempts"):
+            raise ValueError(f"user_strategy must be one of {list(USER_STRATEGIES)}, got {self.user_strategy!r}")
+        for name in ("max_steps", "max_action_chars", "max_feedback_chars"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not is_positive_int(value):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("verbose", "normalize_rewards"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("llm_backoff_initial_s", "llm_backoff_max_s"):
-            value = getattr(self, name)
-            if not is_finite_number(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-        for name in ("llm_timeout_s", "llm_deadline_s"):
-            value = getattr(self, name)
-            if not is_finite_number(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
-        for name in ("llm_requests_per_minute", "llm_tokens_per_minute"):
-            value = getattr(self, name)
-            if value is not None and (not is_finite_number(value) or value <= 0):
-                raise ValueError(f"{name} must be a positive, finite number or null (no limit), got {value!r}")
-        value = self.llm_max_concurrency
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-            raise ValueError(f"llm_max_concurrency must be a positive integer or null (no limit), got {value!r}")
         if not is_finite_number(self.step_penalty) or self.step_penalty < 0:
             raise ValueError(f"step_penalty must be a finite number >= 0, got {self.step_penalty!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
@@ -157,24 +148,28 @@ class TauGymConfig:
             raise ValueError(
                 f"data_source must be a task id string such as 'retail-019' or null, got {self.data_source!r}"
             )
-        check_llm_target(self.user_model, self.user_provider, self.user_base_url, prefix="user_")
+        self.user_llm.validate(_option_name)
         if self.user_llm_args is not None:  # null: the backend's default
             check_sampling_args("user_llm_args", self.user_llm_args)
         if self.task_split is not None and not isinstance(self.task_split, str):
-            raise ValueError(f"task_split must be a split name such as 'test' or null (the backend's default), got {self.task_split!r}")
+            raise ValueError(
+                f"task_split must be a split name such as 'test' or null (the backend's default), got {self.task_split!r}"
+            )
         if self.max_errors is not None and (
             not isinstance(self.max_errors, int) or isinstance(self.max_errors, bool) or self.max_errors < 0
         ):
-            raise ValueError(f"max_errors must be an integer >= 0 (0: no limit) or null (the backend's default), got {self.max_errors!r}")
+            raise ValueError(
+                f"max_errors must be an integer >= 0 (0: no limit) or null (the backend's default), got {self.max_errors!r}"
+            )
         return self
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TauGymConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TauGymConfig:
         """Build a config from a mapping; unknown keys raise ``ValueError``."""
         return options_dataclass(cls, values, "config").validate()
 
     @classmethod
-    def from_yaml(cls, path: Union[str, Path]) -> "TauGymConfig":
+    def from_yaml(cls, path: str | Path) -> TauGymConfig:
         """Load a config from a YAML file (a mapping of option names to values)."""
         return cls.from_dict(load_yaml_mapping(path, "config", "configs/env/"))
 
@@ -182,30 +177,19 @@ class TauGymConfig:
         """The config as a plain dict (what ``from_dict`` takes back)."""
         return asdict(self)
 
-    def to_yaml(self, path: Union[str, Path]) -> None:
+    def to_yaml(self, path: str | Path) -> None:
         """Write the config to a YAML file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(self.to_dict(), f, sort_keys=False)
 
-    def replace(self, **changes: Any) -> "TauGymConfig":
+    def replace(self, **changes: Any) -> TauGymConfig:
         """A validated copy with some options changed."""
         return TauGymConfig.from_dict({**self.to_dict(), **changes})
 
 
-def options_dataclass(cls: type, values: Any, what: str) -> Any:
-    """``cls(**values)``, refusing what is not a mapping or names an option ``cls`` lacks."""
-    if not isinstance(values, dict):
-        raise ValueError(f"a {what} must be a mapping of option names to values, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown {what} option(s) {unknown}; valid options are {sorted(known)}")
-    return cls(**values)
-
-
-def load_yaml_mapping(path: Union[str, Path], what: str, shipped: str) -> Any:
+def load_yaml_mapping(path: str | Path, what: str, shipped: str) -> Any:
     """The contents of a YAML file (None when empty becomes {})."""
     path = Path(path)
     if not path.exists():
@@ -229,41 +213,9 @@ def yaml_problem(exc: Exception) -> str:
     return f"{problem}{where}"
 
 
-def is_finite_number(value: Any) -> bool:
-    """An int or float (not a bool), neither NaN nor infinite."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return isinstance(value, int) or math.isfinite(value)  # math.isfinite overflows on huge ints
-
-
-def check_llm_target(model: Any, provider: Any, base_url: Any, prefix: str = "") -> None:
-    """Refuse a model, provider or base URL that litellm would fail on only at the first call."""
-    if not isinstance(model, str) or not model.strip():
-        raise ValueError(f"{prefix}model must be a model name such as 'gpt-4o', got {model!r}")
-    if provider is not None and (not isinstance(provider, str) or not provider.strip()):
-        raise ValueError(
-            f"{prefix}provider must be a litellm provider name such as 'openai', or null to let litellm infer it, "
-            f"got {provider!r}"
-        )
-    if base_url is not None and (not isinstance(base_url, str) or not base_url.strip()):
-        raise ValueError(
-            f"{prefix}base_url must be a URL such as 'http://127.0.0.1:8000/v1', or null for the provider's own, "
-            f"got {base_url!r}"
-        )
-
-
-def check_sampling_args(name: str, args: Any) -> None:
-    """Refuse sampling arguments that are not a mapping of names, or that set what the LLM client manages."""
-    from taugym.llm.client import RESERVED_PARAMS
-
-    if not isinstance(args, dict) or not all(isinstance(key, str) for key in args):
-        raise ValueError(f"{name} must be a mapping of sampling argument names to values, got {args!r}")
-    reserved = sorted(RESERVED_PARAMS.intersection(args))
-    if reserved:
-        raise ValueError(
-            f"{name} may not set {reserved}: TauGym sets them itself; use the model, provider, base URL and "
-            "timeout options instead"
-        )
+def _option_name(field: str) -> str:
+    """The config option of an :class:`LLMSettings` field: ``user_model``, ``llm_timeout_s``..."""
+    return f"user_{field}" if field in ("model", "provider", "base_url") else f"llm_{field}"
 
 
 def get_default_config() -> TauGymConfig:

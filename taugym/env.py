@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import string
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any, Generator, Optional, Union
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -142,8 +143,8 @@ class TauEnv(gym.Env):
 
     def __init__(
         self,
-        config: Union[TauGymConfig, dict, str, Path, None] = None,
-        render_mode: Optional[str] = None,
+        config: TauGymConfig | dict | str | Path | None = None,
+        render_mode: str | None = None,
         **overrides: Any,
     ):
         super().__init__()
@@ -152,10 +153,7 @@ class TauEnv(gym.Env):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
         self.backend = get_backend(self.config.backend)
-        if self.config.backend == "tau2":
-            from taugym.backends.tau2_backend import set_backend_logging
-
-            set_backend_logging(self.config.verbose)
+        self.backend.set_verbose(self.config.verbose)
         self.domain: Domain = self.backend.load_domain(self.config.task_category)
         self.task_split = self.config.task_split or self.domain.default_split
         if self.task_split not in self.domain.splits:
@@ -181,8 +179,8 @@ class TauEnv(gym.Env):
         )
         self._sequential_position = 0
         self._first_reset = True
-        self.task: Optional[TaskSpec] = None
-        self.session: Optional[Session] = None
+        self.task: TaskSpec | None = None
+        self.session: Session | None = None
         self.messages: list[dict] = []
         self.step_count = 0
         self.episode_complete = False
@@ -193,7 +191,7 @@ class TauEnv(gym.Env):
         self._end_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ reset
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode; see ``## Starting State``. Returns ``(observation, info)``."""
         if seed is None and self._first_reset:
             seed = self.config.seed
@@ -202,7 +200,7 @@ class TauEnv(gym.Env):
         driver = self._reset_steps(options or {})
         return _drive_sync(driver, self.user)
 
-    async def reset_async(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+    async def reset_async(self, *, seed: int | None = None, options: dict | None = None):
         """``reset`` as a coroutine: the user's first message is awaited, not blocked on."""
         if seed is None and self._first_reset:
             seed = self.config.seed
@@ -212,7 +210,9 @@ class TauEnv(gym.Env):
 
     def _reset_steps(self, options: dict) -> Generator[_UserRequest, str, tuple]:
         if not isinstance(options, dict):
-            raise ValueError(f"options must be a dict such as {{'task_id': 'retail-019'}}, got {type(options).__name__}")
+            raise ValueError(
+                f"options must be a dict such as {{'task_id': 'retail-019'}}, got {type(options).__name__}"
+            )
         unknown = sorted(set(options) - {"task_id"})
         if unknown:
             raise ValueError(f"unknown reset option(s) {unknown}; the only option is 'task_id'")
@@ -236,7 +236,9 @@ class TauEnv(gym.Env):
         self.episode_id = self.np_random.bytes(8).hex()  # reproducible for a seed, like the rest
         history = self.session.agent_history()
         self.messages = [{"role": "system", "content": self.instruction}, *history]
-        device = UserDevice(self.domain.user_tool_schemas, self._call_user_tool) if self.domain.user_tool_schemas else None
+        device = (
+            UserDevice(self.domain.user_tool_schemas, self._call_user_tool) if self.domain.user_tool_schemas else None
+        )
         last = history[-1] if history else None
         user_history = self.session.user_history()
         if last is not None and last["role"] == "assistant":
@@ -262,10 +264,11 @@ class TauEnv(gym.Env):
             ) from exc
         self._record_user(first)
         self._last_feedback = f"User: {first}"
-        _log.info("reset %s: user: %s", self.task.task_id, first)
+        if self.config.verbose:
+            _log.info("reset %s: user: %s", self.task.task_id, first)
         return self._observation(), self._info()
 
-    def _choose_task(self, task_id: Optional[str]) -> int:
+    def _choose_task(self, task_id: str | None) -> int:
         if task_id is not None:
             return self._task_index(task_id)
         if self.config.data_source is not None:
@@ -313,8 +316,8 @@ class TauEnv(gym.Env):
 
     def _step_steps(self, action: Any) -> Generator[_UserRequest, str, tuple]:
         self.step_count += 1
-        stop: Optional[str] = None  # who ended the episode
-        error: Optional[dict] = None
+        stop: str | None = None  # who ended the episode
+        error: dict | None = None
         if isinstance(action, str) and len(action) > self.config.max_action_chars:
             parsed: Any = InvalidAction(
                 f"the action is {len(action)} characters long; the limit is {self.config.max_action_chars}"
@@ -334,7 +337,9 @@ class TauEnv(gym.Env):
             assert isinstance(parsed, MessageAction)
             message = strip_reasoning(parsed.content)
             if not message:
-                feedback = "Error: the [action] message held only <think> reasoning; write the message to the user after it"
+                feedback = (
+                    "Error: the [action] message held only <think> reasoning; write the message to the user after it"
+                )
             else:
                 self.session.record_agent_message(message)
                 self.messages.append({"role": "assistant", "content": message})
@@ -351,15 +356,18 @@ class TauEnv(gym.Env):
                 else:
                     feedback = f"Error: the user simulator failed: {error['message']}"
         self._last_feedback = feedback
-        _log.info("step %d %s | %s", self.step_count, _preview(action), feedback[:200])
+        if self.config.verbose:
+            _log.info("step %d %s | %s", self.step_count, _preview(action), feedback[:200])
         return self._finish_step(stop, error)
 
-    def _finish_step(self, stop: Optional[str], error: Optional[dict]) -> tuple:
+    def _finish_step(self, stop: str | None, error: dict | None) -> tuple:
         reward = 0.0 - float(self.config.step_penalty)  # not -0.0 when there is no penalty
-        too_many_errors = stop is None and error is None and bool(self.max_errors) and self.tool_errors >= self.max_errors
+        too_many_errors = (
+            stop is None and error is None and bool(self.max_errors) and self.tool_errors >= self.max_errors
+        )
         terminated = stop is not None or error is not None or too_many_errors
         truncated = not terminated and self.step_count >= self.config.max_steps
-        evaluation: Optional[Evaluation] = None
+        evaluation: Evaluation | None = None
         if stop is not None or truncated or too_many_errors:
             evaluation = self.session.evaluate(stop if stop is not None else None)  # type: ignore[arg-type]
             reward += evaluation.reward
@@ -394,7 +402,10 @@ class TauEnv(gym.Env):
             schema
             for schema in self.domain.tool_schemas
             if all(
-                w in (schema["function"]["name"].replace("_", " ") + " " + schema["function"].get("description", "")).lower()
+                w
+                in (
+                    schema["function"]["name"].replace("_", " ") + " " + schema["function"].get("description", "")
+                ).lower()
                 for w in words
             )
         ]
@@ -431,7 +442,7 @@ class TauEnv(gym.Env):
             content = content[:limit] + f"\n[... cut: the result has {len(result.content)} characters, {limit} shown]"
         return f"Tool {call.name}: {content}"
 
-    def _call_user_tool(self, name: str, arguments: Any, call_id: Optional[str]) -> str:
+    def _call_user_tool(self, name: str, arguments: Any, call_id: str | None) -> str:
         """Run one of the user's own tools for the user simulator; the result is the user's only."""
         problem = (
             f"the arguments of {name} must be a JSON object, got {type(arguments).__name__}"
@@ -478,7 +489,7 @@ class TauEnv(gym.Env):
         info.update(self._end_info)
         return info
 
-    def render(self) -> Optional[str]:
+    def render(self) -> str | None:
         """The conversation so far as text (``ansi``), or printed (``human``)."""
         if self.render_mode is None:
             gym.logger.warn("render() was called with render_mode=None; pass render_mode='ansi' or 'human'")
@@ -572,7 +583,7 @@ def _format_tools(schemas: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _as_config(config: Union[TauGymConfig, dict, str, Path, None], overrides: dict) -> TauGymConfig:
+def _as_config(config: TauGymConfig | dict | str | Path | None, overrides: dict) -> TauGymConfig:
     if config is None:
         base = get_default_config()
     elif isinstance(config, TauGymConfig):

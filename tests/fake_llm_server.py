@@ -143,21 +143,13 @@ class Reply:
         )
 
     @classmethod
-    def rate_limit(
-        cls, retry_after_s: float | None = None, message: str = "Rate limit reached"
-    ) -> Reply:
+    def rate_limit(cls, retry_after_s: float | None = None, message: str = "Rate limit reached") -> Reply:
         """HTTP 429, with a ``Retry-After`` header (seconds) when given."""
-        headers = (
-            {}
-            if retry_after_s is None
-            else {"Retry-After": _fmt_seconds(retry_after_s)}
-        )
+        headers = {} if retry_after_s is None else {"Retry-After": _fmt_seconds(retry_after_s)}
         return cls.error(429, message, headers=headers)
 
     @classmethod
-    def server_error(
-        cls, status: int = 500, message: str = "Internal server error"
-    ) -> Reply:
+    def server_error(cls, status: int = 500, message: str = "Internal server error") -> Reply:
         """An HTTP 5xx error."""
         return cls.error(status, message)
 
@@ -253,9 +245,7 @@ class FakeLLMServer:
     ``base_url`` is ``http://127.0.0.1:PORT/v1``.
     """
 
-    def __init__(
-        self, handler: Handler | None = None, *, hang_max_s: float = 120.0
-    ) -> None:
+    def __init__(self, handler: Handler | None = None, *, hang_max_s: float = 120.0) -> None:
         self._handler = handler
         self._queue: collections.deque[Reply] = collections.deque()
         self._requests: list[RecordedRequest] = []
@@ -350,9 +340,7 @@ class FakeLLMServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/chat/completions", self._handle)
-        self._runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
-        )
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.SockSite(self._runner, sock)
         await site.start()
@@ -418,9 +406,7 @@ class FakeLLMServer:
             with self._lock:
                 self.in_flight -= 1
 
-    async def _respond(
-        self, reply: Reply, request: RecordedRequest
-    ) -> web.StreamResponse:
+    async def _respond(self, reply: Reply, request: RecordedRequest) -> web.StreamResponse:
         if reply.kind == "hang":
             assert self._stopping is not None
             try:
@@ -437,17 +423,11 @@ class FakeLLMServer:
                     "code": str(reply.status),
                 }
             }
-            return web.json_response(
-                payload, status=reply.status, headers=reply.headers
-            )
+            return web.json_response(payload, status=reply.status, headers=reply.headers)
         if reply.kind == "invalid_json":
-            return web.Response(
-                status=200, text="{not json at all", content_type="application/json"
-            )
+            return web.Response(status=200, text="{not json at all", content_type="application/json")
         if reply.kind == "missing_fields":
-            return web.json_response(
-                {"id": "chatcmpl-broken", "object": "chat.completion"}
-            )
+            return web.json_response({"id": "chatcmpl-broken", "object": "chat.completion"})
         if reply.kind != "ok":
             raise ValueError(f"unknown reply kind {reply.kind!r}")
 
@@ -455,15 +435,9 @@ class FakeLLMServer:
         if reply.tool_calls:
             message["tool_calls"] = reply.tool_calls
         finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
-        prompt_tokens = (
-            reply.prompt_tokens
-            if reply.prompt_tokens is not None
-            else _estimate_tokens(request.body)
-        )
+        prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else _estimate_tokens(request.body)
         completion_tokens = (
-            reply.completion_tokens
-            if reply.completion_tokens is not None
-            else max(1, len(json.dumps(message)) // 4)
+            reply.completion_tokens if reply.completion_tokens is not None else max(1, len(json.dumps(message)) // 4)
         )
         payload = {
             "id": f"chatcmpl-fake-{request.index}",

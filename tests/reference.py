@@ -29,7 +29,12 @@ POLICIES = {
 }
 
 
-_TAU2_TERMINATION = {"agent": "agent_stop", "user": "user_stop", "max_steps": "max_steps", "max_errors": "too_many_errors"}
+_TAU2_TERMINATION = {
+    "agent": "agent_stop",
+    "user": "user_stop",
+    "max_steps": "max_steps",
+    "max_errors": "too_many_errors",
+}
 
 
 def tau2_reward(env, termination: str = "agent") -> float:
@@ -44,8 +49,13 @@ def tau2_evaluation(env, termination: str = "agent"):
 
     session = env.session
     run = SimulationRun(
-        id="check", task_id=session.task.id, start_time="", end_time="", duration=0.0,
-        termination_reason=TerminationReason(_TAU2_TERMINATION[termination]), messages=session.messages,
+        id="check",
+        task_id=session.task.id,
+        start_time="",
+        end_time="",
+        duration=0.0,
+        termination_reason=TerminationReason(_TAU2_TERMINATION[termination]),
+        messages=session.messages,
     )
     return evaluate_simulation(run, session.task, EvaluationType.ALL, False, env.domain.name)
 
@@ -74,7 +84,12 @@ def tau2_gold_replay_reward(domain, task_id: str) -> float:
     if criteria is not None and criteria.communicate_info:
         messages.append(AssistantMessage(role="assistant", content=" ".join(criteria.communicate_info)))
     run = SimulationRun(
-        id="gold", task_id=task.id, start_time="", end_time="", duration=0.0,
-        termination_reason=TerminationReason.AGENT_STOP, messages=messages,
+        id="gold",
+        task_id=task.id,
+        start_time="",
+        end_time="",
+        duration=0.0,
+        termination_reason=TerminationReason.AGENT_STOP,
+        messages=messages,
     )
     return evaluate_simulation(run, task, EvaluationType.ALL, False, domain.name).reward

@@ -17,8 +17,10 @@ def env():
     [
         '[answer] get_order_details {"order_id": ' + "9" * 5000 + "}",
         '[answer] {"name": "get_order_details", "arguments": {"order_id": ' + "9" * 5000 + "}}",
-        {"type": "function", "function": {"name": "send_certificate",
-                                          "arguments": {"user_id": "mia_li_3668", "amount": 10**5000}}},
+        {
+            "type": "function",
+            "function": {"name": "send_certificate", "arguments": {"user_id": "mia_li_3668", "amount": 10**5000}},
+        },
     ],
     ids=["simple-form", "json-form", "tool-call-dict"],
 )
@@ -70,8 +72,15 @@ def test_config_values_that_would_fail_later_are_refused_when_the_env_is_built(o
 
 
 def test_valid_edge_values_of_the_config_are_accepted():
-    env = TauEnv(user_strategy="scripted", seed=0, step_penalty=0, llm_max_concurrency=4, user_provider=None,
-                 user_llm_args={"temperature": 0.5, "max_tokens": 256}, data_source="retail-005")
+    env = TauEnv(
+        user_strategy="scripted",
+        seed=0,
+        step_penalty=0,
+        llm_max_concurrency=4,
+        user_provider=None,
+        user_llm_args={"temperature": 0.5, "max_tokens": 256},
+        data_source="retail-005",
+    )
     assert env.reset()[1]["task_id"] == "retail-005"
 
 
@@ -100,7 +109,10 @@ def rollout(**changes):
         ({"out": ""}, "out must be a folder path"),
         ({"env": {"user_strategy": "scripted", "task_split": "holdout"}}, "valid choices"),
         ({"agent": {"name": "llm", "timeout_s": -1}}, r"agent option timeout_s must be a positive, finite number"),
-        ({"agent": {"name": "llm", "max_concurrency": 1.5}}, r"agent option max_concurrency must be a positive integer"),
+        (
+            {"agent": {"name": "llm", "max_concurrency": 1.5}},
+            r"agent option max_concurrency must be a positive integer",
+        ),
         ({"agent": {"name": "llm", "model": 5}}, r"agent option model must be a model name"),
         ({"agent": {"name": "random", "seed": "x"}}, r"agent option seed"),
     ],
@@ -161,8 +173,16 @@ def test_an_error_in_a_tasks_set_up_is_labelled_as_set_up_not_as_the_user(monkey
         raise KeyError("initialization action of the task failed")
 
     monkeypatch.setattr(env.domain, "new_session", broken_set_up)
-    result = asyncio.run(play_episode(env, OraclePolicy(), WorkItem("retail", "retail-000", 0, 1), run_id="r",
-                                      agent_name="oracle", agent_model=None))
+    result = asyncio.run(
+        play_episode(
+            env,
+            OraclePolicy(),
+            WorkItem("retail", "retail-000", 0, 1),
+            run_id="r",
+            agent_name="oracle",
+            agent_model=None,
+        )
+    )
     row = result["episode"]
     assert row["error"] and row["error_cause"].startswith("setup: "), row["error_cause"]
     assert "initialization action" in row["error_cause"]
@@ -171,8 +191,16 @@ def test_an_error_in_a_tasks_set_up_is_labelled_as_set_up_not_as_the_user(monkey
 def test_rewards_are_never_negative_zero(env):
     from rollout.episode import WorkItem, play_episode
 
-    result = asyncio.run(play_episode(env, OraclePolicy(), WorkItem("retail", "retail-000", 0, 1), run_id="r",
-                                      agent_name="oracle", agent_model=None))
+    result = asyncio.run(
+        play_episode(
+            env,
+            OraclePolicy(),
+            WorkItem("retail", "retail-000", 0, 1),
+            run_id="r",
+            agent_name="oracle",
+            agent_model=None,
+        )
+    )
     rewards = [row["reward"] for row in result["steps"]] + [result["episode"]["reward"]]
     assert all(math.copysign(1.0, reward) == 1.0 for reward in rewards), rewards
     env.reset(options={"task_id": "retail-000"})

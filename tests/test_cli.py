@@ -15,13 +15,24 @@ import pytest
 from rollout.dataset import completed_keys
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = {"domains": ["retail"], "tasks": ["retail-000"], "agent": {"name": "oracle"}, "env": {"user_strategy": "scripted"},
-         "actors": 1, "cpus_per_actor": 1}
+SMALL = {
+    "domains": ["retail"],
+    "tasks": ["retail-000"],
+    "agent": {"name": "oracle"},
+    "env": {"user_strategy": "scripted"},
+    "actors": 1,
+    "cpus_per_actor": 1,
+}
 
 
 def rollout(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rollout", "--no-progress", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "rollout", "--no-progress", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -105,8 +116,14 @@ def test_ctrl_c_says_what_was_published_and_how_to_resume(tmp_path):
     config = tmp_path / "job.yaml"
     config.write_text(json.dumps({**SMALL, "tasks": "all", "rows_per_file": 5}))
     out = tmp_path / "out"
-    driver = subprocess.Popen([sys.executable, "-m", "rollout", "--no-progress", "--config", str(config), "--out", str(out)],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "rollout", "--no-progress", "--config", str(config), "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(completed_keys(out)) < 5 and driver.poll() is None:
         time.sleep(0.2)

@@ -40,7 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # ------------------------------------------------------------------ helpers
 def make_episode(i: int, domain: str = "retail", trial: int = 0, steps: int = 2, run_id: str = "run1"):
     """A synthetic finished episode: (episode row, step rows)."""
-    call = {"id": f"call_{i}", "type": "function", "function": {"name": "get_order_details", "arguments": json.dumps({"order_id": f"#W{i}"})}}
+    call = {
+        "id": f"call_{i}",
+        "type": "function",
+        "function": {"name": "get_order_details", "arguments": json.dumps({"order_id": f"#W{i}"})},
+    }
     row = {
         "run_id": run_id,
         "episode_id": f"{run_id}:{domain}-{i:03d}:{trial}:x",
@@ -62,12 +66,32 @@ def make_episode(i: int, domain: str = "retail", trial: int = 0, steps: int = 2,
         "termination": "agent",
         "num_steps": steps,
         "messages": [
-            {"role": "system", "content": "You are a support agent.", "tool_calls": None, "tool_call_id": None, "name": None},
-            {"role": "user", "content": f"Where is order #W{i}? ünïcode ✓", "tool_calls": None, "tool_call_id": None, "name": None},
+            {
+                "role": "system",
+                "content": "You are a support agent.",
+                "tool_calls": None,
+                "tool_call_id": None,
+                "name": None,
+            },
+            {
+                "role": "user",
+                "content": f"Where is order #W{i}? ünïcode ✓",
+                "tool_calls": None,
+                "tool_call_id": None,
+                "name": None,
+            },
             {"role": "assistant", "content": None, "tool_calls": [call], "tool_call_id": None, "name": None},
-            {"role": "tool", "content": '{"status": "delivered"}', "tool_calls": None, "tool_call_id": f"call_{i}", "name": "get_order_details"},
+            {
+                "role": "tool",
+                "content": '{"status": "delivered"}',
+                "tool_calls": None,
+                "tool_call_id": f"call_{i}",
+                "name": "get_order_details",
+            },
         ],
-        "tools": json.dumps([{"type": "function", "function": {"name": "get_order_details", "parameters": {"type": "object"}}}]),
+        "tools": json.dumps(
+            [{"type": "function", "function": {"name": "get_order_details", "parameters": {"type": "object"}}}]
+        ),
         "llm_calls": 3,
         "llm_retries": 1,
         "prompt_tokens": 120,
@@ -80,8 +104,16 @@ def make_episode(i: int, domain: str = "retail", trial: int = 0, steps: int = 2,
         "source_position": None,
     }
     step_rows = [
-        step_row(row, step_index=k, observation=f"obs {k}", action=f"act {k}", reward=0.0 if k < steps - 1 else row["reward"],
-                 next_observation=f"obs {k + 1}", terminated=k == steps - 1, truncated=False)
+        step_row(
+            row,
+            step_index=k,
+            observation=f"obs {k}",
+            action=f"act {k}",
+            reward=0.0 if k < steps - 1 else row["reward"],
+            next_observation=f"obs {k + 1}",
+            terminated=k == steps - 1,
+            truncated=False,
+        )
         for k in range(steps)
     ]
     return row, step_rows
@@ -89,7 +121,11 @@ def make_episode(i: int, domain: str = "retail", trial: int = 0, steps: int = 2,
 
 def visible_files(out: Path) -> list[Path]:
     """The files a plain reader lists (it skips every name, file or folder, that starts with '.' or '_')."""
-    return [p for p in out.rglob("*") if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(out).parts)]
+    return [
+        p
+        for p in out.rglob("*")
+        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(out).parts)
+    ]
 
 
 def hidden_files(out: Path) -> list[Path]:
@@ -120,9 +156,21 @@ def oracle_episode():
         transitions.append((obs["feedback"], action, reward, next_obs["feedback"], terminated, truncated))
         obs, done = next_obs, terminated or truncated
     row = episode_row_from_info(
-        info, run_id="run1", trial=0, seed=7, agent="oracle", agent_model=None, user_model=None,
-        user_strategy="scripted", duration_s=time.monotonic() - started, reward=reward, terminated=terminated,
-        truncated=truncated, num_steps=len(transitions), taugym_version=__version__, llm_usage=info["llm_usage"],
+        info,
+        run_id="run1",
+        trial=0,
+        seed=7,
+        agent="oracle",
+        agent_model=None,
+        user_model=None,
+        user_strategy="scripted",
+        duration_s=time.monotonic() - started,
+        reward=reward,
+        terminated=terminated,
+        truncated=truncated,
+        num_steps=len(transitions),
+        taugym_version=__version__,
+        llm_usage=info["llm_usage"],
     )
     steps = [
         step_row(row, step_index=k, observation=o, action=a, reward=r, next_observation=n, terminated=te, truncated=tr)
@@ -179,7 +227,8 @@ def test_hugging_face_datasets_loads_messages_and_tools_for_chat_fine_tuning(tmp
     assert example["messages"][0]["content"] == info["messages"][0]["content"]
     assert json.loads(example["tools"]) == info["tools"]
     called = [m for m in example["messages"] if m["tool_calls"]]
-    assert called[0]["tool_calls"][0]["function"]["name"] == info["messages"][3]["tool_calls"][0]["function"]["name"]
+    first_call = next(m for m in info["messages"] if m.get("tool_calls"))
+    assert called[0]["tool_calls"][0]["function"]["name"] == first_call["tool_calls"][0]["function"]["name"]
 
 
 def test_ray_data_reads_episodes_and_steps(tmp_path, oracle_episode):
@@ -213,8 +262,13 @@ def test_ray_data_reads_episodes_and_steps(tmp_path, oracle_episode):
     rllib_names = {v for k, v in vars(Columns).items() if not k.startswith("_")}
     assert set(RLLIB_INPUT_READ_SCHEMA) <= rllib_names
     assert RLLIB_INPUT_READ_SCHEMA == {
-        Columns.EPS_ID: "episode_id", Columns.OBS: "observation", Columns.ACTIONS: "action", Columns.REWARDS: "reward",
-        Columns.NEXT_OBS: "next_observation", Columns.TERMINATEDS: "terminated", Columns.TRUNCATEDS: "truncated",
+        Columns.EPS_ID: "episode_id",
+        Columns.OBS: "observation",
+        Columns.ACTIONS: "action",
+        Columns.REWARDS: "reward",
+        Columns.NEXT_OBS: "next_observation",
+        Columns.TERMINATEDS: "terminated",
+        Columns.TRUNCATEDS: "truncated",
     }
     assert set(RLLIB_INPUT_READ_SCHEMA.values()) <= set(step_rows[0])
 
@@ -240,7 +294,10 @@ def test_partitioned_by_domain_with_one_domain_column(tmp_path):
 
     discovered = ds.dataset(tmp_path / "episodes", format="parquet", partitioning="hive").to_table()
     assert discovered.schema.names.count("domain") == 1
-    assert all(task.startswith(domain) for domain, task in zip(discovered["domain"].to_pylist(), discovered["task_id"].to_pylist()))
+    assert all(
+        task.startswith(domain)
+        for domain, task in zip(discovered["domain"].to_pylist(), discovered["task_id"].to_pylist())
+    )
     df = pd.read_parquet(tmp_path / "steps", filters=[("domain", "=", "airline")])
     assert list(df.columns).count("domain") == 1 and set(df["domain"]) == {"airline"} and len(df) == 4
 
@@ -336,7 +393,13 @@ os._exit(1)  # mid-file: episodes 6 and 7 are in an open file, one row group alr
 
 def crash(out: Path, mode: str) -> None:
     script = CRASH_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"))
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script), mode, str(out)], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), mode, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1, done.stderr
 
 
@@ -433,10 +496,15 @@ def test_completed_keys_lists_domain_task_and_trial(tmp_path):
         writer.write(*make_episode(0, domain="retail", trial=1))
         writer.write(*make_episode(3, domain="airline", trial=0))
         errored, _ = make_episode(4, domain="airline", steps=0)
-        errored.update(error=True, error_cause="user: RateLimitError: too many requests", reward=None, termination="error")
+        errored.update(
+            error=True, error_cause="user: RateLimitError: too many requests", reward=None, termination="error"
+        )
         writer.write(errored, [])
     assert completed_keys(tmp_path) == {
-        ("retail", "retail-000", 0), ("retail", "retail-000", 1), ("airline", "airline-003", 0), ("airline", "airline-004", 0),
+        ("retail", "retail-000", 0),
+        ("retail", "retail-000", 1),
+        ("airline", "airline-003", 0),
+        ("airline", "airline-004", 0),
     }
     assert read_episodes(tmp_path, columns=["reward"]).column("reward").null_count == 1
 
@@ -451,8 +519,10 @@ def test_completed_keys_lists_domain_task_and_trial(tmp_path):
         (lambda r: r.update(trial=2**31), r"'trial' = 2147483648 does not fit int32"),
         (lambda r: r.update(terminated=None), r"'terminated' must not be None"),
         (lambda r: r.update(domain="re/tail"), r"column 'domain'"),
-        (lambda r: r["messages"][2]["tool_calls"][0]["function"].update(arguments={"order_id": 1}),
-         r"'messages\[2\].tool_calls\[0\].function.arguments' must be a str"),
+        (
+            lambda r: r["messages"][2]["tool_calls"][0]["function"].update(arguments={"order_id": 1}),
+            r"'messages\[2\].tool_calls\[0\].function.arguments' must be a str",
+        ),
         (lambda r: r["messages"][1].update(reasoning="..."), r"'messages\[1\]' has unknown key\(s\) \['reasoning'\]"),
     ],
 )
@@ -494,23 +564,55 @@ def test_step_rows_must_belong_to_their_episode(tmp_path):
 
 def test_episode_row_from_info_normalises_an_openai_conversation():
     info = {
-        "task_id": "retail-003", "domain": "retail", "backend": "tau2", "episode_id": "abc",
+        "task_id": "retail-003",
+        "domain": "retail",
+        "backend": "tau2",
+        "episode_id": "abc",
         "messages": [
             {"role": "system", "content": "policy"},
             {"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]},
-            {"role": "assistant", "content": None, "refusal": None,
-             "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}],
+            },
             {"role": "tool", "tool_call_id": "c1", "name": "f", "content": "ok"},
             {"role": "assistant", "content": "done", "tool_calls": []},
         ],
         "tools": [{"type": "function", "function": {"name": "f"}}],
-        "termination": "error", "evaluation": None,
-        "error": {"source": "user", "type": "AuthenticationError", "message": "Incorrect API key provided: sk-abcdefghijklmnopqrstuvwxyz123456"},
+        "termination": "error",
+        "evaluation": None,
+        "error": {
+            "source": "user",
+            "type": "AuthenticationError",
+            "message": "Incorrect API key provided: sk-abcdefghijklmnopqrstuvwxyz123456",
+        },
     }
-    kwargs = dict(run_id="run1", trial=2, seed=5, agent="llm", agent_model="gpt-4o-mini", user_model="gpt-4o",
-                  user_strategy="llm", duration_s=3.0, reward=None, terminated=True, truncated=False, num_steps=3,
-                  taugym_version="0.1.0", llm_usage={"calls": 4, "retries": 1, "failures": 1, "prompt_tokens": 10,
-                                                     "completion_tokens": 5, "cost_usd": 0.01, "total_tokens": 15})
+    kwargs = dict(
+        run_id="run1",
+        trial=2,
+        seed=5,
+        agent="llm",
+        agent_model="gpt-4o-mini",
+        user_model="gpt-4o",
+        user_strategy="llm",
+        duration_s=3.0,
+        reward=None,
+        terminated=True,
+        truncated=False,
+        num_steps=3,
+        taugym_version="0.1.0",
+        llm_usage={
+            "calls": 4,
+            "retries": 1,
+            "failures": 1,
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "cost_usd": 0.01,
+            "total_tokens": 15,
+        },
+    )
     row = episode_row_from_info(info, **kwargs)
     messages = row["messages"]
     assert messages[1]["content"] == "hello there"

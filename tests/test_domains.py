@@ -8,11 +8,11 @@ import json
 import random
 
 import pytest
+from conftest import run_episode
+from reference import POLICIES, tau2_evaluation, tau2_gold_replay_reward
 
 from taugym import TauEnv
 from taugym.agents import OraclePolicy
-from conftest import run_episode
-from reference import POLICIES, tau2_evaluation, tau2_gold_replay_reward
 
 DOMAINS = ("retail", "airline", "telecom", "mock")
 
@@ -88,9 +88,22 @@ def test_many_mixed_episodes_leave_every_domain_as_tau2_builds_it(envs):
         task_id = rng.choice(_base_ids(env)[:10])
         reward, info, steps = run_episode(env, POLICIES[name](), task_id, seed=5)
         row = episode_row_from_info(
-            info, run_id="r", trial=0, seed=5, agent=name, agent_model=None, user_model=None,
-            user_strategy="scripted", duration_s=0.0, reward=reward, terminated=True, truncated=False,
-            num_steps=steps, taugym_version="0", llm_usage={}, episode_id="e",
+            info,
+            run_id="r",
+            trial=0,
+            seed=5,
+            agent=name,
+            agent_model=None,
+            user_model=None,
+            user_strategy="scripted",
+            duration_s=0.0,
+            reward=reward,
+            terminated=True,
+            truncated=False,
+            num_steps=steps,
+            taugym_version="0",
+            llm_usage={},
+            episode_id="e",
         )
         key = (domain, name, task_id)
         if key in first_rows:
@@ -170,7 +183,9 @@ def test_a_tasks_initial_history_is_shown_to_the_agent_and_the_user(envs):
     observation, info = env.reset(options={"task_id": task.task_id})
     texts = [m.get("content") for m in info["messages"]]
     assert "I need to create a task for the project review meeting." in texts
-    assert any(m.get("tool_calls") and m["tool_calls"][0]["function"]["name"] == "create_task" for m in info["messages"])
+    assert any(
+        m.get("tool_calls") and m["tool_calls"][0]["function"]["name"] == "create_task" for m in info["messages"]
+    )
     assert "Hi! How can I help you today?" not in texts  # tau2 sends no greeting after a history
     assert observation["feedback"].startswith("User: ")
 

@@ -9,10 +9,10 @@ import string
 
 import gymnasium as gym
 import pytest
+from conftest import run_episode
 
 from taugym import TauEnv, TauGymConfig, get_default_config
 from taugym.agents import OraclePolicy
-from conftest import run_episode
 
 
 def test_gym_make_and_direct_construction_both_work():
@@ -20,12 +20,18 @@ def test_gym_make_and_direct_construction_both_work():
     observation, info = env.reset(seed=1)
     assert info["domain"] == "airline" and info["task_id"].startswith("airline-")
     assert env.observation_space.contains(observation)
-    assert isinstance(TauEnv(TauGymConfig(user_strategy="scripted")).unwrapped, TauEnv)
+    observation, info = TauEnv(TauGymConfig(user_strategy="scripted")).reset(seed=1)
+    assert info["domain"] == "retail"
 
 
 def test_default_config_has_the_seed_options_and_defaults():
     config = get_default_config()
-    assert (config.task_category, config.task_split, config.data_source, config.data_mode) == ("retail", None, None, "single")
+    assert (config.task_category, config.task_split, config.data_source, config.data_mode) == (
+        "retail",
+        None,
+        None,
+        "single",
+    )
     assert (config.user_llm_args, config.max_errors) == (None, None)  # the backend's own defaults
     assert (config.user_strategy, config.user_model, config.user_provider) == ("llm", "gpt-4o", "openai")
     assert (config.max_steps, config.verbose, config.normalize_rewards) == (30, False, False)
@@ -87,7 +93,7 @@ def test_observation_shows_policy_tools_and_the_users_first_message(retail_env):
         assert schema["function"]["name"] in observation["tools_info"]
     assert observation["feedback"].startswith("User: ")
     assert info["messages"][0]["role"] == "system"
-    assert info["messages"][-1] == {"role": "user", "content": observation["feedback"][len("User: "):]}
+    assert info["messages"][-1] == {"role": "user", "content": observation["feedback"][len("User: ") :]}
     assert int(observation["step_count"]) == 0 and observation["episode_complete"] == 0
 
 
@@ -103,7 +109,11 @@ def test_all_four_action_forms_and_openai_tool_calls(retail_env):
     assert '"order_id": "#W2378156"' in observation["feedback"]
     observation, *_ = retail_env.step('[answer] get_order_details {"order_id": "#W2378156"}')
     assert '"order_id": "#W2378156"' in observation["feedback"]
-    call = {"id": "call_x", "type": "function", "function": {"name": "get_order_details", "arguments": json.dumps({"order_id": "#W2378156"})}}
+    call = {
+        "id": "call_x",
+        "type": "function",
+        "function": {"name": "get_order_details", "arguments": json.dumps({"order_id": "#W2378156"})},
+    }
     observation, _, _, _, info = retail_env.step(call)
     assert '"order_id": "#W2378156"' in observation["feedback"]
     assert info["messages"][-2]["tool_calls"][0]["id"] == "call_x"
@@ -126,7 +136,7 @@ def test_all_four_action_forms_and_openai_tool_calls(retail_env):
         ("[action]   ", "empty"),
         (None, "must be a string"),
         (42, "must be a string"),
-        ("[answer] calculate {\"expression\": \"9**9**9**9\"}", "power"),
+        ('[answer] calculate {"expression": "9**9**9**9"}', "power"),
     ],
 )
 def test_malformed_actions_get_feedback_and_change_nothing(retail_env, action, fragment):
@@ -140,12 +150,22 @@ def test_malformed_actions_get_feedback_and_change_nothing(retail_env, action, f
 
 
 def _random_action(rng):
-    prefix = rng.choice(["[search] ", "[action] ", "[answer] ", "[finish]", "", "[ANSWER]", "[answer]{", "[answer] calculate "])
-    alphabet = string.printable + "éü中\u0000{}[]\":,"
+    prefix = rng.choice(
+        ["[search] ", "[action] ", "[answer] ", "[finish]", "", "[ANSWER]", "[answer]{", "[answer] calculate "]
+    )
+    alphabet = string.printable + 'éü中\u0000{}[]":,'
     body = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
     if rng.random() < 0.2:
-        body = json.dumps({"name": rng.choice(["get_order_details", "calculate", "cancel_pending_order", "x"]),
-                           "arguments": {rng.choice(["order_id", "expression", "reason", "zz"]): rng.choice([body, 10**rng.randint(1, 400), [body], None, {"a": body}])}})
+        body = json.dumps(
+            {
+                "name": rng.choice(["get_order_details", "calculate", "cancel_pending_order", "x"]),
+                "arguments": {
+                    rng.choice(["order_id", "expression", "reason", "zz"]): rng.choice(
+                        [body, 10 ** rng.randint(1, 400), [body], None, {"a": body}]
+                    )
+                },
+            }
+        )
     if prefix == "[finish]":
         prefix = "[search] "  # finishing ends the episode; fuzz the rest
     return prefix + body
@@ -156,7 +176,21 @@ def test_fuzzing_step_never_raises_and_leaves_the_env_usable():
     rng = random.Random(0)
     env.reset()
     for i in range(3000):
-        action = _random_action(rng) if i % 50 else rng.choice([None, 3.5, ["[finish]"], {"tool_calls": [1, 2]}, {"function": "x"}, b"[finish]", "[answer] " + "[" * 5000])
+        action = (
+            _random_action(rng)
+            if i % 50
+            else rng.choice(
+                [
+                    None,
+                    3.5,
+                    ["[finish]"],
+                    {"tool_calls": [1, 2]},
+                    {"function": "x"},
+                    b"[finish]",
+                    "[answer] " + "[" * 5000,
+                ]
+            )
+        )
         observation, reward, terminated, truncated, info = env.step(action)
         assert env.observation_space.contains(observation)
         if terminated or truncated:
@@ -169,7 +203,7 @@ def test_huge_inputs_are_refused_without_exhausting_memory(retail_env):
     retail_env.reset(options={"task_id": "retail-000"})
     observation, *_ = retail_env.step("[action] " + "x" * 10_000_000)
     assert "limit" in observation["feedback"]
-    nested = "[answer] get_order_details " + "{\"order_id\": " * 100_000
+    nested = "[answer] get_order_details " + '{"order_id": ' * 100_000
     observation, *_ = retail_env.step(nested[: retail_env.config.max_action_chars])
     assert observation["feedback"].startswith("Error:")
 
@@ -218,11 +252,16 @@ def test_render_and_close(retail_env):
         env.step("[finish]")
 
 
-def test_verbose_logs_through_logging(caplog):
+def test_verbose_logs_through_logging_and_quiet_logs_nothing(caplog):
     import logging
 
-    env = TauEnv(user_strategy="scripted", verbose=True, data_source="retail-000")
-    with caplog.at_level(logging.INFO, logger="taugym"):
-        env.reset()
-        env.step("[search] tools")
-    assert any("step 1" in r.getMessage() for r in caplog.records)
+    logged = {}
+    for verbose in (True, False):
+        env = TauEnv(user_strategy="scripted", verbose=verbose, data_source="retail-000")
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="taugym"):
+            env.reset()
+            env.step("[search] tools")
+        logged[verbose] = [r.getMessage() for r in caplog.records if r.name.startswith("taugym")]
+    assert any("step 1" in message for message in logged[True])
+    assert logged[False] == []

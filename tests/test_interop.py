@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
-
 from conftest import run_episode
+from test_tau_bench_backend import V1_SAMPLE
+
 from rollout.cli import main
 from rollout.dataset import ParquetEpisodeWriter, read_episodes, read_steps
 from rollout.episode import WorkItem, play_episode
 from taugym import TauEnv
 from taugym.agents import OraclePolicy
 from taugym.agents.base import Policy
-from test_tau_bench_backend import V1_SAMPLE, standin  # noqa: F401  (the stand-in fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -33,7 +32,10 @@ def _same_message(source: dict, row: dict) -> bool:
         arguments = kept["function"]["arguments"]
         arguments = json.loads(arguments) if isinstance(arguments, str) else arguments
         if (call["id"], call["function"]["name"], json.loads(call["function"]["arguments"])) != (
-                kept["id"], kept["function"]["name"], arguments):
+            kept["id"],
+            kept["function"]["name"],
+            arguments,
+        ):
             return False
     return True
 
@@ -62,8 +64,11 @@ def test_real_gpt4o_airline_trajectories_import_turn_for_turn(tmp_path, capsys):
     assert sum(row["reward"] for row in rows) == 10.0
     steps = read_steps(out).to_pylist()
     assert len(steps) == sum(row["num_steps"] for row in rows)
-    assert sum(len(m.get("tool_calls") or []) + (m["role"] == "assistant" and not m.get("tool_calls"))
-               for r in records for m in r["traj"]) == len(steps)
+    assert sum(
+        len(m.get("tool_calls") or []) + (m["role"] == "assistant" and not m.get("tool_calls"))
+        for r in records
+        for m in r["traj"]
+    ) == len(steps)
 
 
 # --------------------------------------------------------- v1 rescore (CI)
@@ -75,11 +80,20 @@ def _v1_records(env) -> list[dict]:
             _, info, _ = run_episode(env, OraclePolicy(), f"retail-{number:03d}")
             traj = [dict(m) for m in info["messages"]]
             if traj[-1].get("name") != "transfer_to_human_agents":  # v1 ends at the transfer, or when the user stops
-                traj += [{"role": "assistant", "content": "Is there anything else I can help with?"},
-                         {"role": "user", "content": "No, thanks. ###STOP###"}]
+                traj += [
+                    {"role": "assistant", "content": "Is there anything else I can help with?"},
+                    {"role": "user", "content": "No, thanks. ###STOP###"},
+                ]
             task = env.domain.native_task(number)
-            records.append({"task_id": number, "trial": trial, "reward": info["benchmark_reward"], "traj": traj,
-                            "info": {"task": task.model_dump(), "reward_info": info["evaluation"], "user_cost": 0.0}})
+            records.append(
+                {
+                    "task_id": number,
+                    "trial": trial,
+                    "reward": info["benchmark_reward"],
+                    "traj": traj,
+                    "info": {"task": task.model_dump(), "reward_info": info["evaluation"], "user_cost": 0.0},
+                }
+            )
     return records
 
 
@@ -102,7 +116,8 @@ def test_v1_retail_records_rescore_on_the_standin(standin, tmp_path, capsys):
     report = json.loads(report_path.read_text(encoding="utf-8"))
     assert all({"task_id", "trial", "recorded_reward", "reward", "agree", "reason"} <= set(e) for e in report)
     assert [(e["task_id"], e["trial"], e["agree"]) for e in report[:6]] == [
-        (f"retail-{n:03d}", t, True) for n in range(3) for t in range(2)]
+        (f"retail-{n:03d}", t, True) for n in range(3) for t in range(2)
+    ]
     assert all(e["reward"] == e["recorded_reward"] == 1.0 and e["reason"] is None for e in report[:6])
     last = report[6]
     assert (last["recorded_reward"], last["reward"], last["agree"]) == (1.0, 0.0, False)
@@ -139,7 +154,9 @@ def test_tau2_round_trip_export_evaluate_import(tmp_path):
         for spec in env.domain.tasks:  # the whole base split, one trial each
             agent = _Finish() if spec.index == 0 else OraclePolicy()
             item = WorkItem("mock", spec.task_id, 0, spec.index)
-            played = asyncio.run(play_episode(env, agent, item, run_id="roundtrip", agent_name="llm", agent_model="gpt-4o"))
+            played = asyncio.run(
+                play_episode(env, agent, item, run_id="roundtrip", agent_name="llm", agent_model="gpt-4o")
+            )
             writer.write(played["episode"], played["steps"])
     ours = {(r["task_id"], r["trial"]): r for r in read_episodes(run).to_pylist()}
     assert {r["reward"] for r in ours.values()} == {0.0, 1.0}
@@ -198,21 +215,21 @@ def test_damaged_file_imports_its_good_records_and_reports_each_bad_one(standin,
         return next(m for m in record["traj"] if m.get("tool_calls"))["tool_calls"][0]
 
     records = [
-        first,                                                                       # 0 good
-        42,                                                                          # 1 not an object
-        {k: v for k, v in first.items() if k != "traj"},                             # 2 no traj
-        changed(first, lambda r: r.update(reward="1.0", trial=5)),                   # 3 reward is text
-        changed(first, lambda r: r.update(trial="one")),                             # 4 trial is text
-        changed(first, lambda r: r["traj"].append({"role": "wizard", "content": "hi"})),      # 5 unknown role
-        changed(first, lambda r: tool_call(r)["function"].update(name="launch_rockets")),     # 6 unknown tool
-        changed(first, lambda r: tool_call(r)["function"].update(arguments="[1, 2]")),        # 7 arguments not an object
-        changed(first, lambda r: r.update(task_id=99)),                              # 8 unknown task
-        first,                                                                       # 9 duplicate (task, trial)
-        {"id": "x", "task_id": "0", "messages": []},                                 # 10 a tau2 simulation
-        second,                                                                      # 11 good
+        first,  # 0 good
+        42,  # 1 not an object
+        {k: v for k, v in first.items() if k != "traj"},  # 2 no traj
+        changed(first, lambda r: r.update(reward="1.0", trial=5)),  # 3 reward is text
+        changed(first, lambda r: r.update(trial="one")),  # 4 trial is text
+        changed(first, lambda r: r["traj"].append({"role": "wizard", "content": "hi"})),  # 5 unknown role
+        changed(first, lambda r: tool_call(r)["function"].update(name="launch_rockets")),  # 6 unknown tool
+        changed(first, lambda r: tool_call(r)["function"].update(arguments="[1, 2]")),  # 7 arguments not an object
+        changed(first, lambda r: r.update(task_id=99)),  # 8 unknown task
+        first,  # 9 duplicate (task, trial)
+        {"id": "x", "task_id": "0", "messages": []},  # 10 a tau2 simulation
+        second,  # 11 good
     ]
     text = json.dumps(records)
-    cut = text[:-1] + ", " + json.dumps(first)[:50]                                  # 12 truncated
+    cut = text[:-1] + ", " + json.dumps(first)[:50]  # 12 truncated
     path = tmp_path / "damaged.json"
     path.write_text(cut, encoding="utf-8")
     tau2_file = tmp_path / "tau2.json"
@@ -222,16 +239,27 @@ def test_damaged_file_imports_its_good_records_and_reports_each_bad_one(standin,
     assert main(["import", str(path), str(tau2_file), "--format", "tau-bench-v1", "--out", str(out)]) == 1
     printed = capsys.readouterr().out
     refused = [line for line in printed.splitlines() if "refused:" in line]
-    for position, words in [(1, "must be a JSON object"), (2, "no 'traj'"), (3, "'reward' must be a number"),
-                            (4, "'trial' must be"), (5, "unknown role 'wizard'"), (6, "unknown tool 'launch_rockets'"),
-                            (7, "arguments must be a JSON object"), (8, "unknown task"), (9, "duplicate"),
-                            (10, "looks like a tau2 simulation"), (12, "truncated")]:
+    for position, words in [
+        (1, "must be a JSON object"),
+        (2, "no 'traj'"),
+        (3, "'reward' must be a number"),
+        (4, "'trial' must be"),
+        (5, "unknown role 'wizard'"),
+        (6, "unknown tool 'launch_rockets'"),
+        (7, "arguments must be a JSON object"),
+        (8, "unknown task"),
+        (9, "duplicate"),
+        (10, "looks like a tau2 simulation"),
+        (12, "truncated"),
+    ]:
         assert any(f"record {position}:" in line and words in line for line in refused), (position, words, printed)
     assert any("tau2.json" in line and "not tau-bench-v1" in line for line in refused)
     assert len(refused) == 12
     rows = read_episodes(out).to_pylist()
     assert sorted((r["task_id"], r["trial"], r["source_position"]) for r in rows) == [
-        ("retail-000", 0, 0), ("retail-001", 0, 11)]
+        ("retail-000", 0, 0),
+        ("retail-001", 0, 11),
+    ]
     # an input with nothing good writes nothing
     empty = tmp_path / "empty"
     assert main(["import", str(tau2_file), "--format", "tau-bench-v1", "--out", str(empty)]) == 2

@@ -39,16 +39,31 @@ def scripted_conversation(request: RecordedRequest, delay_s: float = 0.0) -> Rep
             return Reply.ok("Thanks, that's all I needed. ###STOP###", delay_s=delay_s)
         return Reply.ok("I want to check my order #W2378156.", delay_s=delay_s)
     if messages[-1]["role"] == "user" and not any(m["role"] == "tool" for m in messages):
-        return Reply(kind="ok", text=None, delay_s=delay_s, tool_calls=[{
-            "id": "call_1", "type": "function",
-            "function": {"name": "get_order_details", "arguments": json.dumps({"order_id": "#W2378156"})}}])
+        return Reply(
+            kind="ok",
+            text=None,
+            delay_s=delay_s,
+            tool_calls=[
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_order_details", "arguments": json.dumps({"order_id": "#W2378156"})},
+                }
+            ],
+        )
     return Reply.ok("<think>order is delivered</think>Your order #W2378156 has been delivered.", delay_s=delay_s)
 
 
 def make_env(server: FakeLLMServer, **options) -> TauEnv:
     config = dict(
-        user_strategy="llm", user_model="fake-user", user_provider="openai", user_base_url=server.base_url,
-        data_source="retail-000", llm_timeout_s=2.0, llm_max_attempts=6, llm_backoff_initial_s=0.05,
+        user_strategy="llm",
+        user_model="fake-user",
+        user_provider="openai",
+        user_base_url=server.base_url,
+        data_source="retail-000",
+        llm_timeout_s=2.0,
+        llm_max_attempts=6,
+        llm_backoff_initial_s=0.05,
         llm_backoff_max_s=0.2,
     )
     config.update(options)
@@ -56,8 +71,14 @@ def make_env(server: FakeLLMServer, **options) -> TauEnv:
 
 
 def make_agent(server: FakeLLMServer, **options) -> LLMAgent:
-    settings = dict(model="fake-agent", provider="openai", base_url=server.base_url, timeout_s=2.0,
-                    backoff_initial_s=0.05, backoff_max_s=0.2)
+    settings = dict(
+        model="fake-agent",
+        provider="openai",
+        base_url=server.base_url,
+        timeout_s=2.0,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.2,
+    )
     settings.update(options)
     return LLMAgent(**settings)
 
@@ -97,8 +118,12 @@ def test_batch_completes_with_30_percent_failures_and_reports_retries(fake_llm_s
     envs = [make_env(fake_llm_server, llm_timeout_s=0.5, llm_max_attempts=10) for _ in range(6)]
 
     async def batch():
-        return await asyncio.gather(*(play(env, make_agent(fake_llm_server, timeout_s=0.5, max_attempts=10), seed=i)
-                                      for i, env in enumerate(envs)))
+        return await asyncio.gather(
+            *(
+                play(env, make_agent(fake_llm_server, timeout_s=0.5, max_attempts=10), seed=i)
+                for i, env in enumerate(envs)
+            )
+        )
 
     results = asyncio.run(batch())
     assert len(results) == 6
@@ -114,8 +139,9 @@ def test_request_rate_never_exceeds_the_configured_limit(fake_llm_server):
     envs = [make_env(fake_llm_server, **limits) for _ in range(5)]
 
     async def batch():
-        return await asyncio.gather(*(play(env, make_agent(fake_llm_server, requests_per_minute=600), seed=i)
-                                      for i, env in enumerate(envs)))
+        return await asyncio.gather(
+            *(play(env, make_agent(fake_llm_server, requests_per_minute=600), seed=i) for i, env in enumerate(envs))
+        )
 
     asyncio.run(batch())
     assert len(fake_llm_server.requests) == 30
@@ -188,7 +214,7 @@ def test_default_config_is_the_seeds_llm_user_on_gpt4o():
 
     env = TauEnv()  # building it calls no model; reset would, with OPENAI_API_KEY
     assert isinstance(env.user, LLMUser)
-    assert (env.user.client.model, env.user.client.provider) == ("gpt-4o", "openai")
+    assert (env.user.client.settings.model, env.user.client.settings.provider) == ("gpt-4o", "openai")
     assert env.user.client.default_params == {"temperature": 0.0}
 
 
@@ -200,7 +226,7 @@ def test_llm_user_and_agent_settings_load_from_yaml(tmp_path, fake_llm_server):
         "llm_requests_per_minute: 1200\nllm_max_attempts: 3\ndata_source: retail-000\n"
     )
     env = TauEnv(str(path))
-    assert env.user.client.max_attempts == 3 and env.user.client.rate_limiter is not None
+    assert env.user.client.settings.max_attempts == 3 and env.user.client.rate_limiter is not None
     observation, _ = env.reset(seed=0)
     assert observation["feedback"] == "User: I want to check my order #W2378156."
 

@@ -33,7 +33,9 @@ def page_parts(page: Path) -> dict:
         return json.loads(match.group(1))
 
     blocks = {}
-    for number, text in re.findall(r'<script type="application/octet-stream" class="block" id="block-(\d+)">(.*?)</script>', html, re.S):
+    for number, text in re.findall(
+        r'<script type="application/octet-stream" class="block" id="block-(\d+)">(.*?)</script>', html, re.S
+    ):
         blocks[int(number)] = json.loads(gzip.decompress(base64.b64decode(text.strip())))
     index = script("episode-index")
     return {
@@ -64,31 +66,54 @@ def conversation(parts: dict, episode: dict) -> list[dict]:
         prompt = parts["shared"][episode["domain"]][entry["sys"]]["text"]
         messages.append({"role": "system", "content": prompt, "tool_calls": None, "tool_call_id": None, "name": None})
     for m in entry["m"]:
-        messages.append({
-            "role": m["r"], "content": text[m["c"]] if "c" in m else None,
-            "tool_calls": [(c["i"], c["n"], text[c["a"]]) for c in m.get("t", [])] or None,
-            "tool_call_id": m.get("i"), "name": m.get("n"),
-        })
+        messages.append(
+            {
+                "role": m["r"],
+                "content": text[m["c"]] if "c" in m else None,
+                "tool_calls": [(c["i"], c["n"], text[c["a"]]) for c in m.get("t", [])] or None,
+                "tool_call_id": m.get("i"),
+                "name": m.get("n"),
+            }
+        )
     return messages
 
 
 def as_stored(message: dict) -> dict:
     calls = message.get("tool_calls")
     return {
-        "role": message["role"], "content": message.get("content"),
+        "role": message["role"],
+        "content": message.get("content"),
         "tool_calls": [(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in calls] if calls else None,
-        "tool_call_id": message.get("tool_call_id"), "name": message.get("name"),
+        "tool_call_id": message.get("tool_call_id"),
+        "name": message.get("name"),
     }
 
 
 def test_report_of_the_default_run_holds_every_episode_every_domain_and_summary_json(tmp_path):
     run = tmp_path / "default"
     made = subprocess.run(
-        [sys.executable, "-m", "rollout", "--config", "configs/rollout/default.yaml", "--out", str(run), "--no-progress",
-         "tasks=[retail-000, retail-001, retail-002, airline-000, airline-001]", "trials=2", "actors=1"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "rollout",
+            "--config",
+            "configs/rollout/default.yaml",
+            "--out",
+            str(run),
+            "--no-progress",
+            "tasks=[retail-000, retail-001, retail-002, airline-000, airline-001]",
+            "trials=2",
+            "actors=1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert made.returncode == 0, made.stderr[-3000:]
-    shown = subprocess.run([sys.executable, "-m", "rollout", "report", str(run)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    shown = subprocess.run(
+        [sys.executable, "-m", "rollout", "report", str(run)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert shown.returncode == 0, shown.stderr[-3000:]
     page = run / "report.html"
     assert shown.stdout.strip() == str(page)
@@ -97,7 +122,10 @@ def test_report_of_the_default_run_holds_every_episode_every_domain_and_summary_
 
     # the numbers are summary.json's, in the data and in the table a person reads
     assert parts["summary"]["run"]["domains"] == summary_json["domains"]
-    assert (parts["summary"]["run"]["episodes"], parts["summary"]["run"]["errors"]) == (summary_json["episodes"], summary_json["errors"])
+    assert (parts["summary"]["run"]["episodes"], parts["summary"]["run"]["errors"]) == (
+        summary_json["episodes"],
+        summary_json["errors"],
+    )
     for domain, entry in summary_json["domains"].items():
         row = re.search(rf'<tr data-domain="{domain}" data-run="run">(.*?)</tr>', parts["html"], re.S).group(1)
         shown_values = dict(re.findall(r'data-key="([^"]+)">([^<]*)<', row))
@@ -118,7 +146,12 @@ def test_report_of_the_default_run_holds_every_episode_every_domain_and_summary_
     for row in stored:
         episode = by_id[row["episode_id"]]
         assert (episode["domain"], episode["task"], episode["trial"], episode["reward"], episode["termination"]) == (
-            row["domain"], row["task_id"], row["trial"], row["reward"], row["termination"])
+            row["domain"],
+            row["task_id"],
+            row["trial"],
+            row["reward"],
+            row["termination"],
+        )
         assert conversation(parts, episode) == [as_stored(m) for m in row["messages"]]
         tools = parts["blocks"][episode["block"]]["e"][row["episode_id"]]["tools"]
         assert json.loads(parts["shared"][row["domain"]][tools]["text"]) == json.loads(row["tools"])
@@ -135,7 +168,13 @@ def test_report_of_a_run_with_errors_and_failed_checks_compared_with_another(tmp
     summary_before = write_synthetic_run(before, {"retail": 6, "airline": 4}, trials=3, run_id="before", seed=2)
     assert summary_after["errors"] > 0
     console = Path(sys.executable).with_name("taugym")
-    shown = subprocess.run([str(console), "report", str(after), "--compare", str(before)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    shown = subprocess.run(
+        [str(console), "report", str(after), "--compare", str(before)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert shown.returncode == 0, shown.stderr[-3000:]
     parts = page_parts(Path(shown.stdout.strip()))
 
@@ -161,7 +200,9 @@ def test_report_of_a_run_with_errors_and_failed_checks_compared_with_another(tmp
         for item in breakdown["communicate_checks"]:
             assert (("communicate", item["info"]) in failed) == (not item["met"])
         for item in breakdown["env_assertions"]:
-            assert any(kind == "assertion" and "assert_order_status" in label for kind, label in failed) == (not item["met"])
+            assert any(kind == "assertion" and "assert_order_status" in label for kind, label in failed) == (
+                not item["met"]
+            )
         if row["reward"] == 1.0:
             assert episode["failed"] == "" and not failed
         else:
@@ -171,14 +212,25 @@ def test_report_of_a_run_with_errors_and_failed_checks_compared_with_another(tmp
 
 
 def test_checks_of_tau2_and_tau_bench_breakdowns():
-    tau2 = reward_checks(json.dumps({
-        "reward": 0.0, "reward_basis": ["DB", "COMMUNICATE"],
-        "db_check": {"db_match": True, "db_reward": 1.0},
-        "env_assertions": [], "nl_assertions": None,
-        "action_checks": [{"action": {"name": "cancel_pending_order", "arguments": {"order_id": "#W1"}}, "action_match": False}],
-        "communicate_checks": [{"info": "1093.34", "met": False}, {"info": "#W1", "met": True}],
-        "reward_breakdown": {"DB": 1.0, "COMMUNICATE": 0.0},
-    }))
+    tau2 = reward_checks(
+        json.dumps(
+            {
+                "reward": 0.0,
+                "reward_basis": ["DB", "COMMUNICATE"],
+                "db_check": {"db_match": True, "db_reward": 1.0},
+                "env_assertions": [],
+                "nl_assertions": None,
+                "action_checks": [
+                    {
+                        "action": {"name": "cancel_pending_order", "arguments": {"order_id": "#W1"}},
+                        "action_match": False,
+                    }
+                ],
+                "communicate_checks": [{"info": "1093.34", "met": False}, {"info": "#W1", "met": True}],
+                "reward_breakdown": {"DB": 1.0, "COMMUNICATE": 0.0},
+            }
+        )
+    )
     assert [(c["kind"], c["label"], c["ok"], c["scored"]) for c in tau2["checks"]] == [
         ("database", "database hash equals the gold hash", True, True),
         ("action", 'cancel_pending_order(order_id="#W1")', False, False),  # not in the reward basis: shown, not blamed
@@ -194,7 +246,13 @@ def test_checks_of_tau2_and_tau_bench_breakdowns():
 def test_tool_call_arguments_as_json_text_or_as_objects_show_the_same():
     call = {"id": "c1", "type": "function", "function": {"name": "get_order_details", "arguments": {"order_id": "#W1"}}}
     messages = [{"role": "system", "content": "policy"}, {"role": "assistant", "content": None, "tool_calls": [call]}]
-    as_text = [messages[0], {**messages[1], "tool_calls": [{**call, "function": {**call["function"], "arguments": json.dumps({"order_id": "#W1"})}}]}]
+    as_text = [
+        messages[0],
+        {
+            **messages[1],
+            "tool_calls": [{**call, "function": {**call["function"], "arguments": json.dumps({"order_id": "#W1"})}}],
+        },
+    ]
     encoded = []
     for variant in (messages, as_text):
         block, shared = _Block(), _SharedTexts()
@@ -206,5 +264,11 @@ def test_tool_call_arguments_as_json_text_or_as_objects_show_the_same():
 def test_a_folder_without_episodes_is_refused_with_a_message(tmp_path):
     with pytest.raises(ValueError, match="no episodes dataset"):
         build_report(tmp_path)
-    refused = subprocess.run([sys.executable, "-m", "rollout", "report", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [sys.executable, "-m", "rollout", "report", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode == 2 and "no episodes dataset" in refused.stderr

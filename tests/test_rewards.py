@@ -6,10 +6,10 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from taugym.agents import OraclePolicy, RandomPolicy
 from conftest import run_episode
 from reference import tau2_reward
+
+from taugym.agents import OraclePolicy, RandomPolicy
 
 
 def _sample(env, count, seed):
@@ -29,7 +29,9 @@ def test_oracle_with_scripted_user_earns_full_reward(request, env_name):
 
 def test_random_policy_earns_zero_on_nearly_all_retail_tasks(retail_env):
     policy = RandomPolicy(seed=3)
-    rewards = [run_episode(retail_env, policy, retail_env.domain.tasks[i].task_id)[0] for i in _sample(retail_env, 25, 1)]
+    rewards = [
+        run_episode(retail_env, policy, retail_env.domain.tasks[i].task_id)[0] for i in _sample(retail_env, 25, 1)
+    ]
     assert sum(rewards) / len(rewards) <= 0.2
 
 
@@ -38,7 +40,9 @@ class _DropLastWrite(OraclePolicy):
 
     def plan(self, task, info=None):
         actions = super().plan(task)
-        writes = [i for i, a in enumerate(actions) if a.startswith("[answer]") and '"get_' not in a and "find_" not in a]
+        writes = [
+            i for i, a in enumerate(actions) if a.startswith("[answer]") and '"get_' not in a and "find_" not in a
+        ]
         if writes:
             del actions[writes[-1]]
         return actions
@@ -91,7 +95,13 @@ def test_step_penalty_and_normalized_return():
     reward, info, steps = run_episode(env, OraclePolicy())
     assert reward == pytest.approx(1.0 - 0.01)
     assert env.episode_return == pytest.approx(1.0 - 0.01 * steps)
-    env = TauEnv(task_category="retail", user_strategy="scripted", step_penalty=0.01, normalize_rewards=True, data_source="retail-000")
+    env = TauEnv(
+        task_category="retail",
+        user_strategy="scripted",
+        step_penalty=0.01,
+        normalize_rewards=True,
+        data_source="retail-000",
+    )
     reward, info, steps = run_episode(env, OraclePolicy())
     lowest = -0.01 * env.config.max_steps
     assert reward == pytest.approx((1.0 - 0.01 * steps - lowest) / (1.0 - lowest))

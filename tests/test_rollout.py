@@ -39,20 +39,45 @@ def local_ray():
 
 
 def oracle_config(**changes) -> RolloutConfig:
-    values = dict(domains=["retail", "airline"], tasks=["retail-000", "retail-001", "retail-002", "airline-000", "airline-001"],
-                  trials=2, agent={"name": "oracle"}, env={"user_strategy": "scripted"}, actors=2, cpus_per_actor=0.5)
+    values = dict(
+        domains=["retail", "airline"],
+        tasks=["retail-000", "retail-001", "retail-002", "airline-000", "airline-001"],
+        trials=2,
+        agent={"name": "oracle"},
+        env={"user_strategy": "scripted"},
+        actors=2,
+        cpus_per_actor=0.5,
+    )
     values.update(changes)
     return RolloutConfig.from_dict(values)
 
 
 def llm_config(server: FakeLLMServer, tasks, **changes) -> RolloutConfig:
     values = dict(
-        domains=["retail"], tasks=tasks, trials=1, actors=2, cpus_per_actor=0.5, episodes_per_actor=2,
-        agent={"name": "llm", "model": "fake-agent", "provider": "openai", "base_url": server.base_url,
-               "timeout_s": 2.0, "backoff_initial_s": 0.05, "backoff_max_s": 0.2},
-        env={"user_strategy": "llm", "user_model": "fake-user", "user_provider": "openai",
-             "user_base_url": server.base_url, "llm_timeout_s": 2.0, "llm_backoff_initial_s": 0.05,
-             "llm_backoff_max_s": 0.2},
+        domains=["retail"],
+        tasks=tasks,
+        trials=1,
+        actors=2,
+        cpus_per_actor=0.5,
+        episodes_per_actor=2,
+        agent={
+            "name": "llm",
+            "model": "fake-agent",
+            "provider": "openai",
+            "base_url": server.base_url,
+            "timeout_s": 2.0,
+            "backoff_initial_s": 0.05,
+            "backoff_max_s": 0.2,
+        },
+        env={
+            "user_strategy": "llm",
+            "user_model": "fake-user",
+            "user_provider": "openai",
+            "user_base_url": server.base_url,
+            "llm_timeout_s": 2.0,
+            "llm_backoff_initial_s": 0.05,
+            "llm_backoff_max_s": 0.2,
+        },
     )
     values.update(changes)
     return RolloutConfig.from_dict(values)
@@ -101,15 +126,26 @@ def test_an_actor_killed_mid_episode_is_restarted_and_nothing_is_lost_or_doubled
 
 def test_a_second_run_is_refused_while_a_driver_lives_and_a_killed_driver_resumes_at_once(tmp_path):
     config = tmp_path / "job.yaml"
-    config.write_text(json.dumps({
-        "domains": ["retail"], "tasks": "all", "trials": 1, "agent": {"name": "oracle"},
-        "env": {"user_strategy": "scripted"}, "actors": 1, "cpus_per_actor": 1, "rows_per_file": 5,
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "domains": ["retail"],
+                "tasks": "all",
+                "trials": 1,
+                "agent": {"name": "oracle"},
+                "env": {"user_strategy": "scripted"},
+                "actors": 1,
+                "cpus_per_actor": 1,
+                "rows_per_file": 5,
+            }
+        )
+    )
     out = tmp_path / "out"
     work_items(RolloutConfig.from_yaml(config))  # the tasks loaded here now: the second run below starts at once
     command = [sys.executable, "-m", "rollout", "--config", str(config), "--out", str(out), "--no-progress"]
-    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    driver = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(completed_keys(out)) < 10:
         time.sleep(0.2)
@@ -163,11 +199,21 @@ def test_command_line_entry_points_and_bad_overrides(tmp_path):
     for command in ([sys.executable, "-m", "rollout", "--help"], [str(console), "rollout", "--help"]):
         shown = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert shown.returncode == 0 and "--resume" in shown.stdout
-    refused = subprocess.run([sys.executable, "-m", "rollout", "--out", str(tmp_path), "actors"], cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [sys.executable, "-m", "rollout", "--out", str(tmp_path), "actors"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode == 2 and "key=value" in refused.stderr
-    refused = subprocess.run([sys.executable, "-m", "rollout", "--out", str(tmp_path), "env.user_strategy=robot"],
-                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [sys.executable, "-m", "rollout", "--out", str(tmp_path), "env.user_strategy=robot"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode == 2 and "'llm', 'scripted'" in refused.stderr
 
 
@@ -175,7 +221,9 @@ def test_an_existing_dataset_is_never_overwritten_without_resume(tmp_path):
     RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), progress=False).run()
     with pytest.raises(ValueError, match="--resume"):
         RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), progress=False).run()
-    summary = RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), resume=True, progress=False).run()
+    summary = RolloutJob(
+        oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), resume=True, progress=False
+    ).run()
     assert summary["episodes"] == 1 and summary["episodes_this_run"] == 0
 
 
@@ -190,10 +238,23 @@ def test_unknown_agent_options_are_refused_before_anything_runs():
         oracle_config(agent={"name": "llm", "modle": "gpt-4o"})
 
 
-@pytest.mark.parametrize("changes, named", [
-    ({"tasks": ["retail-000", "retail-001", "retail-000"]}, "retail-000"),
-    ({"domains": ["retail", "retail"], "tasks": ["retail-000"]}, "retail"),
-])
+def test_llm_agent_settings_default_to_the_envs_and_its_own_options_win():
+    config = oracle_config(
+        agent={"name": "llm", "model": "gpt-4o-mini", "timeout_s": 5.0},
+        env={"user_strategy": "scripted", "llm_requests_per_minute": 500, "llm_max_attempts": 3, "llm_timeout_s": 9.0},
+    )
+    options = config.agent_options()
+    assert (options["requests_per_minute"], options["max_attempts"], options["timeout_s"]) == (500, 3, 5.0)
+    assert options["model"] == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"tasks": ["retail-000", "retail-001", "retail-000"]}, "retail-000"),
+        ({"domains": ["retail", "retail"], "tasks": ["retail-000"]}, "retail"),
+    ],
+)
 def test_duplicate_tasks_or_domains_in_a_config_are_refused(tmp_path, changes, named):
     with pytest.raises(ValueError, match=f"{named}.* more than once"):
         RolloutJob(oracle_config(**changes), out=str(tmp_path), progress=False).run()
@@ -210,7 +271,9 @@ def test_an_unpaired_surrogate_from_a_model_never_stops_the_job(tmp_path, fake_l
         return reply
 
     fake_llm_server.set_handler(with_surrogates)
-    summary = RolloutJob(llm_config(fake_llm_server, ["retail-000", "retail-001"]), out=str(tmp_path), progress=False).run()
+    summary = RolloutJob(
+        llm_config(fake_llm_server, ["retail-000", "retail-001"]), out=str(tmp_path), progress=False
+    ).run()
     episodes = read_episodes(tmp_path).to_pylist()
     assert len(episodes) == 2 and summary["errors"] == 0, [e["error_cause"] for e in episodes]
     texts = [m["content"] for e in episodes for m in e["messages"] if m["content"]]
@@ -220,20 +283,34 @@ def test_an_unpaired_surrogate_from_a_model_never_stops_the_job(tmp_path, fake_l
 
 def test_resume_with_a_changed_config_is_refused_naming_the_difference(tmp_path):
     RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), progress=False).run()
-    for changes, named in (({"agent": {"name": "random"}}, "agent.name"), ({"env": {"user_strategy": "scripted", "max_steps": 12}}, "env.max_steps"),
-                           ({"tasks": ["retail-000", "retail-001"]}, "tasks"), ({"trials": 2}, "trials"), ({"seed": 5}, "seed")):
+    for changes, named in (
+        ({"agent": {"name": "random"}}, "agent.name"),
+        ({"env": {"user_strategy": "scripted", "max_steps": 12}}, "env.max_steps"),
+        ({"tasks": ["retail-000", "retail-001"]}, "tasks"),
+        ({"trials": 2}, "trials"),
+        ({"seed": 5}, "seed"),
+    ):
         with pytest.raises(ValueError, match=rf"(?s){named}.*was .* now "):
-            RolloutJob(oracle_config(**{"tasks": ["retail-000"], "trials": 1, **changes}), out=str(tmp_path), resume=True,
-                       progress=False).run()
+            RolloutJob(
+                oracle_config(**{"tasks": ["retail-000"], "trials": 1, **changes}),
+                out=str(tmp_path),
+                resume=True,
+                progress=False,
+            ).run()
     assert "retail" in (tmp_path / "run.json").read_text()  # what defines the results is recorded in the folder
     # how it runs may change
-    summary = RolloutJob(oracle_config(tasks=["retail-000"], trials=1, actors=1, rows_per_file=3), out=str(tmp_path),
-                         resume=True, progress=False).run()
+    summary = RolloutJob(
+        oracle_config(tasks=["retail-000"], trials=1, actors=1, rows_per_file=3),
+        out=str(tmp_path),
+        resume=True,
+        progress=False,
+    ).run()
     assert summary["episodes"] == 1
 
 
-def test_missing_credentials_or_an_unreachable_provider_are_refused_before_actors_start(tmp_path, fake_llm_server,
-                                                                                         monkeypatch):
+def test_missing_credentials_or_an_unreachable_provider_are_refused_before_actors_start(
+    tmp_path, fake_llm_server, monkeypatch
+):
     monkeypatch.delenv("OPENAI_API_KEY")
     with pytest.raises(ValueError, match=r"OPENAI_API_KEY"):
         RolloutJob(llm_config(fake_llm_server, ["retail-000"]), out=str(tmp_path), progress=False).run()
@@ -261,7 +338,10 @@ def test_retry_errors_replaces_error_rows_exactly_once_for_every_reader(tmp_path
     assert summary["errors"] == 2 and summary["episodes_this_run"] == 0  # a plain resume keeps them
     summary = RolloutJob(config, out=str(tmp_path), resume=True, retry_errors=True, progress=False).run()
     assert summary["errors"] == 0 and summary["episodes"] == 2 and summary["episodes_this_run"] == 2
-    for table in (read_episodes(tmp_path), ds.dataset(tmp_path / "episodes", format="parquet", partitioning="hive").to_table()):
+    for table in (
+        read_episodes(tmp_path),
+        ds.dataset(tmp_path / "episodes", format="parquet", partitioning="hive").to_table(),
+    ):
         rows = table.to_pylist()
         assert sorted((r["task_id"], r["error"]) for r in rows) == [("retail-000", False), ("retail-001", False)]
     steps = ds.dataset(tmp_path / "steps", format="parquet", partitioning="hive").to_table()

@@ -28,17 +28,48 @@ def test_rollout_runs_on_an_existing_cluster_given_by_address(tmp_path):
     # a throwaway cluster on loopback; token auth off so the driver needs no shared token
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     head = subprocess.Popen(
-        [str(ray_cli), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", "--disable-usage-stats", "--block"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+        [
+            str(ray_cli),
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            "--block",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
     )
     try:
         config = tmp_path / "job.yaml"
-        config.write_text(json.dumps({"domains": ["airline"], "tasks": ["airline-000", "airline-001", "airline-002"],
-                                      "agent": {"name": "oracle"}, "env": {"user_strategy": "scripted"},
-                                      "actors": 2, "cpus_per_actor": 0.5}))
-        command = [sys.executable, "-m", "rollout", "--config", str(config), "--out", str(tmp_path / "out"),
-                   "--address", f"127.0.0.1:{port}", "--no-progress"]
+        config.write_text(
+            json.dumps(
+                {
+                    "domains": ["airline"],
+                    "tasks": ["airline-000", "airline-001", "airline-002"],
+                    "agent": {"name": "oracle"},
+                    "env": {"user_strategy": "scripted"},
+                    "actors": 2,
+                    "cpus_per_actor": 0.5,
+                }
+            )
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "rollout",
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "out"),
+            "--address",
+            f"127.0.0.1:{port}",
+            "--no-progress",
+        ]
         deadline = time.monotonic() + 120
         while True:  # the head takes a few seconds to come up
             done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)

@@ -18,8 +18,15 @@ def _synthetic_run():
     rows = []
     for task in range(4):
         for trial in range(4):
-            rows.append({"domain": "retail", "task_id": f"retail-{task:03d}", "trial": trial,
-                         "reward": float(rng.random() < 0.6), "error": False})
+            rows.append(
+                {
+                    "domain": "retail",
+                    "task_id": f"retail-{task:03d}",
+                    "trial": trial,
+                    "reward": float(rng.random() < 0.6),
+                    "error": False,
+                }
+            )
     for index in (1, 6, 11):
         rows[index].update(reward=None, error=True)
     return rows
@@ -33,8 +40,10 @@ def _v1_metrics(rows):
     c_per_task = {}
     for r in results:
         c_per_task[r.task_id] = c_per_task.get(r.task_id, 0) + (1 if 1 - 1e-6 <= r.reward <= 1 + 1e-6 else 0)
-    pass_hat = {k: sum(comb(c, k) / comb(num_trials, k) for c in c_per_task.values()) / len(c_per_task)
-                for k in range(1, num_trials + 1)}
+    pass_hat = {
+        k: sum(comb(c, k) / comb(num_trials, k) for c in c_per_task.values()) / len(c_per_task)
+        for k in range(1, num_trials + 1)
+    }
     return sum(rewards) / len(rewards), pass_hat
 
 
@@ -47,16 +56,29 @@ def _tau2_metrics(rows):
     tasks = registry.get_tasks_loader("retail")(None)
     simulations = [
         SimulationRun(
-            id=f"s{n}", task_id=tasks[int(r["task_id"].split("-")[1])].id, trial=r["trial"], start_time="",
-            end_time="", duration=0.0, termination_reason="agent_error" if r["error"] else "agent_stop",
-            reward_info=RewardInfo(reward=r["reward"] or 0.0), messages=[], agent_cost=0.0,
+            id=f"s{n}",
+            task_id=tasks[int(r["task_id"].split("-")[1])].id,
+            trial=r["trial"],
+            start_time="",
+            end_time="",
+            duration=0.0,
+            termination_reason="agent_error" if r["error"] else "agent_stop",
+            reward_info=RewardInfo(reward=r["reward"] or 0.0),
+            messages=[],
+            agent_cost=0.0,
         )
         for n, r in enumerate(rows)
     ]
-    info = SimpleNamespace(num_trials=max(r["trial"] for r in rows) + 1, git_commit="", seed=0, max_steps=0,
-                           max_errors=0, environment_info=SimpleNamespace(domain_name="retail"),
-                           user_info=SimpleNamespace(implementation="", llm="", llm_args={}),
-                           agent_info=SimpleNamespace(implementation="", llm="", llm_args={}))
+    info = SimpleNamespace(
+        num_trials=max(r["trial"] for r in rows) + 1,
+        git_commit="",
+        seed=0,
+        max_steps=0,
+        max_errors=0,
+        environment_info=SimpleNamespace(domain_name="retail"),
+        user_info=SimpleNamespace(implementation="", llm="", llm_args={}),
+        agent_info=SimpleNamespace(implementation="", llm="", llm_args={}),
+    )
     metrics = compute_metrics(Results.model_construct(info=info, tasks=tasks, simulations=simulations))
     return metrics.avg_reward, metrics.pass_hat_ks
 

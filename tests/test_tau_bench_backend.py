@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import _purge_tau_bench, run_episode
 
-from conftest import run_episode
 from taugym import TauEnv
 from taugym.agents import OraclePolicy
 from taugym.backends import get_backend
@@ -26,38 +26,8 @@ from taugym.backends.tau_bench_backend import (
     task_spec_from_v1,
 )
 
-STANDIN = Path(__file__).resolve().parent / "tau_bench_standin"
 V1_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tau-bench-v1"
 V1_SAMPLE = V1_DATA / "gpt-4o-airline-sample.json"
-
-
-def _purge_tau_bench() -> None:
-    for name in [n for n in sys.modules if n == "tau_bench" or n.startswith("tau_bench.")]:
-        del sys.modules[name]
-
-
-@pytest.fixture
-def standin(monkeypatch):
-    """The stand-in tau_bench on sys.path, with fresh modules and no cached domains."""
-    _purge_tau_bench()
-    monkeypatch.syspath_prepend(str(STANDIN))
-    monkeypatch.setattr(TauBenchBackend, "_domains", {})
-    import tau_bench.envs.user as user_module
-
-    llm_calls = []
-
-    def no_llm(**kwargs):
-        llm_calls.append(kwargs)
-        raise RuntimeError("the adapter must never run tau_bench's own user simulator")
-
-    def no_input(*args):
-        raise RuntimeError("the adapter must never read a human user's input")
-
-    monkeypatch.setattr(user_module, "completion", no_llm)
-    monkeypatch.setattr("builtins.input", no_input)
-    yield llm_calls
-    assert llm_calls == []
-    _purge_tau_bench()
 
 
 def _env(**overrides):
@@ -174,7 +144,11 @@ def test_tool_calls_run_v1_tools_with_v1_error_strings(standin):
     result = session.call_tool("cancel_pending_order", {"order_id": "#W9", "reason": "no longer needed"}, "c3")
     assert result.error and result.content == "Error: '#W9'"
     # the calls went into v1's own action list, against the episode's own data
-    assert [a.name for a in session.env.actions] == ["get_order_details", "cancel_pending_order", "cancel_pending_order"]
+    assert [a.name for a in session.env.actions] == [
+        "get_order_details",
+        "cancel_pending_order",
+        "cancel_pending_order",
+    ]
     observation, *_ = env.step(_answer("cancel_pending_order", order_id="#W1001", reason="ordered by mistake"))
     assert "cancelled" in observation["feedback"]
     assert session.env.data["orders"]["#W1001"]["status"] == "cancelled"
@@ -241,7 +215,9 @@ def test_v1_llm_user_strategy_would_call_the_model(standin):
     from tau_bench.envs import get_env
 
     with pytest.raises(RuntimeError, match="never run"):
-        get_env("retail", user_strategy="llm", user_model="gpt-4o", task_split="test", user_provider="openai", task_index=0)
+        get_env(
+            "retail", user_strategy="llm", user_model="gpt-4o", task_split="test", user_provider="openai", task_index=0
+        )
     standin.clear()
 
 
@@ -297,7 +273,7 @@ def test_real_v1_tasks_convert_to_task_specs():
         assert reward_info["actions"] == [{"name": a["name"], "kwargs": a["arguments"]} for a in spec.gold_actions]
         # the oracle's plan calls each gold tool call, in order, with its arguments
         plan = OraclePolicy().plan(spec.to_dict())
-        calls = [json.loads(p[len("[answer] "):]) for p in plan if p.startswith("[answer] ")]
+        calls = [json.loads(p[len("[answer] ") :]) for p in plan if p.startswith("[answer] ")]
         assert calls == [{"name": a["name"], "arguments": a["kwargs"]} for a in task["actions"]]
         assert plan[-1] == "[finish]"
         # the spec does not share mutable state with the record
@@ -337,8 +313,15 @@ def test_v1_defaults_are_v1s_own_split_and_user_sampling(standin, monkeypatch):
     assert env.task_split == "test"  # v1 has no base split
     with FakeLLMServer() as server:
         server.enqueue(Reply.ok("Hi, I want to return an item."))
-        llm_env = TauEnv(backend="tau_bench", task_category="retail", user_strategy="llm", user_model="fake-user",
-                         user_provider="openai", user_base_url=server.base_url, llm_max_attempts=1)
+        llm_env = TauEnv(
+            backend="tau_bench",
+            task_category="retail",
+            user_strategy="llm",
+            user_model="fake-user",
+            user_provider="openai",
+            user_base_url=server.base_url,
+            llm_max_attempts=1,
+        )
         llm_env.reset(options={"task_id": "retail-000"})
         body = server.requests[0].body
     assert "temperature" not in body  # v1's user sends none: the provider's default applies

@@ -12,11 +12,15 @@ from rollout.interop.records import FORMATS
 
 def import_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="python -m rollout import")
-    parser.description = ("Import tau-bench v1 results files and tau2 Results files into DIR/episodes and DIR/steps. "
-                          "Exit status: 0 every record imported, 1 some records refused (the rest imported), 2 misuse.")
+    parser.description = (
+        "Import tau-bench v1 results files and tau2 Results files into DIR/episodes and DIR/steps. "
+        "Exit status: 0 every record imported, 1 some records refused (the rest imported), 2 misuse."
+    )
     parser.add_argument("files", nargs="+", metavar="FILE", help="results files (JSON)")
     parser.add_argument("--out", required=True, help="dataset folder (new, or one to add to)")
-    parser.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="the files' format (default: %(default)s)")
+    parser.add_argument(
+        "--format", default="auto", choices=["auto", *FORMATS], help="the files' format (default: %(default)s)"
+    )
     parser.add_argument("--domain", help="v1 files: the domain, where the system prompt does not say it")
     parser.add_argument("--agent-model", help="the agent's model, for files that do not name it (v1)")
     parser.add_argument("--user-model", help="the user simulator's model, for files that do not name it (v1)")
@@ -30,8 +34,15 @@ def run_import_command(args: argparse.Namespace) -> int:
 
     try:
         out = check_out_folder(args.out, args.out)
-        result = import_files(args.files, str(out), format=args.format, domain=args.domain,
-                              agent_model=args.agent_model, user_model=args.user_model, run_id=args.run_id)
+        result = import_files(
+            args.files,
+            str(out),
+            format=args.format,
+            domain=args.domain,
+            agent_model=args.agent_model,
+            user_model=args.user_model,
+            run_id=args.run_id,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -43,12 +54,16 @@ def run_import_command(args: argparse.Namespace) -> int:
 
 def rescore_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="python -m rollout rescore")
-    parser.description = ("Replay recorded trajectories through TauEnv (recorded agent actions, replay user) and score "
-                          "them again. Exit status 0 when the input could be processed, 2 when none of it could.")
+    parser.description = (
+        "Replay recorded trajectories through TauEnv (recorded agent actions, replay user) and score "
+        "them again. Exit status 0 when the input could be processed, 2 when none of it could."
+    )
     parser.add_argument("files", nargs="+", metavar="FILE", help="results files (v1 or tau2 JSON)")
     parser.add_argument("--backend", required=True, choices=["tau_bench", "tau2"], help="the backend that scores them")
     parser.add_argument("--report", help="write the per-trajectory report here (a JSON list)")
-    parser.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="the files' format (default: %(default)s)")
+    parser.add_argument(
+        "--format", default="auto", choices=["auto", *FORMATS], help="the files' format (default: %(default)s)"
+    )
     parser.add_argument("--domain", help="v1 files: the domain, where the system prompt does not say it")
     return parser
 
@@ -67,14 +82,18 @@ def run_rescore_command(args: argparse.Namespace) -> int:
         for note in read.notes:
             print(f"note: {read.file}: {note}", file=sys.stderr)
     if args.report:
-        Path(args.report).write_text(json.dumps([entry.as_dict() for entry in report], indent=1) + "\n", encoding="utf-8")
+        Path(args.report).write_text(
+            json.dumps([entry.as_dict() for entry in report], indent=1) + "\n", encoding="utf-8"
+        )
     print(format_agreement(report))
     return 0 if report or not any(r.problems for r in reads) else 2
 
 
 def export_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="python -m rollout export")
-    parser.description = "Write a TauGym run (DIR/episodes) as tau2 Results files, one per domain, for tau2 view and tau2 submit."
+    parser.description = (
+        "Write a TauGym run (DIR/episodes) as tau2 Results files, one per domain, for tau2 view and tau2 submit."
+    )
     parser.add_argument("dir", metavar="DIR", help="the run's dataset folder")
     parser.add_argument("--format", default="tau2", choices=["tau2"], help="the file format (default: %(default)s)")
     parser.add_argument("--out", required=True, help="folder for the files (<domain>.json each)")

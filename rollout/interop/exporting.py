@@ -62,9 +62,15 @@ def tau2_messages(messages: list[dict]) -> list:
         if role == "tool":
             content = message.get("content")
             call_id = message.get("tool_call_id") or ""
-            converted.append({"role": "tool", "id": call_id, "content": content,
-                              "requestor": requestors.get(call_id, "assistant"),
-                              "error": isinstance(content, str) and content.startswith("Error")})
+            converted.append(
+                {
+                    "role": "tool",
+                    "id": call_id,
+                    "content": content,
+                    "requestor": requestors.get(call_id, "assistant"),
+                    "error": isinstance(content, str) and content.startswith("Error"),
+                }
+            )
             continue
         entry: dict[str, Any] = {"role": role, "content": message.get("content")}
         if message.get("tool_calls"):
@@ -74,7 +80,9 @@ def tau2_messages(messages: list[dict]) -> list:
                 if isinstance(arguments, str):
                     arguments = json.loads(arguments) if arguments.strip() else {}
                 requestors[call["id"]] = role
-                calls.append({"id": call["id"], "name": call["function"]["name"], "arguments": arguments, "requestor": role})
+                calls.append(
+                    {"id": call["id"], "name": call["function"]["name"], "arguments": arguments, "requestor": role}
+                )
             entry["tool_calls"] = calls
         converted.append(entry)
     return to_tau2_messages(converted)
@@ -126,23 +134,32 @@ def export_tau2(run_dir: str, out: str) -> list[tuple[str, int, list[str]]]:
         domain = get_backend("tau2").load_domain(domain_name)
         notes: list[str] = []
         first = domain_rows[0]
-        agent = AgentInfo(implementation="llm_agent" if first["agent"] == "llm" else first["agent"], llm=first["agent_model"])
+        agent = AgentInfo(
+            implementation="llm_agent" if first["agent"] == "llm" else first["agent"], llm=first["agent_model"]
+        )
         llm_user = first["user_strategy"] == "llm"
-        user = UserInfo(implementation="user_simulator" if llm_user else first["user_strategy"], llm=first["user_model"],
-                        llm_args=dict(domain.default_user_llm_args) if llm_user else None,
-                        global_simulation_guidelines=domain.user_guidelines)
+        user = UserInfo(
+            implementation="user_simulator" if llm_user else first["user_strategy"],
+            llm=first["user_model"],
+            llm_args=dict(domain.default_user_llm_args) if llm_user else None,
+            global_simulation_guidelines=domain.user_guidelines,
+        )
         trials: dict[str, int] = defaultdict(int)
         for row in domain_rows:
             trials[row["task_id"]] += 1
         if len(set(trials.values())) > 1:
-            notes.append(f"tasks have different numbers of trials ({sorted(set(trials.values()))}); "
-                         "tau2's submission check wants the same number for every task")
+            notes.append(
+                f"tasks have different numbers of trials ({sorted(set(trials.values()))}); "
+                "tau2's submission check wants the same number for every task"
+            )
         index_of = {spec.task_id: spec.index for spec in domain.tasks}
         covered = sorted({index_of[row["task_id"]] for row in domain_rows})
         base = set(domain.splits.get("base", []))
         if set(covered) != base:
-            notes.append(f"the run covers {len(covered)} task(s), tau2's base split has {len(base)}: "
-                         "tau2 view opens the file, its submission check wants every base task")
+            notes.append(
+                f"the run covers {len(covered)} task(s), tau2's base split has {len(base)}: "
+                "tau2 view opens the file, its submission check wants every base task"
+            )
         info = Info(
             git_commit=f"taugym-{taugym.__version__}",
             num_trials=max(trials.values()),
@@ -156,19 +173,21 @@ def export_tau2(run_dir: str, out: str) -> list[tuple[str, int, list[str]]]:
         simulations = []
         for row in domain_rows:
             end = dt.datetime.now()
-            simulations.append(SimulationRun(
-                id=row["episode_id"],
-                task_id=domain.tasks[index_of[row["task_id"]]].native_id,
-                start_time=(end - dt.timedelta(seconds=row["duration_s"])).isoformat(),
-                end_time=end.isoformat(),
-                duration=row["duration_s"],
-                termination_reason=_termination(row),
-                agent_cost=row["cost_usd"],
-                reward_info=_reward_info(row),
-                messages=tau2_messages(row["messages"]),
-                trial=row["trial"],
-                seed=row["seed"],
-            ))
+            simulations.append(
+                SimulationRun(
+                    id=row["episode_id"],
+                    task_id=domain.tasks[index_of[row["task_id"]]].native_id,
+                    start_time=(end - dt.timedelta(seconds=row["duration_s"])).isoformat(),
+                    end_time=end.isoformat(),
+                    duration=row["duration_s"],
+                    termination_reason=_termination(row),
+                    agent_cost=row["cost_usd"],
+                    reward_info=_reward_info(row),
+                    messages=tau2_messages(row["messages"]),
+                    trial=row["trial"],
+                    seed=row["seed"],
+                )
+            )
         results = Results(info=info, tasks=[domain.native_task(i) for i in covered], simulations=simulations)
         path = Path(out) / f"{domain_name}.json"
         hidden = path.with_name(f".{path.name}.tmp")

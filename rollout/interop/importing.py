@@ -68,7 +68,7 @@ def agent_turns(messages: list[dict]) -> list[tuple[Any, str]]:
             name = call["function"]["name"]
             turns.append((call, f"Tool {name}: {result.get('content') if result else ''}"))
         if message.get("content") and not message.get("tool_calls"):
-            reply = next((m for m in messages[index + 1:] if m["role"] == "user" and not m.get("tool_calls")), None)
+            reply = next((m for m in messages[index + 1 :] if m["role"] == "user" and not m.get("tool_calls")), None)
             turns.append((message["content"], f"User: {reply['content']}" if reply else ""))
     return turns
 
@@ -125,24 +125,38 @@ def rows_for(trajectory: Trajectory, run_id: str) -> tuple[dict, list[dict]]:
     observation = first_observation(trajectory.messages)
     for index, (action, after) in enumerate(turns):
         last = index == len(turns) - 1
-        steps.append(step_row(
-            row, step_index=index, observation=observation, action=action_text(action),
-            reward=float(trajectory.reward or 0.0) if last else 0.0, next_observation=after,
-            terminated=last and not truncated, truncated=last and truncated,
-        ))
+        steps.append(
+            step_row(
+                row,
+                step_index=index,
+                observation=observation,
+                action=action_text(action),
+                reward=float(trajectory.reward or 0.0) if last else 0.0,
+                next_observation=after,
+                terminated=last and not truncated,
+                truncated=last and truncated,
+            )
+        )
         observation = after
     return row, steps
 
 
 def import_files(
-    paths: list[str], out: str, *, format: str = "auto", domain: str | None = None,
-    agent_model: str | None = None, user_model: str | None = None, run_id: str | None = None,
+    paths: list[str],
+    out: str,
+    *,
+    format: str = "auto",
+    domain: str | None = None,
+    agent_model: str | None = None,
+    user_model: str | None = None,
+    run_id: str | None = None,
 ) -> ImportResult:
     """Import ``paths`` into ``out`` (see the module docstring); bad records are returned, not raised."""
     run_id = run_id or time.strftime("import-%Y%m%d-%H%M%S")
     existing = completed_keys(out) if (Path(out) / "_manifest").is_dir() else set()
-    reads = read_results_files(paths, format=format, domain=domain, agent_model=agent_model,
-                               user_model=user_model, seen=existing)
+    reads = read_results_files(
+        paths, format=format, domain=domain, agent_model=agent_model, user_model=user_model, seen=existing
+    )
     result = ImportResult(out=str(out), run_id=run_id, reads=reads)
     rows = []
     for read in reads:
@@ -153,8 +167,14 @@ def import_files(
                 read.problems.append(Problem(read.file, trajectory.position, f"cannot be stored: {exc}"))
         result.problems.extend(read.problems)
     if rows:
-        with ParquetEpisodeWriter(out, run_id, writer_id="import", max_rows_per_file=_NEVER,
-                                  max_seconds_per_file=float(_NEVER), rows_per_row_group=256) as writer:
+        with ParquetEpisodeWriter(
+            out,
+            run_id,
+            writer_id="import",
+            max_rows_per_file=_NEVER,
+            max_seconds_per_file=float(_NEVER),
+            rows_per_row_group=256,
+        ) as writer:
             for row, steps in rows:
                 writer.write(row, steps)
         result.written = len(rows)
@@ -165,8 +185,10 @@ def format_import(result: ImportResult) -> str:
     """The import's report: per file, format and counts, each bad record with its position, notes."""
     lines = []
     for read in result.reads:
-        lines.append(f"{read.file}: {read.format or 'unreadable'}, {len(read.trajectories)} record(s) read, "
-                     f"{len(read.problems)} refused")
+        lines.append(
+            f"{read.file}: {read.format or 'unreadable'}, {len(read.trajectories)} record(s) read, "
+            f"{len(read.problems)} refused"
+        )
         lines += [f"  refused: {problem}" for problem in read.problems]
         lines += [f"  note: {note}" for note in read.notes]
     lines.append(f"imported {result.written} episode(s) into {result.out} (run_id {result.run_id})")

@@ -124,8 +124,12 @@ class _Bad(ValueError):
 
 # ------------------------------------------------------------------ reading
 def read_results_files(
-    paths: list[str], *, format: str = "auto", domain: str | None = None,
-    agent_model: str | None = None, user_model: str | None = None,
+    paths: list[str],
+    *,
+    format: str = "auto",
+    domain: str | None = None,
+    agent_model: str | None = None,
+    user_model: str | None = None,
     seen: set[tuple[str, str, int]] | None = None,
 ) -> list[FileRead]:
     """Read every file; a (domain, task, trial) already in ``seen`` (or met before) is a duplicate."""
@@ -141,9 +145,14 @@ def read_results_files(
             if user_model is not None and trajectory.user_model is None:
                 trajectory.user_model = user_model
             if trajectory.key in seen:
-                read.problems.append(Problem(read.file, trajectory.position,
-                                             f"duplicate (task, trial): {trajectory.task_id} trial {trajectory.trial} "
-                                             "is already imported or earlier in the input"))
+                read.problems.append(
+                    Problem(
+                        read.file,
+                        trajectory.position,
+                        f"duplicate (task, trial): {trajectory.task_id} trial {trajectory.trial} "
+                        "is already imported or earlier in the input",
+                    )
+                )
                 continue
             seen.add(trajectory.key)
             kept.append(trajectory)
@@ -165,12 +174,16 @@ def _read_file(path: str, wanted: str, domain: str | None, domains: _Domains) ->
     stripped = text.lstrip()
     found = V1 if stripped.startswith("[") else TAU2 if stripped.startswith("{") else None
     if found is None:
-        read.problems.append(Problem(path, None, "not a results file: expected a JSON list (tau-bench v1) "
-                                                  "or a JSON object (tau2 Results)"))
+        read.problems.append(
+            Problem(
+                path, None, "not a results file: expected a JSON list (tau-bench v1) or a JSON object (tau2 Results)"
+            )
+        )
         return read
     if wanted != "auto" and found != wanted:
-        read.problems.append(Problem(path, None, f"this is a {found} results file, not {wanted}; "
-                                                  f"pass --format {found} or --format auto"))
+        read.problems.append(
+            Problem(path, None, f"this is a {found} results file, not {wanted}; pass --format {found} or --format auto")
+        )
         return read
     read.format = found
     if found == V1:
@@ -200,7 +213,11 @@ def _json_list_items(text: str) -> Iterator[tuple[int, Any, str | None]]:
         try:
             value, index = decoder.raw_decode(text, index)
         except json.JSONDecodeError as exc:
-            yield position, None, f"invalid or truncated JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); the records before it are read"
+            yield (
+                position,
+                None,
+                f"invalid or truncated JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); the records before it are read",
+            )
             return
         yield position, value, None
         position += 1
@@ -255,11 +272,21 @@ def _v1_trajectory(read: FileRead, position: int, record: Any, domain: str | Non
     tools = loaded.tool_schemas if loaded is not None else []
     messages = _check_messages(traj, tools if loaded is not None else None)
     return Trajectory(
-        format=V1, file=read.file, position=position, backend="tau_bench", domain=name, task_id=task_id,
-        native_task_id=native, trial=int(trial), reward=float(reward), messages=messages,
-        termination=_v1_termination(messages), reward_info=info.get("reward_info"),
+        format=V1,
+        file=read.file,
+        position=position,
+        backend="tau_bench",
+        domain=name,
+        task_id=task_id,
+        native_task_id=native,
+        trial=int(trial),
+        reward=float(reward),
+        messages=messages,
+        termination=_v1_termination(messages),
+        reward_info=info.get("reward_info"),
         cost_usd=float(info["user_cost"]) if _is_number(info.get("user_cost")) else 0.0,
-        tools=list(tools), max_steps=30,
+        tools=list(tools),
+        max_steps=30,
     )
 
 
@@ -311,14 +338,21 @@ def _read_tau2(read: FileRead, text: str, domains: _Domains) -> None:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        read.problems.append(Problem(read.file, None, f"invalid or truncated JSON ({exc.msg} at line {exc.lineno} "
-                                                       f"column {exc.colno}); a tau2 Results file is read whole"))
+        read.problems.append(
+            Problem(
+                read.file,
+                None,
+                f"invalid or truncated JSON ({exc.msg} at line {exc.lineno} "
+                f"column {exc.colno}); a tau2 Results file is read whole",
+            )
+        )
         return
     simulations = data.get("simulations")
     info = data.get("info")
     if not isinstance(simulations, list) or not isinstance(info, dict):
-        read.problems.append(Problem(read.file, None, "not a tau2 Results file: it needs 'info' (an object) and "
-                                                       "'simulations' (a list)"))
+        read.problems.append(
+            Problem(read.file, None, "not a tau2 Results file: it needs 'info' (an object) and 'simulations' (a list)")
+        )
         return
     environment = info.get("environment_info") if isinstance(info.get("environment_info"), dict) else {}
     name = environment.get("domain_name")
@@ -347,7 +381,9 @@ def _read_tau2(read: FileRead, text: str, domains: _Domains) -> None:
         read.trajectories.append(trajectory)
 
 
-def _tau2_trajectory(read: FileRead, position: int, simulation: Any, loaded: Any, by_native: dict, system: str) -> Trajectory:
+def _tau2_trajectory(
+    read: FileRead, position: int, simulation: Any, loaded: Any, by_native: dict, system: str
+) -> Trajectory:
     from pydantic import ValidationError
     from tau2.data_model.simulation import SimulationRun
 
@@ -380,11 +416,21 @@ def _tau2_trajectory(read: FileRead, position: int, simulation: Any, loaded: Any
     messages = _check_messages(messages, loaded.tool_schemas + loaded.user_tool_schemas)
     termination = TERMINATIONS_FROM_TAU2.get(run.termination_reason.value, "error")
     return Trajectory(
-        format=TAU2, file=read.file, position=position, backend="tau2", domain=loaded.name, task_id=spec.task_id,
-        native_task_id=str(run.task_id), trial=int(run.trial or 0),
-        reward=None if run.reward_info is None else float(run.reward_info.reward), messages=messages,
-        termination=termination, reward_info=simulation.get("reward_info"), seed=int(run.seed or 0),
-        duration_s=float(run.duration), cost_usd=float((run.agent_cost or 0.0) + (run.user_cost or 0.0)),
+        format=TAU2,
+        file=read.file,
+        position=position,
+        backend="tau2",
+        domain=loaded.name,
+        task_id=spec.task_id,
+        native_task_id=str(run.task_id),
+        trial=int(run.trial or 0),
+        reward=None if run.reward_info is None else float(run.reward_info.reward),
+        messages=messages,
+        termination=termination,
+        reward_info=simulation.get("reward_info"),
+        seed=int(run.seed or 0),
+        duration_s=float(run.duration),
+        cost_usd=float((run.agent_cost or 0.0) + (run.user_cost or 0.0)),
         tools=list(loaded.tool_schemas),
     )
 
@@ -416,7 +462,9 @@ def _check_messages(messages: list, tools: list[dict] | None) -> list[dict]:
                 _check_call(call, names, f"messages[{i}].tool_calls[{j}]")
         if role == "tool" and not isinstance(message.get("tool_call_id"), str):
             raise _Bad(f"messages[{i}] is a tool result without a tool_call_id")
-        checked.append({key: message[key] for key in ("role", "content", "tool_calls", "tool_call_id", "name") if key in message})
+        checked.append(
+            {key: message[key] for key in ("role", "content", "tool_calls", "tool_call_id", "name") if key in message}
+        )
     return checked
 
 
@@ -493,8 +541,10 @@ class _Domains:
             if backend == "tau2":
                 read.problems.append(Problem(read.file, None, f"tau2 has no domain {domain!r}: {self._why[key]}"))
             else:
-                note = (f"{backend} {domain} cannot be loaded here ({self._why[key]}): tool names and task ids "
-                        f"were not checked, task ids are v1's test-split indices")
+                note = (
+                    f"{backend} {domain} cannot be loaded here ({self._why[key]}): tool names and task ids "
+                    f"were not checked, task ids are v1's test-split indices"
+                )
                 if note not in read.notes:
                     read.notes.append(note)
         return self._loaded[key]

@@ -49,8 +49,9 @@ class Rescored:
         return asdict(self)
 
 
-def rescore_files(paths: list[str], *, backend: str, format: str = "auto",
-                  domain: str | None = None) -> tuple[list[FileRead], list[Rescored]]:
+def rescore_files(
+    paths: list[str], *, backend: str, format: str = "auto", domain: str | None = None
+) -> tuple[list[FileRead], list[Rescored]]:
     """Read and re-score every trajectory of ``paths`` on ``backend``."""
     if backend not in ("tau_bench", "tau2"):
         raise ValueError(f"backend must be 'tau_bench' or 'tau2', got {backend!r}")
@@ -60,8 +61,13 @@ def rescore_files(paths: list[str], *, backend: str, format: str = "auto",
     for read in reads:
         for trajectory in read.trajectories:
             if trajectory.backend != backend:
-                read.problems.append(Problem(read.file, trajectory.position, (
-                    f"a {trajectory.format} record is scored by backend {trajectory.backend!r}, not {backend!r}")))
+                read.problems.append(
+                    Problem(
+                        read.file,
+                        trajectory.position,
+                        (f"a {trajectory.format} record is scored by backend {trajectory.backend!r}, not {backend!r}"),
+                    )
+                )
                 continue
             report.append(rescore(trajectory, backend, envs))
     return reads, report
@@ -79,10 +85,22 @@ def _env(envs: dict, backend: str, domain: str, max_steps: int) -> Any:
 def rescore(trajectory: Trajectory, backend: str, envs: dict | None = None) -> Rescored:
     """Replay one trajectory and compare its new reward with the recorded one."""
     envs = {} if envs is None else envs
-    result = Rescored(domain=trajectory.domain, task_id=trajectory.task_id, trial=trajectory.trial,
-                      recorded_reward=trajectory.reward, reward=None, agree=False, reason=None,
-                      file=trajectory.file, position=trajectory.position)
-    limit = V1_MAX_STEPS if backend == "tau_bench" else max(trajectory.max_steps or 0, len(agent_turns(trajectory.messages)) + 1)
+    result = Rescored(
+        domain=trajectory.domain,
+        task_id=trajectory.task_id,
+        trial=trajectory.trial,
+        recorded_reward=trajectory.reward,
+        reward=None,
+        agree=False,
+        reason=None,
+        file=trajectory.file,
+        position=trajectory.position,
+    )
+    limit = (
+        V1_MAX_STEPS
+        if backend == "tau_bench"
+        else max(trajectory.max_steps or 0, len(agent_turns(trajectory.messages)) + 1)
+    )
     try:
         env = _env(envs, backend, trajectory.domain, limit)
         reward, info, premature = _replay(env, trajectory)
@@ -117,7 +135,11 @@ def _replay(env: Any, trajectory: Trajectory) -> tuple[float, dict, str | None]:
     _, info = env.reset(options={"task_id": trajectory.task_id})
     done = False
     for action, _ in agent_turns(messages):
-        sent = {"role": "assistant", "content": None, "tool_calls": [action]} if isinstance(action, dict) else f"[action] {action}"
+        sent = (
+            {"role": "assistant", "content": None, "tool_calls": [action]}
+            if isinstance(action, dict)
+            else f"[action] {action}"
+        )
         _, _, terminated, truncated, info = env.step(sent)
         if terminated or truncated:
             done = True
@@ -126,8 +148,14 @@ def _replay(env: Any, trajectory: Trajectory) -> tuple[float, dict, str | None]:
         if trajectory.termination in ("agent", "user"):
             _, _, _, _, info = env.step("[finish]")
         else:
-            return 0.0, info, (f"the record ended early ({trajectory.termination}) and is scored 0, as the "
-                               "benchmark scores premature endings")
+            return (
+                0.0,
+                info,
+                (
+                    f"the record ended early ({trajectory.termination}) and is scored 0, as the "
+                    "benchmark scores premature endings"
+                ),
+            )
     return float(info.get("benchmark_reward") or 0.0), info, None
 
 
@@ -137,8 +165,10 @@ def _tool_divergence(recorded: list[dict], replayed: list[dict]) -> list[str]:
     after = [m for m in replayed if m["role"] == "tool"]
     for index, (old, new) in enumerate(zip(before, after)):
         if _loose(old.get("content")) != _loose(new.get("content")):
-            return [f"tool result {index} ({old.get('name') or new.get('name')}) differs: recorded "
-                    f"{str(old.get('content'))[:100]!r}, now {str(new.get('content'))[:100]!r}"]
+            return [
+                f"tool result {index} ({old.get('name') or new.get('name')}) differs: recorded "
+                f"{str(old.get('content'))[:100]!r}, now {str(new.get('content'))[:100]!r}"
+            ]
     if len(before) != len(after):
         return [f"the record has {len(before)} tool results, the replay {len(after)}"]
     return []
@@ -159,8 +189,10 @@ def _verdict_differences(trajectory: Trajectory, now: Any) -> list[str]:
     if trajectory.format == "tau-bench-v1":
         old, new = was.get("info") or {}, now.get("info") or {}
         if old.get("gt_data_hash") != new.get("gt_data_hash"):
-            found.append(f"gold data hash differs: recorded {str(old.get('gt_data_hash'))[:12]}…, now "
-                         f"{str(new.get('gt_data_hash'))[:12]}… (the task's data or gold actions changed)")
+            found.append(
+                f"gold data hash differs: recorded {str(old.get('gt_data_hash'))[:12]}…, now "
+                f"{str(new.get('gt_data_hash'))[:12]}… (the task's data or gold actions changed)"
+            )
         if "r_actions" in old and old.get("r_actions") != new.get("r_actions"):
             found.append(f"data hash check (r_actions): recorded {old.get('r_actions')}, now {new.get('r_actions')}")
         for output, met in (old.get("outputs") or {}).items():
@@ -185,16 +217,23 @@ def format_agreement(report: list[Rescored]) -> str:
     by_domain: dict[str, list[Rescored]] = defaultdict(list)
     for entry in report:
         by_domain[entry.domain].append(entry)
-    lines = [f"{'domain':<10} {'trajectories':>12} {'agree':>6} {'differ':>7} {'failed':>7} {'recorded':>9} {'rescored':>9}"]
+    lines = [
+        f"{'domain':<10} {'trajectories':>12} {'agree':>6} {'differ':>7} {'failed':>7} {'recorded':>9} {'rescored':>9}"
+    ]
     for domain in sorted(by_domain):
         entries = by_domain[domain]
         failed = sum(e.reward is None for e in entries)
         agree = sum(e.agree for e in entries)
         recorded = [e.recorded_reward for e in entries if e.recorded_reward is not None]
         rescored = [e.reward for e in entries if e.reward is not None]
-        mean = lambda xs: f"{sum(xs) / len(xs):.3f}" if xs else "-"
-        lines.append(f"{domain:<10} {len(entries):>12} {agree:>6} {len(entries) - agree - failed:>7} {failed:>7} "
-                     f"{mean(recorded):>9} {mean(rescored):>9}")
+        lines.append(
+            f"{domain:<10} {len(entries):>12} {agree:>6} {len(entries) - agree - failed:>7} {failed:>7} "
+            f"{_mean_text(recorded):>9} {_mean_text(rescored):>9}"
+        )
     if not by_domain:
         lines.append("(no trajectories)")
     return "\n".join(lines)
+
+
+def _mean_text(values: list[float]) -> str:
+    return f"{sum(values) / len(values):.3f}" if values else "-"

@@ -16,70 +16,49 @@ Two modes, one client (retries, limits and accounting as every LLM call):
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from dataclasses import fields
+from typing import Any
 
 from taugym.actions import PROTOCOL_HELP
 from taugym.agents.base import Policy
-from taugym.llm.client import LLMCallError, LLMClient, LLMUsage
+from taugym.llm import LLMCallError, LLMClient, LLMSettings, LLMUsage, check_sampling_args
 
 
 class LLMAgent(Policy):
     """An LLM policy (see the module docstring).
 
     Args:
-        model, provider, base_url: what to call (litellm names; any
-            OpenAI-compatible ``base_url``).
         native_tools: native tool calling (True) or the bracketed text protocol.
-        client: an existing :class:`LLMClient` (overrides model/provider/base_url).
-        timeout_s, deadline_s, max_attempts, backoff_initial_s, backoff_max_s:
-            the client's retry settings when it builds one.
-        requests_per_minute, tokens_per_minute, max_concurrency: limits shared
-            with every client of the same endpoint in the process (or the
-            cluster-wide limiter a rollout installs).
-        sampling: sampling arguments (e.g. ``{"temperature": 0.0}``).
+        client: an existing :class:`LLMClient` (then no settings are taken).
+        sampling: sampling arguments (default ``{"temperature": 0.0}``).
+        **settings: the :class:`~taugym.llm.LLMSettings` of the client it
+            builds: ``model`` (default ``gpt-4o``), ``provider``, ``base_url``,
+            ``timeout_s``, ``deadline_s``, ``max_attempts``, ``backoff_*``,
+            ``requests_per_minute``, ``tokens_per_minute``, ``max_concurrency``
+            (limits shared with every client of the same endpoint in the
+            process, or the cluster-wide limiter a rollout installs).
     """
 
     name = "llm"
+    settings_options = tuple(f.name for f in fields(LLMSettings))
+    """The options ``**settings`` takes (what a rollout config may set beside the named ones)."""
 
     def __init__(
         self,
-        model: str = "gpt-4o",
-        provider: Optional[str] = None,
-        base_url: Optional[str] = None,
         native_tools: bool = True,
-        client: Optional[LLMClient] = None,
-        timeout_s: float = 60.0,
-        deadline_s: float = 600.0,
-        max_attempts: int = 6,
-        backoff_initial_s: float = 1.0,
-        backoff_max_s: float = 30.0,
-        requests_per_minute: Optional[float] = None,
-        tokens_per_minute: Optional[float] = None,
-        max_concurrency: Optional[int] = None,
-        sampling: Optional[dict] = None,
+        client: LLMClient | None = None,
+        sampling: dict | None = None,
+        **settings: Any,
     ):
         if not isinstance(native_tools, bool):
             raise ValueError(f"native_tools must be true or false, got {native_tools!r}")
         if client is None:
-            from taugym.config import TauGymConfig, check_llm_target, check_sampling_args
-            from taugym.llm.factory import client_from_config
-
-            check_llm_target(model, provider, base_url)
             sampling = sampling or {"temperature": 0.0}
             check_sampling_args("sampling", sampling)
-            try:
-                limits = TauGymConfig(
-                    llm_timeout_s=timeout_s, llm_deadline_s=deadline_s, llm_max_attempts=max_attempts,
-                    llm_backoff_initial_s=backoff_initial_s, llm_backoff_max_s=backoff_max_s,
-                    llm_requests_per_minute=requests_per_minute, llm_tokens_per_minute=tokens_per_minute,
-                    llm_max_concurrency=max_concurrency,
-                ).validate()
-            except ValueError as exc:  # the agent's options are the config's without the "llm_" prefix
-                raise ValueError(str(exc).removeprefix("llm_")) from None
-            client = client_from_config(limits, model, provider, base_url, sampling)
+            client = LLMClient(LLMSettings.from_options(settings), **sampling)
         self.client = client
         self.native_tools = native_tools
-        self._episode: Optional[str] = None
+        self._episode: str | None = None
         self._notes: list[tuple[int, str]] = []
         self._text_history: list[dict] = []
         self._usage = LLMUsage()
@@ -97,7 +76,9 @@ class LLMAgent(Policy):
         if feedback.startswith("Error:"):  # a refused action is not in the conversation: say so
             self._notes.append((len(messages), feedback))
         for position, note in sorted(self._notes, reverse=True):
-            messages.insert(position, {"role": "user", "content": f"[environment] Your last action was refused. {note}"})
+            messages.insert(
+                position, {"role": "user", "content": f"[environment] Your last action was refused. {note}"}
+            )
         return messages, info["tools"]
 
     def _text_request(self, observation: dict, info: dict) -> list[dict]:
@@ -116,13 +97,13 @@ class LLMAgent(Policy):
             return text
         return text if text.startswith("[") else f"[action] {text}"
 
-    def _request(self, observation: dict, info: dict) -> tuple[list[dict], Optional[list[dict]]]:
+    def _request(self, observation: dict, info: dict) -> tuple[list[dict], list[dict] | None]:
         self._new_episode(info)
         if self.native_tools:
             return self._native_request(observation, info)
         return self._text_request(observation, info), None
 
-    def _account(self, response: Any = None, error: Optional[LLMCallError] = None) -> None:
+    def _account(self, response: Any = None, error: LLMCallError | None = None) -> None:
         self._usage.add(error.usage if error is not None else response)
 
     def act(self, observation: dict, info: dict) -> Any:

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from taugym.agents.base import Policy
 
@@ -53,7 +54,7 @@ class OraclePolicy(Policy):
         self._episode: str | None = None
         self._plan: list[str] = []
 
-    def plan(self, task: dict, info: Optional[dict] = None) -> list[str]:
+    def plan(self, task: dict, info: dict | None = None) -> list[str]:
         """The whole action sequence for a task (``TaskSpec.to_dict()``); grounded when
         ``info`` (the env's info at reset) says where to rehearse it."""
         if self.grounded and info is not None and task["gold_actions"]:
@@ -133,8 +134,11 @@ class _Rehearsal:
         key = (info["backend"], info["domain"])
         if key not in _REHEARSAL_ENVS:
             _REHEARSAL_ENVS[key] = TauEnv(
-                backend=info["backend"], task_category=info["domain"], user_strategy="scripted",
-                max_steps=100_000, max_errors=0,
+                backend=info["backend"],
+                task_category=info["domain"],
+                user_strategy="scripted",
+                max_steps=100_000,
+                max_errors=0,
             )
         self.env = _REHEARSAL_ENVS[key]
         self.task = task
@@ -198,7 +202,7 @@ class _Rehearsal:
                 return quoted if len(quoted) >= 2 else []
         return []
 
-    def lookup(self, value: str) -> Optional[dict]:
+    def lookup(self, value: str) -> dict | None:
         """A read-only call, with one argument the episode already has, whose result shows ``value``."""
         domain, session = self.env.domain, self.env.session
         candidates = list(dict.fromkeys(v for text in self.heard() for v in _json_strings(text)))

@@ -21,14 +21,19 @@ class RandomPolicy(Policy):
     def __init__(self, seed: int = 0, finish_probability: float = 0.05):
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"seed must be an integer, got {seed!r}")
-        if isinstance(finish_probability, bool) or not isinstance(finish_probability, (int, float)) \
-                or not 0.0 <= finish_probability <= 1.0:
+        if (
+            isinstance(finish_probability, bool)
+            or not isinstance(finish_probability, (int, float))
+            or not 0.0 <= finish_probability <= 1.0
+        ):
             raise ValueError(f"finish_probability must be a number between 0 and 1, got {finish_probability!r}")
         self.rng = random.Random(seed)
         self.finish_probability = finish_probability
 
     def _value(self, spec: dict) -> Any:
-        kind = spec.get("type") or next((o.get("type") for o in spec.get("anyOf", []) if o.get("type") != "null"), "string")
+        kind = spec.get("type") or next(
+            (o.get("type") for o in spec.get("anyOf", []) if o.get("type") != "null"), "string"
+        )
         if kind == "integer":
             return self.rng.randint(0, 10)
         if kind == "number":

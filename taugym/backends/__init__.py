@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 from taugym.backends.base import (
     USER_STOP_TOKENS,
     Backend,
@@ -29,7 +32,11 @@ __all__ = [
 def get_backend(name: str) -> Backend:
     """The backend called ``name`` ("tau2" or "tau_bench")."""
     if name == "tau2":
-        from taugym.backends.tau2_backend import Tau2Backend
+        from loguru import logger
+
+        logger.disable("tau2")  # tau2 logs its registry at import; Backend.set_verbose speaks again
+        with contextlib.redirect_stdout(io.StringIO()):  # and prints at import
+            from taugym.backends.tau2_backend import Tau2Backend
 
         return Tau2Backend()
     if name == "tau_bench":

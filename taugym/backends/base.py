@@ -16,9 +16,10 @@ Adding a backend is one module that implements ``load_domain``.
 
 from __future__ import annotations
 
+import ast
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 StopReason = Literal["agent", "user"]
 
@@ -74,6 +75,16 @@ class Evaluation:
     breakdown: dict = field(default_factory=dict)
 
 
+def verdict(breakdown: dict, stop: StopReason | None) -> Evaluation:
+    """The benchmark's verdict from its own reward breakdown (with ``reward``): an episode that did
+    not end properly (``stop`` None, truncated) scores 0, and the breakdown keeps what it would have scored."""
+    if stop is None:
+        breakdown["note"] = "Simulation terminated prematurely (max steps): the benchmark scores it 0"
+        breakdown["reward_if_ended"] = breakdown["reward"]
+        return Evaluation(reward=0.0, breakdown={**breakdown, "reward": 0.0})
+    return Evaluation(reward=float(breakdown["reward"]), breakdown=breakdown)
+
+
 class Session(ABC):
     """One episode's live state in the backend.
 
@@ -113,7 +124,7 @@ class Session(ABC):
         """Record a message the user sent to the agent."""
 
     @abstractmethod
-    def evaluate(self, stop: Optional[StopReason]) -> Evaluation:
+    def evaluate(self, stop: StopReason | None) -> Evaluation:
         """Score the episode by the backend's rules.
 
         ``stop`` says who ended it; ``None`` means it did not end properly
@@ -130,18 +141,17 @@ class Domain(ABC):
     config leaves them unset.
     """
 
-    backend_name: str
     name: str
     policy: str
     tool_schemas: list[dict]
     user_tool_schemas: list[dict] = []
     tasks: list[TaskSpec]
     splits: dict[str, list[int]]
-    first_agent_message: Optional[str]
+    first_agent_message: str | None
     user_guidelines: str
     default_split: str = "test"
     default_user_llm_args: dict = {}
-    default_max_errors: Optional[int] = None
+    default_max_errors: int | None = None
 
     @abstractmethod
     def new_session(self, task_index: int) -> Session:
@@ -151,10 +161,9 @@ class Domain(ABC):
         """The agent's system prompt: the backend's instruction and policy text."""
         return self.policy
 
+    @abstractmethod
     def user_system_prompt(self, task: TaskSpec) -> str:
-        """The LLM user's system prompt for ``task``: the backend's user-simulation
-        guidelines and the task's scenario (tau2's layout; backends override)."""
-        return f"{self.user_guidelines}\n\n<scenario>\n{task.user_instructions}\n</scenario>".strip()
+        """The LLM user's system prompt for ``task``: the backend's own, with the task's scenario."""
 
     def is_read_only(self, tool_name: str) -> bool:
         """Whether the tool only reads (the backend says so; False when it cannot tell)."""
@@ -163,21 +172,24 @@ class Domain(ABC):
     def tool_names(self) -> list[str]:
         return [schema["function"]["name"] for schema in self.tool_schemas]
 
-    def check_tool_call(self, name: str, arguments: dict) -> Optional[str]:
+    def check_tool_call(self, name: str, arguments: dict) -> str | None:
         """Why this call must not reach the tools (None when it may).
 
         Checks the tool exists and the argument names and JSON types against
-        its schema. Backends add guards for tools whose arguments could hang
-        or exhaust the process.
+        its schema, and guards ``calculate`` (a bare ``eval`` in tau2 and
+        tau-bench) against expressions that would never finish.
         """
-        return check_call_against_schemas(self.tool_schemas, name, arguments)
+        problem = check_call_against_schemas(self.tool_schemas, name, arguments)
+        if problem is None and name == "calculate":
+            problem = check_arithmetic_expression(str(arguments.get("expression", "")))
+        return problem
 
-    def check_user_tool_call(self, name: str, arguments: dict) -> Optional[str]:
+    def check_user_tool_call(self, name: str, arguments: dict) -> str | None:
         """``check_tool_call`` for the user's own tools."""
         return check_call_against_schemas(self.user_tool_schemas, name, arguments)
 
 
-def check_call_against_schemas(schemas: list[dict], name: str, arguments: dict) -> Optional[str]:
+def check_call_against_schemas(schemas: list[dict], name: str, arguments: dict) -> str | None:
     """Why a call of ``name`` with ``arguments`` does not fit ``schemas`` (None when it does)."""
     by_name = {schema["function"]["name"]: schema for schema in schemas}
     schema = by_name.get(name)
@@ -194,7 +206,9 @@ def check_call_against_schemas(schemas: list[dict], name: str, arguments: dict) 
     for arg, value in arguments.items():
         expected = _json_types(properties.get(arg) or {})
         if expected and not any(_JSON_TYPE_CHECKS[t](value) for t in expected if t in _JSON_TYPE_CHECKS):
-            return f"argument {arg!r} of {name} must be of JSON type {' or '.join(expected)}, got {type(value).__name__}"
+            return (
+                f"argument {arg!r} of {name} must be of JSON type {' or '.join(expected)}, got {type(value).__name__}"
+            )
     return None
 
 
@@ -223,10 +237,50 @@ def _json_types(schema: dict) -> list[str]:
     return types
 
 
+MAX_EXPRESSION_CHARS = 1000
+
+
+def check_arithmetic_expression(expression: str) -> str | None:
+    """Refuse expressions that a ``calculate`` tool (a bare ``eval``) could not finish.
+
+    Only ``**`` can make an expression of bounded length explode; a power is
+    allowed when its base and exponent are small literals.
+    """
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        return f"the expression is longer than {MAX_EXPRESSION_CHARS} characters; split the calculation"
+    if "**" not in expression:
+        return None
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None  # the tool reports the syntax error itself
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            base, exponent = _literal(node.left), _literal(node.right)
+            if base is None or exponent is None or abs(exponent) > 100 or abs(base) > 1e6:
+                return "the expression raises a large or computed number to a power; calculate it in smaller steps"
+    return None
+
+
+def _literal(node: Any) -> float | None:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        inner = _literal(node.operand)
+        return None if inner is None else -inner if isinstance(node.op, ast.USub) else inner
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        try:
+            return float(node.value)
+        except OverflowError:
+            return float("inf")
+    return None
+
+
 class Backend(ABC):
     """A benchmark package seen through TauGym."""
 
     name: str
+
+    def set_verbose(self, verbose: bool) -> None:
+        """Let the benchmark's own loggers speak (True) or keep them quiet (False, default)."""
 
     @abstractmethod
     def domains(self) -> list[str]:

@@ -22,75 +22,33 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import io
 import json
 import logging
-import os
 import threading
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
+from loguru import logger as loguru_logger
 from pydantic import BaseModel
+from tau2 import config as tau2_config
+from tau2.agent.base import is_valid_agent_history_message
+from tau2.agent.llm_agent import AGENT_INSTRUCTION
+from tau2.agent.llm_agent import SYSTEM_PROMPT as AGENT_SYSTEM_PROMPT
+from tau2.data_model.message import AssistantMessage, ToolCall, UserMessage
+from tau2.data_model.simulation import DBCheck, EnvAssertionCheck, RewardInfo
+from tau2.data_model.tasks import RewardType
+from tau2.environment.toolkit import TOOL_TYPE_ATTR, ToolType
+from tau2.evaluator.evaluator_action import ActionEvaluator
+from tau2.evaluator.evaluator_communicate import CommunicateEvaluator
+from tau2.orchestrator.orchestrator import DEFAULT_FIRST_AGENT_MESSAGE
+from tau2.registry import registry
+from tau2.user.base import is_valid_user_history_message
+from tau2.user.user_simulator import SYSTEM_PROMPT as USER_SYSTEM_PROMPT
+from tau2.user.user_simulator import get_global_user_sim_guidelines
 
-from taugym.backends.base import Backend, Domain, Evaluation, Session, StopReason, TaskSpec, ToolResult
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # tau2 imports litellm: never fetch the cost map
+from taugym.backends.base import Backend, Domain, Evaluation, Session, StopReason, TaskSpec, ToolResult, verdict
 
 _log = logging.getLogger(__name__)
-_import_lock = threading.Lock()
-_tau2: dict[str, Any] = {}
-
-
-def _import_tau2() -> dict[str, Any]:
-    """Import tau2 once, quietly (it logs its registry at import)."""
-    with _import_lock:
-        if _tau2:
-            return _tau2
-        from loguru import logger as loguru_logger
-
-        loguru_logger.disable("tau2")
-        with contextlib.redirect_stdout(io.StringIO()):
-            from tau2.data_model import message as message_module
-            from tau2.data_model.simulation import DBCheck, EnvAssertionCheck, RewardInfo
-            from tau2.data_model.tasks import RewardType
-            from tau2.environment.toolkit import TOOL_TYPE_ATTR, ToolType
-            from tau2.evaluator.evaluator_action import ActionEvaluator
-            from tau2.evaluator.evaluator_communicate import CommunicateEvaluator
-            from tau2.orchestrator.orchestrator import DEFAULT_FIRST_AGENT_MESSAGE
-            from tau2.registry import registry
-            from tau2.agent.llm_agent import AGENT_INSTRUCTION, SYSTEM_PROMPT
-            from tau2.user.user_simulator import get_global_user_sim_guidelines
-            from tau2 import config as tau2_config
-        _tau2.update(
-            messages=message_module,
-            DBCheck=DBCheck,
-            EnvAssertionCheck=EnvAssertionCheck,
-            RewardInfo=RewardInfo,
-            RewardType=RewardType,
-            TOOL_TYPE_ATTR=TOOL_TYPE_ATTR,
-            ToolType=ToolType,
-            ActionEvaluator=ActionEvaluator,
-            CommunicateEvaluator=CommunicateEvaluator,
-            first_agent_message=DEFAULT_FIRST_AGENT_MESSAGE.content,
-            registry=registry,
-            agent_system_prompt=SYSTEM_PROMPT.format(
-                agent_instruction=AGENT_INSTRUCTION, domain_policy="{policy}"
-            ),
-            user_guidelines=get_global_user_sim_guidelines(use_tools=False),
-            user_guidelines_with_tools=get_global_user_sim_guidelines(use_tools=True),
-            user_llm_args=dict(tau2_config.DEFAULT_LLM_ARGS_USER),
-            max_errors=tau2_config.DEFAULT_MAX_ERRORS,
-        )
-        return _tau2
-
-
-def set_backend_logging(verbose: bool) -> None:
-    """tau2 logs through loguru: quiet unless verbose."""
-    from loguru import logger as loguru_logger
-
-    if verbose:
-        loguru_logger.enable("tau2")
-    else:
-        loguru_logger.disable("tau2")
 
 
 _MISSING = object()
@@ -222,9 +180,7 @@ class DatabaseHasher:
 
     @staticmethod
     def _piece(key: str, value: Any) -> bytes:
-        return (
-            json.dumps(key) + ": " + json.dumps(value.model_dump(), sort_keys=True, default=str)
-        ).encode()
+        return (json.dumps(key) + ": " + json.dumps(value.model_dump(), sort_keys=True, default=str)).encode()
 
     def hash(self, db: Any) -> str:
         digest = hashlib.sha256()
@@ -305,7 +261,9 @@ class _EpisodeStart:
                     toolkit.db = _settled_db(toolkit.db)
         self.env = env
         self.toolkit_states = {
-            side: _toolkit_state(getattr(env, side)) for side in ("tools", "user_tools") if getattr(env, side) is not None
+            side: _toolkit_state(getattr(env, side))
+            for side in ("tools", "user_tools")
+            if getattr(env, side) is not None
         }
 
     def environment(self) -> Any:
@@ -331,7 +289,7 @@ def _settled_db(db: Any) -> Any:
     return settled
 
 
-def _base_tasks_first(tasks: list, base_ids: Optional[list]) -> list:
+def _base_tasks_first(tasks: list, base_ids: list | None) -> list:
     """The domain's tasks, those of tau2's ``base`` split first, each group in file order.
 
     So ``telecom-000 … telecom-113`` are the 114 base tasks, and the rest of
@@ -352,13 +310,9 @@ def _instruction_text(instructions: Any, attr: str) -> str:
 class Tau2Domain(Domain):
     """One tau2 domain, loaded once per process."""
 
-    backend_name = "tau2"
-
     default_split = "base"  # what `tau2 run` runs and the leaderboard reports
 
     def __init__(self, name: str):
-        t = _import_tau2()
-        registry = t["registry"]
         self.name = name
         self._constructor = registry.get_env_constructor(name)
         self._pristine_env = self._constructor()
@@ -372,17 +326,17 @@ class Tau2Domain(Domain):
             [tool.openai_schema for tool in self._pristine_env.get_user_tools()] if user_toolkit is not None else []
         )
         self._tool_types = {
-            tool_name: getattr(func, t["TOOL_TYPE_ATTR"], None)
+            tool_name: getattr(func, TOOL_TYPE_ATTR, None)
             for toolkit in (user_toolkit, self._pristine_env.tools)
             if toolkit is not None
             for tool_name, func in toolkit.tools.items()
         }
-        self.first_agent_message = t["first_agent_message"]
+        self.first_agent_message = DEFAULT_FIRST_AGENT_MESSAGE.content
         # tau2's user simulator gets the tools guidelines exactly when it has tools
-        self.user_guidelines = t["user_guidelines_with_tools" if self.user_tool_schemas else "user_guidelines"]
-        self.default_user_llm_args = dict(t["user_llm_args"])
-        self.default_max_errors = t["max_errors"]
-        self._system_prompt = t["agent_system_prompt"].replace("{policy}", self.policy)
+        self.user_guidelines = get_global_user_sim_guidelines(use_tools=bool(self.user_tool_schemas))
+        self.default_user_llm_args = dict(tau2_config.DEFAULT_LLM_ARGS_USER)
+        self.default_max_errors = tau2_config.DEFAULT_MAX_ERRORS
+        self._system_prompt = AGENT_SYSTEM_PROMPT.format(agent_instruction=AGENT_INSTRUCTION, domain_policy=self.policy)
         by_native = {task.id: i for i, task in enumerate(self._tasks)}
         self.splits = {
             split: [by_native[tid] for tid in ids if tid in by_native] for split, ids in native_splits.items()
@@ -395,7 +349,7 @@ class Tau2Domain(Domain):
         self._task_starts: dict[int, _EpisodeStart] = {}
         self._agent_hasher = DatabaseHasher(self._agent_db) if self._agent_db is not None else None
         self._user_hasher = DatabaseHasher(self._user_db) if self._user_db is not None else None
-        self._gold_hashes: dict[int, tuple[Optional[str], Optional[str]]] = {}
+        self._gold_hashes: dict[int, tuple[str | None, str | None]] = {}
         self._gold_lock = threading.Lock()
 
     def _task_spec(self, index: int, task: Any) -> TaskSpec:
@@ -426,6 +380,12 @@ class Tau2Domain(Domain):
     def agent_system_prompt(self) -> str:
         return self._system_prompt
 
+    def user_system_prompt(self, task: TaskSpec) -> str:
+        """tau2's own user-simulator system prompt: its guidelines and the task's scenario."""
+        return USER_SYSTEM_PROMPT.format(
+            global_user_sim_guidelines=self.user_guidelines, instructions=task.user_instructions
+        )
+
     def native_task(self, index: int) -> Any:
         """The tau2 ``Task`` object (for side-by-side checks with tau2's own code)."""
         return self._tasks[index]
@@ -434,7 +394,7 @@ class Tau2Domain(Domain):
         """A tau2 ``Environment`` in task ``index``'s initial state whose every piece of state is its own."""
         return self._task_start(index).environment()
 
-    def _task_start(self, index: int) -> "_EpisodeStart":
+    def _task_start(self, index: int) -> _EpisodeStart:
         """Where episodes of a task start: the pristine state, or (for a task with an initial
         state: data, set-up actions, message history) that state, built once per task."""
         task = self._tasks[index]
@@ -455,7 +415,7 @@ class Tau2Domain(Domain):
                 start = self._task_starts.setdefault(index, start)
         return start
 
-    def db_hashes(self, env: Any) -> tuple[Optional[str], Optional[str]]:
+    def db_hashes(self, env: Any) -> tuple[str | None, str | None]:
         """(agent DB hash, user DB hash) of an environment, as tau2 computes them."""
         agent = user = None
         if env.tools is not None:
@@ -466,7 +426,7 @@ class Tau2Domain(Domain):
             user = self._user_hasher.hash(db) if _is_overlay(db) else env.get_user_db_hash()
         return agent, user
 
-    def gold_hashes(self, index: int) -> tuple[Optional[str], Optional[str]]:
+    def gold_hashes(self, index: int) -> tuple[str | None, str | None]:
         """The DB hashes after the task's gold actions (computed once per task)."""
         with self._gold_lock:
             cached = self._gold_hashes.get(index)
@@ -485,59 +445,12 @@ class Tau2Domain(Domain):
             self._gold_hashes[index] = hashes
         return hashes
 
-    def check_tool_call(self, name: str, arguments: dict) -> Optional[str]:
-        problem = super().check_tool_call(name, arguments)
-        if problem is None and name == "calculate":
-            problem = check_arithmetic_expression(arguments.get("expression", ""))
-        return problem
-
     def is_read_only(self, tool_name: str) -> bool:
         """tau2's own tool type: READ tools change nothing."""
-        return self._tool_types.get(tool_name) == _tau2["ToolType"].READ
+        return self._tool_types.get(tool_name) == ToolType.READ
 
-    def new_session(self, task_index: int) -> "Tau2Session":
+    def new_session(self, task_index: int) -> Tau2Session:
         return Tau2Session(self, task_index)
-
-
-MAX_EXPRESSION_CHARS = 1000
-
-
-def check_arithmetic_expression(expression: str) -> Optional[str]:
-    """Refuse expressions that tau2's ``calculate`` (a bare ``eval``) could not finish.
-
-    Only ``**`` can make an expression of bounded length explode; a power is
-    allowed when its base and exponent are small literals.
-    """
-    import ast
-
-    if len(expression) > MAX_EXPRESSION_CHARS:
-        return f"the expression is longer than {MAX_EXPRESSION_CHARS} characters; split the calculation"
-    if "**" not in expression:
-        return None
-    try:
-        tree = ast.parse(expression, mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None  # tau2 reports the syntax error itself
-    for node in ast.walk(tree):
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-            base, exponent = _literal(node.left), _literal(node.right)
-            if base is None or exponent is None or abs(exponent) > 100 or abs(base) > 1e6:
-                return "the expression raises a large or computed number to a power; calculate it in smaller steps"
-    return None
-
-
-def _literal(node: Any) -> Optional[float]:
-    import ast
-
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        inner = _literal(node.operand)
-        return None if inner is None else -inner if isinstance(node.op, ast.USub) else inner
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-        try:
-            return float(node.value)
-        except OverflowError:
-            return float("inf")
-    return None
 
 
 def _is_overlay(db: Any) -> bool:
@@ -573,12 +486,14 @@ class Tau2Session(Session):
         self.messages: list = list(self.history)
 
     def _call(self, name: str, arguments: dict, call_id: str, requestor: str) -> ToolResult:
-        m = _tau2["messages"]
-        call = m.ToolCall(id=call_id, name=name, arguments=arguments, requestor=requestor)
+        call = ToolCall(id=call_id, name=name, arguments=arguments, requestor=requestor)
         with _shared_reads(self.env, self.domain.is_read_only(name)):
             response = self.env.get_response(call)
-        caller = m.UserMessage(role="user", content=None, tool_calls=[call]) if requestor == "user" else (
-            m.AssistantMessage(role="assistant", content=None, tool_calls=[call]))
+        caller = (
+            UserMessage(role="user", content=None, tool_calls=[call])
+            if requestor == "user"
+            else AssistantMessage(role="assistant", content=None, tool_calls=[call])
+        )
         self.messages.append(caller)
         self.messages.append(response)
         return ToolResult(content=response.content or "", error=bool(response.error))
@@ -592,32 +507,26 @@ class Tau2Session(Session):
         return self._call(name, arguments, call_id, "user")
 
     def agent_history(self) -> list[dict]:
-        from tau2.agent.base import is_valid_agent_history_message
-
         return _openai_messages([m for m in self.history if is_valid_agent_history_message(m)])
 
     def user_history(self) -> list[dict]:
-        from tau2.user.base import is_valid_user_history_message
-
         return _openai_messages([m for m in self.history if is_valid_user_history_message(m)])
 
     def record_agent_message(self, content: str) -> None:
-        self.messages.append(_tau2["messages"].AssistantMessage(role="assistant", content=content))
+        self.messages.append(AssistantMessage(role="assistant", content=content))
 
     def record_user_message(self, content: str) -> None:
-        self.messages.append(_tau2["messages"].UserMessage(role="user", content=content))
+        self.messages.append(UserMessage(role="user", content=content))
 
-    def evaluate(self, stop: Optional[StopReason]) -> Evaluation:
-        t = _tau2
-        RewardType, RewardInfo = t["RewardType"], t["RewardInfo"]
+    def evaluate(self, stop: StopReason | None) -> Evaluation:
         task = self.task
         criteria = task.evaluation_criteria
         if criteria is None:
             info = RewardInfo(reward=1.0, reward_basis=None, info={"note": "No evaluation criteria"})
-            return self._verdict(info, stop)
+            return verdict(info.model_dump(mode="json"), stop)
         # Environment part, as tau2's EnvironmentEvaluator, from the live state
         if criteria.actions is None and criteria.env_assertions is None:
-            db_check = t["DBCheck"](db_match=True, db_reward=1.0)
+            db_check = DBCheck(db_match=True, db_reward=1.0)
             env_checks: list = []
             env_assertion_reward = 1.0
             assertion_errors = []
@@ -625,7 +534,7 @@ class Tau2Session(Session):
             gold_agent, gold_user = self.domain.gold_hashes(self.task_index)
             agent_hash, user_hash = self.domain.db_hashes(self.env)
             match = gold_agent == agent_hash and gold_user == user_hash
-            db_check = t["DBCheck"](db_match=match, db_reward=1.0 if match else 0.0)
+            db_check = DBCheck(db_match=match, db_reward=1.0 if match else 0.0)
             env_checks = []
             env_assertion_reward = 1.0
             assertion_errors: list[str] = []
@@ -635,10 +544,10 @@ class Tau2Session(Session):
                 except Exception as exc:  # tau2's evaluator crashes here; an assertion that cannot run is not met
                     met = False
                     assertion_errors.append(f"{assertion.func_name}: {type(exc).__name__}: {exc}")
-                env_checks.append(t["EnvAssertionCheck"](env_assertion=assertion, met=met, reward=1.0 if met else 0.0))
+                env_checks.append(EnvAssertionCheck(env_assertion=assertion, met=met, reward=1.0 if met else 0.0))
                 env_assertion_reward *= 1.0 if met else 0.0
-        action_info = t["ActionEvaluator"].calculate_reward(task=task, full_trajectory=self.messages)
-        communicate_info = t["CommunicateEvaluator"].calculate_reward(task=task, full_trajectory=self.messages)
+        action_info = ActionEvaluator.calculate_reward(task=task, full_trajectory=self.messages)
+        communicate_info = CommunicateEvaluator.calculate_reward(task=task, full_trajectory=self.messages)
         basis = set(criteria.reward_basis)
         if RewardType.NL_ASSERTION in basis:
             raise ValueError(
@@ -672,16 +581,7 @@ class Tau2Session(Session):
                 **({"env_assertion_errors": assertion_errors} if assertion_errors else {}),
             },
         )
-        return self._verdict(info, stop)
-
-    @staticmethod
-    def _verdict(info: Any, stop: Optional[StopReason]) -> Evaluation:
-        breakdown = info.model_dump(mode="json")
-        if stop is None:
-            breakdown["note"] = "Simulation terminated prematurely (max steps): the benchmark scores it 0"
-            breakdown["reward_if_ended"] = breakdown["reward"]
-            return Evaluation(reward=0.0, breakdown={**breakdown, "reward": 0.0})
-        return Evaluation(reward=float(info.reward), breakdown=breakdown)
+        return verdict(info.model_dump(mode="json"), stop)
 
 
 def _openai_messages(messages: list) -> list[dict]:
@@ -699,8 +599,11 @@ def _openai_messages(messages: list) -> list[dict]:
             for call in message.tool_calls:
                 names[call.id] = call.name
             entry["tool_calls"] = [
-                {"id": call.id, "type": "function",
-                 "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
+                }
                 for call in message.tool_calls
             ]
         converted.append(entry)
@@ -715,8 +618,12 @@ class Tau2Backend(Backend):
     _lock = threading.Lock()
 
     def domains(self) -> list[str]:
-        registry = _import_tau2()["registry"]
-        return sorted(n for n in registry.get_info().domains if n in registry._tasks)
+        task_sets = set(registry.get_task_sets())
+        return sorted(n for n in registry.get_domains() if n in task_sets)
+
+    def set_verbose(self, verbose: bool) -> None:
+        """tau2 logs through loguru: quiet unless verbose."""
+        (loguru_logger.enable if verbose else loguru_logger.disable)("tau2")
 
     def load_domain(self, domain: str) -> Tau2Domain:
         with self._lock:

@@ -67,14 +67,10 @@ from __future__ import annotations
 
 import copy
 import importlib
-import os
 import threading
-from typing import Any, Optional
+from typing import Any
 
-from taugym.backends.base import Backend, Domain, Evaluation, Session, StopReason, TaskSpec, ToolResult
-from taugym.backends.tau2_backend import check_arithmetic_expression
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # tau_bench imports litellm: never fetch the cost map
+from taugym.backends.base import Backend, Domain, Evaluation, Session, StopReason, TaskSpec, ToolResult, verdict
 
 INSTALL_HINT = "pip install git+https://github.com/sierra-research/tau-bench"
 DOMAINS = ("airline", "retail")
@@ -122,7 +118,7 @@ def _silent_user(user_module: Any) -> Any:
     base = getattr(user_module, "BaseUserSimulationEnv", object)
 
     class SilentUser(base):  # type: ignore[misc, valid-type]
-        def reset(self, instruction: Optional[str] = None) -> str:
+        def reset(self, instruction: str | None = None) -> str:
             return ""
 
         def step(self, content: str) -> str:
@@ -146,7 +142,7 @@ def task_spec_from_v1(
     domain: str,
     index: int,
     split: str = "test",
-    split_index: Optional[int] = None,
+    split_index: int | None = None,
     respond_action_name: str = "respond",
 ) -> TaskSpec:
     """A TaskSpec from a v1 task: a ``tau_bench.types.Task`` or its JSON dict
@@ -191,8 +187,6 @@ def task_spec_from_v1(
 class TauBenchDomain(Domain):
     """One v1 domain: a template env per split, loaded once per process."""
 
-    backend_name = "tau_bench"
-
     def __init__(self, name: str):
         v1 = _import_tau_bench()
         self._v1 = v1
@@ -234,10 +228,7 @@ class TauBenchDomain(Domain):
 
     def user_system_prompt(self, task: TaskSpec) -> str:
         """v1's own LLM-user system prompt for the task (``LLMUserSimulationEnv.build_system_prompt``)."""
-        user_class = getattr(self._v1["user"], "LLMUserSimulationEnv", None)
-        builder = getattr(user_class, "build_system_prompt", None)
-        if builder is None:
-            return super().user_system_prompt(task)
+        builder = self._v1["user"].LLMUserSimulationEnv.build_system_prompt
         return builder(None, task.user_instructions)  # it reads nothing from self
 
     def _load_split(self, split: str) -> Any:
@@ -265,10 +256,6 @@ class TauBenchDomain(Domain):
         split, local = self._where[index]
         return self._templates[split].tasks[local]
 
-    def locate(self, index: int) -> tuple[str, int]:
-        """(v1 split, index in the split) of a TauGym task index."""
-        return self._where[index]
-
     def fresh_env(self, index: int) -> Any:
         """A v1 ``Env`` reset to task ``index`` (its own fresh copy of the data)."""
         split, local = self._where[index]
@@ -277,14 +264,7 @@ class TauBenchDomain(Domain):
         env.reset(task_index=local)
         return env
 
-    def check_tool_call(self, name: str, arguments: dict) -> Optional[str]:
-        problem = super().check_tool_call(name, arguments)
-        if problem is None and name == "calculate":
-            # v1's calculate evals the expression: refuse powers that would never finish
-            problem = check_arithmetic_expression(str(arguments.get("expression", "")))
-        return problem
-
-    def new_session(self, task_index: int) -> "TauBenchSession":
+    def new_session(self, task_index: int) -> TauBenchSession:
         if not 0 <= task_index < len(self.tasks):
             raise ValueError(
                 f"task index {task_index} is out of range; valid: 0 … {len(self.tasks) - 1} "
@@ -302,7 +282,7 @@ class TauBenchSession(Session):
         self.env = domain.fresh_env(task_index)
         self.user_messages: list[str] = []
         self._terminal_result: Any = None  # v1's verdict when a terminate tool ended the episode
-        self._terminal_tool: Optional[str] = None
+        self._terminal_tool: str | None = None
 
     def call_tool(self, name: str, arguments: dict, call_id: str) -> ToolResult:
         env = self.env
@@ -322,9 +302,7 @@ class TauBenchSession(Session):
 
     def record_agent_message(self, content: str) -> None:
         types = self.domain._types
-        self.env.actions.append(
-            types.Action(name=self.domain._respond, kwargs={self.domain._respond_field: content})
-        )
+        self.env.actions.append(types.Action(name=self.domain._respond, kwargs={self.domain._respond_field: content}))
 
     def record_user_message(self, content: str) -> None:
         self.user_messages.append(content)
@@ -340,22 +318,12 @@ class TauBenchSession(Session):
         finally:
             env.data, env.actions = data, actions
 
-    def evaluate(self, stop: Optional[StopReason]) -> Evaluation:
+    def evaluate(self, stop: StopReason | None) -> Evaluation:
         result = self.reward_result()
         breakdown = result.model_dump(mode="json")
         if self._terminal_tool is not None:
-            breakdown["scored_at"] = (
-                f"the agent's call of {self._terminal_tool}, where tau-bench v1 ends the episode"
-            )
-        return self._verdict(breakdown, stop)
-
-    @staticmethod
-    def _verdict(breakdown: dict, stop: Optional[StopReason]) -> Evaluation:
-        if stop is None:
-            breakdown["note"] = "Simulation terminated prematurely (max steps): the benchmark scores it 0"
-            breakdown["reward_if_ended"] = breakdown["reward"]
-            return Evaluation(reward=0.0, breakdown={**breakdown, "reward": 0.0})
-        return Evaluation(reward=float(breakdown["reward"]), breakdown=breakdown)
+            breakdown["scored_at"] = f"the agent's call of {self._terminal_tool}, where tau-bench v1 ends the episode"
+        return verdict(breakdown, stop)
 
 
 class TauBenchBackend(Backend):

@@ -7,8 +7,8 @@ sent. A limiter offers three things:
   coroutine awaits without blocking its event loop) until one more request of
   about ``tokens`` tokens fits the requests-per-minute and tokens-per-minute
   budgets, then charge it;
-* ``slot()``: a concurrency cap, used as ``with limiter.slot():`` from threads
-  or ``async with limiter.slot():`` from coroutines, around the request;
+* ``acquire_slot()``/``await aacquire_slot()`` and ``release_slot()``: a
+  concurrency cap around the request;
 * ``record_usage(estimated, actual)``: correct the token charge once the real
   token count is known.
 
@@ -16,7 +16,8 @@ sent. A limiter offers three things:
 and can be shared by coroutines running on several event loops in several
 threads at once. :func:`shared_rate_limiter` hands out one instance per
 provider/model/limits key, so every environment in a process that talks to
-the same endpoint draws from the same budget.
+the same endpoint draws from the same budget; :func:`rate_limiter_for` picks
+that limiter (or the one a rollout installs) for an :class:`LLMSettings`.
 
 The bucket arithmetic lives in :class:`TokenBucket`, a pure, clock-free class
 (every method takes ``now``), so a cluster-wide limiter (e.g. a Ray actor)
@@ -34,8 +35,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taugym.llm.settings import LLMSettings
 
 __all__ = [
     "ConcurrencyLimiter",
@@ -44,6 +47,8 @@ __all__ = [
     "TokenBucket",
     "TokenBucketRateLimiter",
     "estimate_tokens",
+    "install_rate_limiter_factory",
+    "rate_limiter_for",
     "reset_shared_rate_limiters",
     "shared_rate_limiter",
 ]
@@ -60,12 +65,13 @@ class TokenBucket:
     will be full again (the "theoretical arrival time" of the generic cell
     rate algorithm), which lets it commit a request at a future release time.
 
-    :meth:`try_take` reserves ``amount`` and returns how long the caller must
-    wait before sending. Callers are served in the order they reserve, a
-    request larger than ``capacity`` still goes through (once the bucket has
-    refilled enough), and a waiting caller needs no polling: one call, one
-    sleep. For several buckets at once (requests and tokens), take the latest
-    :meth:`earliest` over the buckets and :meth:`commit` to each at that time.
+    :meth:`earliest` says when ``amount`` may be taken and :meth:`commit`
+    reserves it at that time; the caller sleeps until then. Callers are served
+    in the order they reserve, a request larger than ``capacity`` still goes
+    through (once the bucket has refilled enough), and a waiting caller needs
+    no polling: one call, one sleep. For several buckets at once (requests and
+    tokens), take the latest :meth:`earliest` over the buckets and
+    :meth:`commit` to each at that time.
 
     Guarantee: over any time window of length ``W``, requests released by the
     bucket take at most ``capacity + rate_per_s * W`` units. With a capacity
@@ -84,10 +90,6 @@ class TokenBucket:
         self.capacity = float(capacity)
         self._full_at = float(now)  # the bucket is full from this time on
 
-    def level(self, now: float) -> float:
-        """Units available at ``now`` (negative while reservations are outstanding)."""
-        return self.capacity - max(0.0, self._full_at - now) * self.rate_per_s
-
     def earliest(self, amount: float, now: float) -> float:
         """The earliest time (>= ``now``) at which ``amount`` may be taken; charges nothing."""
         if amount < 0:
@@ -95,27 +97,16 @@ class TokenBucket:
         return max(now, self._full_at - (self.capacity - amount) / self.rate_per_s)
 
     def commit(self, amount: float, at: float) -> None:
-        """Charge ``amount`` as taken at time ``at`` (normally ``>= earliest(amount, now)``)."""
+        """Charge ``amount`` as taken at time ``at``: a reservation at ``earliest(amount, now)``, or at ``now``
+        a debit without waiting (tokens under-estimated earlier)."""
         self._full_at = max(self._full_at, at) + amount / self.rate_per_s
-
-    def try_take(self, amount: float, now: float) -> float:
-        """Reserve ``amount`` and return the seconds to wait (0.0 if available now)."""
-        at = self.earliest(amount, now)
-        self.commit(amount, at)
-        return at - now
-
-    def charge(self, amount: float, now: float) -> None:
-        """Debit ``amount`` without waiting (e.g. tokens under-estimated earlier)."""
-        self._full_at = max(self._full_at, now) + amount / self.rate_per_s
 
     def give_back(self, amount: float, now: float) -> None:
         """Credit ``amount`` back (e.g. an over-estimate); never above capacity."""
         self._full_at = max(now, self._full_at - amount / self.rate_per_s)
 
 
-def estimate_tokens(
-    messages: Iterable[Mapping[str, Any]], tools: Iterable[Any] | None = None
-) -> int:
+def estimate_tokens(messages: Iterable[Mapping[str, Any]], tools: Iterable[Any] | None = None) -> int:
     """A cheap upper-ish estimate of a request's prompt tokens: characters / 4.
 
     Counts message contents (strings or content parts), tool-call arguments,
@@ -161,6 +152,14 @@ class ConcurrencyLimiter:
     A released slot is handed directly to the longest waiter, whether it is a
     blocked thread or a coroutine on any event loop. A coroutine cancelled
     while waiting leaves the queue (and passes on a slot it was just given).
+
+    Why a cap beside the rates: it bounds the requests in flight to one
+    endpoint, which neither the rates nor a rollout's ``actors ×
+    episodes_per_actor`` bound. Episodes alternate between the agent's model,
+    the user's model and tools, so a job may run many more episodes than a
+    server has slots (vLLM's ``--max-num-seqs``, a provider's concurrency
+    quota); and an application running envs in its own threads has no such
+    product at all.
     """
 
     def __init__(self, limit: int) -> None:
@@ -240,41 +239,14 @@ class RateLimitTimeout(TimeoutError):
     """
 
     def __init__(self, wait_s: float, max_wait_s: float) -> None:
-        super().__init__(f"the rate limits would hold this request {wait_s:.1f}s, longer than the {max_wait_s:.1f}s left")
+        super().__init__(
+            f"the rate limits would hold this request {wait_s:.1f}s, longer than the {max_wait_s:.1f}s left"
+        )
         self.wait_s = wait_s
         self.max_wait_s = max_wait_s
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (RateLimitTimeout, (self.wait_s, self.max_wait_s))
-
-
-class _Slot:
-    """``with``/``async with`` helper returned by :meth:`RateLimiter.slot`."""
-
-    def __init__(self, limiter: RateLimiter) -> None:
-        self._limiter = limiter
-
-    def __enter__(self) -> None:
-        self._limiter.acquire_slot()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._limiter.release_slot()
-
-    async def __aenter__(self) -> None:
-        await self._limiter.aacquire_slot()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._limiter.release_slot()
 
 
 class RateLimiter(abc.ABC):
@@ -284,8 +256,8 @@ class RateLimiter(abc.ABC):
     coroutines on several event loops. ``acquire``/``aacquire`` block (or
     await) until the request may be sent and then charge it; they never
     raise because a budget is exhausted. ``acquire_slot``/``aacquire_slot``
-    and ``release_slot`` bound the number of requests in flight; use them via
-    :meth:`slot`. Both return the seconds spent waiting.
+    and ``release_slot`` bound the number of requests in flight. Both
+    acquires return the seconds spent waiting.
 
     An implementation backed by a remote service (e.g. a Ray actor hosting
     :class:`TokenBucket` instances for a whole cluster) only has to provide
@@ -318,10 +290,6 @@ class RateLimiter(abc.ABC):
     def release_slot(self) -> None:
         """Release a slot taken with :meth:`acquire_slot`/:meth:`aacquire_slot`."""
 
-    def slot(self) -> _Slot:
-        """A concurrency slot as a context manager: ``with`` or ``async with``."""
-        return _Slot(self)
-
     def record_usage(self, estimated_tokens: int, actual_tokens: int) -> None:
         """Correct the token budget once a request's real token count is known.
 
@@ -346,7 +314,7 @@ class TokenBucketRateLimiter(RateLimiter):
       ``burst_tokens`` (default: one second's worth, at least 1); the charge
       is corrected with :meth:`record_usage`.
     * ``max_concurrency``: at most this many requests in flight (see
-      :meth:`RateLimiter.slot`).
+      :class:`ConcurrencyLimiter`).
 
     Any of the three may be ``None`` (no limit). Callers block (threads) or
     await (coroutines) instead of failing, served in arrival order. One
@@ -370,24 +338,14 @@ class TokenBucketRateLimiter(RateLimiter):
         self._clock = clock
         now = clock()
         self._requests = (
-            TokenBucket(requests_per_minute / 60.0, burst_requests, now=now)
-            if requests_per_minute
-            else None
+            TokenBucket(requests_per_minute / 60.0, burst_requests, now=now) if requests_per_minute else None
         )
         if tokens_per_minute:
-            capacity = (
-                burst_tokens
-                if burst_tokens is not None
-                else max(1.0, tokens_per_minute / 60.0)
-            )
-            self._tokens: TokenBucket | None = TokenBucket(
-                tokens_per_minute / 60.0, capacity, now=now
-            )
+            capacity = burst_tokens if burst_tokens is not None else max(1.0, tokens_per_minute / 60.0)
+            self._tokens: TokenBucket | None = TokenBucket(tokens_per_minute / 60.0, capacity, now=now)
         else:
             self._tokens = None
-        self._concurrency = (
-            ConcurrencyLimiter(max_concurrency) if max_concurrency else None
-        )
+        self._concurrency = ConcurrencyLimiter(max_concurrency) if max_concurrency else None
         self._lock = threading.Lock()
 
     def reserve(self, tokens: int = 0, max_wait_s: float | None = None) -> float:
@@ -448,7 +406,7 @@ class TokenBucketRateLimiter(RateLimiter):
         with self._lock:
             now = self._clock()
             if delta > 0:
-                self._tokens.charge(delta, now)
+                self._tokens.commit(delta, now)
             elif delta < 0:
                 self._tokens.give_back(-delta, now)
 
@@ -515,3 +473,33 @@ def reset_shared_rate_limiters() -> None:
     """Forget all shared limiters (tests; or after changing limits at runtime)."""
     with _SHARED_LOCK:
         _SHARED.clear()
+
+
+# --------------------------------------------------------------------------
+# The limiter of a client's settings
+# --------------------------------------------------------------------------
+RateLimiterFactory = Callable[[str, float | None, float | None, int | None], RateLimiter]
+_factory: RateLimiterFactory | None = None
+
+
+def install_rate_limiter_factory(factory: RateLimiterFactory | None) -> None:
+    """Make :func:`rate_limiter_for` get limiters from ``factory(endpoint, rpm, tpm, max_concurrency)``.
+
+    A rollout installs a factory of cluster-wide limiters in each actor, so a
+    provider budget holds for the whole job however many actors and envs it
+    has. ``None`` goes back to limiters shared within the process.
+    """
+    global _factory
+    with _SHARED_LOCK:
+        _factory = factory
+
+
+def rate_limiter_for(settings: LLMSettings) -> RateLimiter | None:
+    """The limiter shared by clients of ``settings``' endpoint and limits; None when it sets no limit."""
+    if all(limit is None for limit in settings.limits):
+        return None
+    with _SHARED_LOCK:
+        factory = _factory
+    if factory is not None:
+        return factory(settings.endpoint, *settings.limits)
+    return shared_rate_limiter(settings.endpoint, *settings.limits)

@@ -21,5 +21,7 @@ def make_user(config: TauGymConfig, domain: Domain) -> SimulatedUser:
         from taugym.users.llm import LLMUser
 
         sampling = domain.default_user_llm_args if config.user_llm_args is None else config.user_llm_args
-        return LLMUser.from_config(config, domain.user_system_prompt, sampling)
+        from taugym.llm import LLMClient
+
+        return LLMUser(LLMClient(config.user_llm, **sampling), domain.user_system_prompt)
     raise ValueError(f"user_strategy must be 'llm', 'scripted' or 'replay', got {config.user_strategy!r}")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from taugym.backends.base import TaskSpec
 
@@ -17,14 +18,14 @@ class UserDevice:
     user only; the agent never sees them.
     """
 
-    def __init__(self, schemas: list[dict], call: Callable[[str, Any, Optional[str]], str]):
+    def __init__(self, schemas: list[dict], call: Callable[[str, Any, str | None], str]):
         self.schemas = schemas
         self._call = call
 
     def tool_names(self) -> list[str]:
         return [schema["function"]["name"] for schema in self.schemas]
 
-    def call(self, name: str, arguments: Any, call_id: Optional[str] = None) -> str:
+    def call(self, name: str, arguments: Any, call_id: str | None = None) -> str:
         return self._call(name, arguments, call_id)
 
 
@@ -41,9 +42,7 @@ class SimulatedUser(ABC):
     """
 
     @abstractmethod
-    def begin(
-        self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: Optional[UserDevice] = None
-    ) -> None:
+    def begin(self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: UserDevice | None = None) -> None:
         """Set up a conversation about ``task``. ``history`` is in the benchmark's roles
         (``user``: the user's own turns; ``assistant``: the agent's; ``tool``: results of
         the user's own tool calls)."""
@@ -55,7 +54,7 @@ class SimulatedUser(ABC):
     async def arespond(self, agent_message: str) -> str:
         return self.respond(agent_message)
 
-    def start(self, task: TaskSpec, agent_greeting: str, seed: int, device: Optional[UserDevice] = None) -> str:
+    def start(self, task: TaskSpec, agent_greeting: str, seed: int, device: UserDevice | None = None) -> str:
         """``begin`` a fresh conversation and reply to the agent's greeting."""
         self.begin(task, seed, device=device)
         return self.respond(agent_greeting)

@@ -21,11 +21,11 @@ the env ends the episode as an error with that cause.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Generator, Optional, Sequence
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
 
 from taugym.backends.base import TaskSpec
-from taugym.config import TauGymConfig
-from taugym.llm.client import LLMCallError, LLMClient, LLMResponse, LLMUsage
+from taugym.llm import LLMCallError, LLMClient, LLMResponse, LLMUsage
 from taugym.users.base import SimulatedUser, UserDevice
 
 MAX_TOOL_CALLS_PER_TURN = 25
@@ -45,21 +45,10 @@ class LLMUser(SimulatedUser):
         self.system_prompt_for = system_prompt_for
         self._system = ""
         self._history: list[dict] = []
-        self._device: Optional[UserDevice] = None
+        self._device: UserDevice | None = None
         self._usage = LLMUsage()
 
-    @classmethod
-    def from_config(
-        cls, config: TauGymConfig, system_prompt_for: Callable[[TaskSpec], str], sampling: Optional[dict] = None
-    ) -> "LLMUser":
-        from taugym.llm.factory import client_from_config
-
-        client = client_from_config(config, config.user_model, config.user_provider, config.user_base_url, sampling)
-        return cls(client, system_prompt_for)
-
-    def begin(
-        self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: Optional[UserDevice] = None
-    ) -> None:
+    def begin(self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: UserDevice | None = None) -> None:
         self._system = self.system_prompt_for(task)
         self._device = device if device is not None and device.schemas else None
         self._history = [{**message, "role": _FLIPPED[message["role"]]} for message in history]
@@ -87,10 +76,12 @@ class LLMUser(SimulatedUser):
                         "answering the agent"
                     )
                 function = call.get("function") or {}
-                result = self._device.call(function.get("name", ""), _arguments(function.get("arguments")), call.get("id"))
+                result = self._device.call(
+                    function.get("name", ""), _arguments(function.get("arguments")), call.get("id")
+                )
                 self._history.append({"role": "tool", "tool_call_id": call.get("id"), "content": result})
 
-    def _tools(self) -> Optional[list[dict]]:
+    def _tools(self) -> list[dict] | None:
         return self._device.schemas if self._device is not None else None
 
     def respond(self, agent_message: str) -> str:

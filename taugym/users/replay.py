@@ -44,9 +44,7 @@ class ReplayUser(SimulatedUser):
                 f"agent_turns must pair with user_turns: got {len(self._agent_turns)} and {len(self._user_turns)}"
             )
 
-    def begin(
-        self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: UserDevice | None = None
-    ) -> None:
+    def begin(self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: UserDevice | None = None) -> None:
         self._position = 0
         self._notes = []
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from taugym.backends.base import TaskSpec
 from taugym.users.base import SimulatedUser, UserDevice
@@ -46,9 +46,7 @@ _ASK_DETAILS = re.compile(
     r"\b(email|zip|name|user id|user_id|order id|reservation|address|provide|verify|identity|authenticate|which|what is)\b",
     re.IGNORECASE,
 )
-_CLOSING = re.compile(
-    r"\b(anything else|have a (great|nice|good) (day|trip|one)|goodbye|bye)\b", re.IGNORECASE
-)
+_CLOSING = re.compile(r"\b(anything else|have a (great|nice|good) (day|trip|one)|goodbye|bye)\b", re.IGNORECASE)
 _TRANSFER = re.compile(r"\btransferr?(ed|ing)?\b.*\b(human|agent|representative)\b", re.IGNORECASE)
 
 _OPENINGS = ("Hi. {reason}", "Hello! {reason}", "Hi there. {reason}")
@@ -64,11 +62,9 @@ class ScriptedUser(SimulatedUser):
         self._agent_messages: list[str] = []
         self._gave_details = False
         self._opened = False
-        self._device: Optional[UserDevice] = None
+        self._device: UserDevice | None = None
 
-    def begin(
-        self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: Optional[UserDevice] = None
-    ) -> None:
+    def begin(self, task: TaskSpec, seed: int, history: Sequence[dict] = (), device: UserDevice | None = None) -> None:
         self._task = task
         self._rng = random.Random(seed)
         self._agent_messages = []
@@ -113,9 +109,11 @@ class ScriptedUser(SimulatedUser):
     def _scenario_sentences(self) -> list[str]:
         task = self._task
         parts = (task.known_info, task.reason_for_call, task.task_instructions)
-        return [sentence for part in parts for sentence in re.split(r"(?<=[.!?])\s+", " ".join(part.split())) if sentence]
+        return [
+            sentence for part in parts for sentence in re.split(r"(?<=[.!?])\s+", " ".join(part.split())) if sentence
+        ]
 
-    def _choose(self, agent_message: str) -> Optional[str]:
+    def _choose(self, agent_message: str) -> str | None:
         """The quoted option closest to the scenario, when the agent offers two or more."""
         options = re.findall(r"'([^']+)'", agent_message)
         if "?" not in agent_message or len(options) < 2:
@@ -124,7 +122,7 @@ class ScriptedUser(SimulatedUser):
         best = max(options, key=lambda option: len(_content_words(option) & scenario))
         return f"'{best}', please."
 
-    def _answer(self, agent_message: str) -> Optional[str]:
+    def _answer(self, agent_message: str) -> str | None:
         """The scenario's sentences about what the agent asks, or None when none is."""
         if "?" not in agent_message:
             return None
@@ -138,7 +136,7 @@ class ScriptedUser(SimulatedUser):
         self._gave_details = True
         return " ".join(_first_person(sentence) for sentence in matching)
 
-    def _use_device(self, agent_message: str) -> Optional[str]:
+    def _use_device(self, agent_message: str) -> str | None:
         """Run the device tools the agent asked for; None when it asked for none."""
         if self._device is None:
             return None

@@ -68,13 +68,20 @@ def bench_domain(domain: str, repeats: int) -> dict:
     play(env, OraclePolicy(), task_ids[0])
     session = env.session
     run = SimulationRun(
-        id="bench", task_id=session.task.id, start_time="", end_time="", duration=0.0,
-        termination_reason=TerminationReason.AGENT_STOP, messages=session.messages,
+        id="bench",
+        task_id=session.task.id,
+        start_time="",
+        end_time="",
+        duration=0.0,
+        termination_reason=TerminationReason.AGENT_STOP,
+        messages=session.messages,
     )
     ours = session.evaluate("agent").reward
     theirs = evaluate_simulation(run, session.task, EvaluationType.ALL, False, domain).reward
     assert ours == theirs, (ours, theirs)
-    tau2_score = median_seconds(lambda: evaluate_simulation(run, session.task, EvaluationType.ALL, False, domain), repeats)
+    tau2_score = median_seconds(
+        lambda: evaluate_simulation(run, session.task, EvaluationType.ALL, False, domain), repeats
+    )
     taugym_score = median_seconds(lambda: session.evaluate("agent"), repeats * 5)
     return {
         "domain": domain,
@@ -97,9 +104,11 @@ def sweep() -> None:
         for task_id in task_ids:
             earned += play(env, OraclePolicy(), task_id)[0] == 1.0
             random_rewards.append(play(env, random_policy, task_id)[0])
-        print(f"{domain:8s} oracle + scripted user: {earned} of {len(task_ids)} base tasks at reward 1.0; "
-              f"random policy: mean reward {statistics.mean(random_rewards):.3f}, "
-              f"{sum(r == 0 for r in random_rewards)} of {len(random_rewards)} at 0")
+        print(
+            f"{domain:8s} oracle + scripted user: {earned} of {len(task_ids)} base tasks at reward 1.0; "
+            f"random policy: mean reward {statistics.mean(random_rewards):.3f}, "
+            f"{sum(r == 0 for r in random_rewards)} of {len(random_rewards)} at 0"
+        )
 
 
 def main() -> int:

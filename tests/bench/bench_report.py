@@ -18,9 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the synthetic runs
 
+from synthetic_runs import write_synthetic_run  # noqa: E402
+
 from rollout.dataset import read_episodes  # noqa: E402
 from rollout.report import build_report  # noqa: E402
-from synthetic_runs import write_synthetic_run  # noqa: E402
 
 LIMIT_S = 30.0
 LIMIT_MB = 15.0
@@ -36,15 +37,19 @@ def main(episodes: int = 10_000) -> int:
         write_synthetic_run(Path(out), domains, TRIALS)
         written = read_episodes(out, columns=["messages"])
         raw_mb = written.nbytes / 1e6
-        print(f"report of {written.num_rows} synthetic episodes ({', '.join(f'{d} {n} tasks' for d, n in domains.items())}, "
-              f"{TRIALS} trials; {raw_mb:.0f} MB of messages in Arrow; dataset written in {time.monotonic() - started:.1f}s)")
+        print(
+            f"report of {written.num_rows} synthetic episodes ({', '.join(f'{d} {n} tasks' for d, n in domains.items())}, "
+            f"{TRIALS} trials; {raw_mb:.0f} MB of messages in Arrow; dataset written in {time.monotonic() - started:.1f}s)"
+        )
         del written
         started = time.monotonic()
         page = build_report(out)
         seconds = time.monotonic() - started
         size_mb = page.stat().st_size / 1e6
     ok = seconds <= LIMIT_S and size_mb <= LIMIT_MB
-    print(f"  built in {seconds:.1f}s (limit {LIMIT_S:.0f}s), {size_mb:.1f} MB (limit {LIMIT_MB:.0f} MB): {'ok' if ok else 'OVER THE LIMIT'}")
+    print(
+        f"  built in {seconds:.1f}s (limit {LIMIT_S:.0f}s), {size_mb:.1f} MB (limit {LIMIT_MB:.0f} MB): {'ok' if ok else 'OVER THE LIMIT'}"
+    )
     return 0 if ok else 1
 
 

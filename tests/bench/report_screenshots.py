@@ -30,12 +30,22 @@ from urllib.parse import quote
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from rollout.report import build_report  # noqa: E402
 from synthetic_runs import write_synthetic_run  # noqa: E402
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--virtual-time-budget=8000"]
+from rollout.report import build_report  # noqa: E402
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--virtual-time-budget=8000",
+]
 
 
 def chromium() -> str:
@@ -48,16 +58,29 @@ def chromium() -> str:
 def screenshot(page: Path, fragment: str, target: Path, size: str) -> None:
     with tempfile.TemporaryDirectory() as profile:
         url = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
-        subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={size}",
-                        f"--screenshot={target}", url], check=True, capture_output=True, timeout=180)
+        subprocess.run(
+            [
+                chromium(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                f"--window-size={size}",
+                f"--screenshot={target}",
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
     print(target)
 
 
 def a_failed_episode(page: Path) -> str:
     """The id of a failed episode of the page's index (else the longest)."""
     text = page.read_text()
-    start = text.index('<script type="application/json" id="episode-index">') + len('<script type="application/json" id="episode-index">')
-    index = json.loads(text[start:text.index("</script>", start)])
+    start = text.index('<script type="application/json" id="episode-index">') + len(
+        '<script type="application/json" id="episode-index">'
+    )
+    index = json.loads(text[start : text.index("</script>", start)])
     rows = [dict(zip(index["columns"], row)) for row in index["rows"]]
     failed = [r for r in rows if r["failed"] and r["failed"] != "error"]
     return (failed or sorted(rows, key=lambda r: -(r["steps"] or 0)))[0]["id"]
@@ -70,7 +93,9 @@ def shoot(page: Path, name: str, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/report-screenshots", help="folder for the PNG files (default: %(default)s)")
+    parser.add_argument(
+        "--out", default="runs/report-screenshots", help="folder for the PNG files (default: %(default)s)"
+    )
     parser.add_argument("--default-run", help="a run of configs/rollout/default.yaml already made (else one is made)")
     args = parser.parse_args()
     out = Path(args.out)
@@ -79,8 +104,20 @@ def main() -> None:
         scratch = Path(scratch)
         default_run = Path(args.default_run) if args.default_run else scratch / "default"
         if not args.default_run:
-            subprocess.run([sys.executable, "-m", "rollout", "--config", "configs/rollout/default.yaml", "--out", str(default_run), "--no-progress"],
-                           cwd=REPO, check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "rollout",
+                    "--config",
+                    "configs/rollout/default.yaml",
+                    "--out",
+                    str(default_run),
+                    "--no-progress",
+                ],
+                cwd=REPO,
+                check=True,
+            )
         shoot(build_report(default_run, path=out / "default-report.html"), "default", out)
         mixed, before = scratch / "mixed", scratch / "before"
         write_synthetic_run(mixed, {"retail": 40, "airline": 20}, trials=4, run_id="after", seed=1)
