@@ -320,7 +320,9 @@ def _v1_task_id(loaded: Any, domain: str, number: int, task: dict) -> tuple[str,
             return spec.task_id, f"{split}/{number}"
     # tau-bench edited some task texts after runs were recorded ("You amelia_..." became "Your user id is
     # amelia_..."): the same user, gold actions and outputs are the same task
-    actions = [(a.get("name"), a.get("kwargs", a.get("arguments"))) for a in task.get("actions") or [] if isinstance(a, dict)]
+    actions = [
+        (a.get("name"), a.get("kwargs", a.get("arguments"))) for a in task.get("actions") or [] if isinstance(a, dict)
+    ]
     outputs = tuple(str(o) for o in task.get("outputs") or [])
     user = f"My user id is {task.get('user_id')}." if task.get("user_id") else ""
     for split, index in candidates:
