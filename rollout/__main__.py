@@ -14,4 +14,4 @@ if sys.argv[1:2] in (["import"], ["rescore"], ["export"]):
     )
 if sys.argv[1:2] == ["report"]:
     sys.exit(run_report_command(report_parser().parse_args(sys.argv[2:])))
-sys.exit(run_rollout_command(rollout_parser().parse_args()))
+sys.exit(run_rollout_command(rollout_parser().parse_intermixed_args()))  # overrides before and after flags

@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         commands.add_parser("rescore", help="replay results files through TauEnv and score them again")
     )
     interop.export_parser(commands.add_parser("export", help="write a run as tau2 Results files"))
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rollout"]:  # key=value overrides may come before and after the flags
+        return run_rollout_command(commands.choices["rollout"].parse_intermixed_args(argv[1:]))
     args = parser.parse_args(argv)
     if args.command == "report":
         return run_report_command(args)

@@ -134,3 +134,30 @@ def test_ctrl_c_says_what_was_published_and_how_to_resume(tmp_path):
     published = len(completed_keys(out))
     assert 5 <= published < 114
     assert f"{published} episode(s)" in stderr and "--resume" in stderr and str(out) in stderr, stderr[-3000:]
+
+
+def test_overrides_may_come_before_and_after_the_flags(tmp_path, small_config):
+    out = tmp_path / "out"
+    first = rollout("--config", str(small_config), "--out", str(out), "rows_per_file=16")
+    assert first.returncode == 0, first.stderr
+    for command in (
+        [sys.executable, "-m", "rollout"],
+        [sys.executable, "-c", "import sys; from rollout.cli import main; sys.exit(main())", "rollout"],
+    ):
+        changed = subprocess.run(
+            [
+                *command,
+                "--config",
+                str(small_config),
+                "--out",
+                str(out),
+                "rows_per_file=16",
+                "--resume",
+                "env.max_steps=12",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert changed.returncode == 2 and "env.max_steps was" in changed.stderr, changed.stderr
