@@ -138,7 +138,8 @@ def synthetic_episode(run_id: str, domain: str, task: int, trial: int, seed: int
         "taugym_version": "0.1.0",
     }
     step_rows = [step_row(row, step_index=i, observation="", action="[search] tools", reward=0.0, next_observation="",
-                          terminated=i == steps - 1, truncated=False) for i in range(steps)]
+                          terminated=i == steps - 1, truncated=False, prompt=messages[:1],
+                          completion=[{"role": "assistant", "content": "[search] tools"}]) for i in range(steps)]
     return row, step_rows
 
 
