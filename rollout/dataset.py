@@ -1240,8 +1240,7 @@ Episodes of tau-bench tool-agent-user tasks played in TauGym, written by
 version **{SCHEMA_VERSION}** (in each file's metadata, `taugym.dataset_schema_version`).
 
 ## How it was produced
-- agent: `{name}`{f" (model `{agent['model']}`)" if agent.get("model") else ""}; user: `{env.get("user_strategy", "?")}`
-  {f"(model `{env.get('user_model')}`)" if env.get("user_strategy") == "llm" else ""}; backend `{env.get("backend", "?")}`
+- agent: `{name}`{f" (model `{agent['model']}`)" if agent.get("model") else ""}; user: `{env.get("user_strategy", "?")}`{f" (model `{env.get('user_model')}`)" if env.get("user_strategy") == "llm" else ""}; backend `{env.get("backend", "?")}`
 - domains {", ".join(results.get("domains") or [])}; tasks `{results.get("tasks")}`; trials {results.get("trials")}; seed {results.get("seed")}
 - the whole record of what defines the results is `run.json`; counts and pass^k are in `summary.json`
 
