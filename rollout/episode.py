@@ -61,6 +61,12 @@ def _completion(action: Any, added: list[dict]) -> dict:
     return {"role": "assistant", "content": _action_text(action)}
 
 
+def _behaviour(agent: Policy) -> dict:
+    """The step row's behaviour-policy columns: the action's token ids and log-probs, or None."""
+    sampled = getattr(agent, "behaviour", lambda: None)() or {}
+    return {"completion_token_ids": sampled.get("token_ids"), "completion_logprobs": sampled.get("logprobs")}
+
+
 def _action_text(action: Any) -> str:
     """The action as the steps dataset stores it (storable text, whatever the agent returned)."""
     return valid_unicode(action if isinstance(action, str) else json.dumps(action, default=str))
@@ -105,6 +111,7 @@ async def play_episode(
                     "truncated": bool(truncated),
                     "prompt": prompt,
                     "completion": [_completion(action, info["messages"][len(prompt):])],
+                    **_behaviour(agent),
                 }
             )
             if terminated or truncated:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from fake_llm_server import fake_llm_server  # noqa: F401 - the fixture
 from rollout.dataset import (
     ParquetEpisodeWriter,
     load_preferences,
@@ -244,3 +245,27 @@ def test_a_version_1_dataset_is_refused_with_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="schema version 1.*pyarrow.dataset.dataset"):
         read_episodes(tmp_path)
     assert pa  # pyarrow reads the files directly, as the message says
+
+
+# ------------------------------------------------------------ behaviour policy
+@pytest.mark.parametrize("requested", [True, False])
+def test_step_rows_keep_the_behaviour_policys_token_logprobs_where_the_server_returns_them(fake_llm_server, tmp_path, monkeypatch, requested):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    from test_llm_env import make_agent, make_env, scripted_conversation
+    from rollout.episode import WorkItem, play_episode
+
+    fake_llm_server.set_handler(scripted_conversation)
+    agent = make_agent(fake_llm_server, sampling={"temperature": 0.0, **({"logprobs": True} if requested else {})})
+    result = asyncio.run(play_episode(make_env(fake_llm_server), agent, WorkItem("retail", "retail-000", 0, 1),
+                                      run_id="r", agent_name="llm", agent_model="fake-agent"))
+    with ParquetEpisodeWriter(tmp_path, "r") as writer:
+        writer.write(result["episode"], result["steps"])
+    assert not result["episode"]["error"], result["episode"]["error_cause"]
+    steps = read_steps(tmp_path, columns=["completion", "completion_token_ids", "completion_logprobs"]).to_pylist()
+    assert steps and steps[0]["completion"][0]["tool_calls"]
+    for step in steps:
+        if requested:
+            assert step["completion_logprobs"] and all(x <= 0 for x in step["completion_logprobs"])
+            assert len(step["completion_token_ids"]) == len(step["completion_logprobs"])
+        else:
+            assert step["completion_logprobs"] is None and step["completion_token_ids"] is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Optional
 
 
 class Policy(ABC):
@@ -26,3 +26,9 @@ class Policy(ABC):
     def usage(self) -> dict[str, Any]:
         """LLM accounting of the current episode (empty for offline policies)."""
         return {}
+
+    def behaviour(self) -> Optional[dict[str, Any]]:
+        """``{"token_ids", "logprobs"}`` of the last action's completion where the policy's
+        model returned them (either may be None), for off-policy learning; None for policies
+        without a model."""
+        return None

@@ -36,7 +36,8 @@ class LLMAgent(Policy):
         requests_per_minute, tokens_per_minute, max_concurrency: limits shared
             with every client of the same endpoint in the process (or the
             cluster-wide limiter a rollout installs).
-        sampling: sampling arguments (e.g. ``{"temperature": 0.0}``).
+        sampling: sampling arguments (e.g. ``{"temperature": 0.0}``; add ``"logprobs": True``
+            to keep the completion's token log-probs, see :meth:`behaviour`).
     """
 
     name = "llm"
@@ -83,6 +84,7 @@ class LLMAgent(Policy):
         self._notes: list[tuple[int, str]] = []
         self._text_history: list[dict] = []
         self._usage = LLMUsage()
+        self._behaviour: Optional[dict] = None
 
     def _new_episode(self, info: dict) -> None:
         if info.get("episode_id") != self._episode or int(info.get("step_count", 0)) == 0:
@@ -124,6 +126,11 @@ class LLMAgent(Policy):
 
     def _account(self, response: Any = None, error: Optional[LLMCallError] = None) -> None:
         self._usage.add(error.usage if error is not None else response)
+        self._behaviour = None if response is None else {"token_ids": response.token_ids, "logprobs": response.logprobs}
+
+    def behaviour(self) -> Optional[dict]:
+        """Token ids and log-probs of the last completion (request them with ``sampling={"logprobs": True}``)."""
+        return self._behaviour
 
     def act(self, observation: dict, info: dict) -> Any:
         messages, tools = self._request(observation, info)
