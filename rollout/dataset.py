@@ -291,8 +291,10 @@ STEP_SCHEMA = pa.schema(
 #: keys are ``ray.rllib.core.columns.Columns`` values (``Columns.EPS_ID``,
 #: ``OBS``, ``ACTIONS``, ``REWARDS``, ``NEXT_OBS``, ``TERMINATEDS``,
 #: ``TRUNCATEDS``), values are our column names. Plain strings, so importing
-#: this module does not import RLlib. Observations and actions are text: the
-#: RLModule needs a text encoder (or a connector that tokenises them).
+#: this module does not import RLlib. Observations and actions are text, and
+#: RLlib's ``OfflinePreLearner`` unpacks string observations as compressed
+#: ones: tokenise them first (a ``map_batches`` over :func:`load_steps_ray`,
+#: which also reads only the columns asked for and bounds the read tasks).
 RLLIB_INPUT_READ_SCHEMA: dict[str, str] = {
     "eps_id": "episode_id",
     "obs": "observation",

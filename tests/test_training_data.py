@@ -269,3 +269,19 @@ def test_step_rows_keep_the_behaviour_policys_token_logprobs_where_the_server_re
             assert len(step["completion_token_ids"]) == len(step["completion_logprobs"])
         else:
             assert step["completion_logprobs"] is None and step["completion_token_ids"] is None
+
+
+def test_step_rows_read_as_a_ray_dataset_by_one_task(sample_run):
+    import ray
+
+    from rollout.dataset import RLLIB_INPUT_READ_SCHEMA, load_steps_ray
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        rows = load_steps_ray(sample_run, columns=list(RLLIB_INPUT_READ_SCHEMA.values()) + ["prompt"]).take_all()
+    finally:
+        ray.shutdown()
+    assert len(rows) == read_steps(sample_run, columns=["episode_id"]).num_rows
+    assert set(rows[0]) == set(RLLIB_INPUT_READ_SCHEMA.values()) | {"prompt"}
+    assert rows[0]["prompt"][0]["role"] == "system"
