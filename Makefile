@@ -28,6 +28,8 @@ bench: install
 	$(PY) tests/bench/bench_env.py
 	$(PY) tests/bench/bench_rollout.py
 	$(PY) tests/bench/bench_report.py
+	$(PY) tests/bench/bench_dataset.py
+	$(PY) tests/bench/render_chat_templates.py
 
 # screenshots of `taugym report` in headless Chromium (apt-get install -y chromium); not part of make test
 report-screenshots: install

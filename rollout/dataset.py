@@ -2,30 +2,43 @@
 
 Finished trajectories go to two Parquet datasets under an output folder ``DIR``::
 
-    DIR/episodes/domain=retail/part-<run_id>-<writer_id>-<seq>.parquet   one row per episode
-    DIR/steps/domain=retail/part-<run_id>-<writer_id>-<seq>.parquet      one row per env step
+    DIR/episodes/retail/part-<run_id>-<writer_id>-<seq>.parquet   one row per episode
+    DIR/steps/retail/part-<run_id>-<writer_id>-<seq>.parquet      one row per env step
+    DIR/README.md                                                  the dataset card
 
-Both are hive-partitioned by ``domain``: the ``domain`` column is *not*
-stored inside the files, only in the folder name, so every reader that
-understands hive partitions (pyarrow.dataset, ``pandas.read_parquet``, Ray
-Data) gives the column back exactly once. pandas gives it as a
-``category``; pyarrow and Ray Data as a string. An episodes file and the
-steps file with the same name are a pair: the steps of every episode in the
-one are in the other.
+One folder per domain, and the ``domain`` column in every file: readers that
+know nothing of folders (Hugging Face ``datasets``) have it, and no reader
+sees it twice (folders are not ``domain=…``: a hive column beside the file's
+own makes pandas refuse to merge the two). An episodes file and the steps
+file with the same name are a pair: the steps of every episode in the one
+are in the other. Schema version :data:`SCHEMA_VERSION` (2) is in each
+file's metadata; the readers here refuse version-1 folders with a message
+saying how to read them.
+
+JSON columns
+------------
+Tool-call ``arguments``, ``tools`` and ``reward_breakdown`` are
+:data:`JSON`: Arrow's canonical ``arrow.json`` extension type over text
+(Parquet's JSON logical type). Hugging Face ``datasets`` (>= 5.2) decodes
+them to dicts and lists, value by value, so TRL's chat templates get
+argument *objects*; pyarrow, pandas, polars and Ray Data give the text
+(``json.loads`` it). Not Arrow structs: tools differ in their argument
+keys, and one struct would give every call every tool's keys, null for
+the rest.
 
 Episodes (:data:`EPISODE_SCHEMA`)
 ---------------------------------
 ``run_id``, ``episode_id``, ``backend``, ``domain``, ``task_id`` (strings),
 ``trial`` (int32), ``seed`` (int64), ``agent``, ``agent_model`` (nullable),
 ``user_model`` (nullable), ``user_strategy``, ``reward`` (float64, nullable:
-no score for an errored episode), ``reward_breakdown`` (JSON text of the
-backend's own breakdown, ``info["evaluation"]``; its shape differs by
-backend, ``"null"`` when there was none), ``terminated``, ``truncated``,
-``error`` (bools), ``error_cause`` (nullable), ``termination`` (``agent``,
-``user``, ``max_steps`` or ``error``), ``num_steps`` (int32), ``messages``,
-``tools``, ``llm_calls``, ``llm_retries``, ``prompt_tokens``,
-``completion_tokens`` (int64), ``cost_usd``, ``duration_s`` (float64),
-``taugym_version``, and where a row was imported from a benchmark's results
+no score for an errored episode), ``reward_breakdown`` (JSON: the backend's
+own breakdown, ``info["evaluation"]``; its shape differs by backend, null
+when there was none), ``terminated``, ``truncated``, ``error`` (bools),
+``error_cause`` (nullable), ``termination`` (``agent``, ``user``,
+``max_steps`` or ``error``), ``num_steps`` (int32), ``messages``, ``tools``
+(JSON: the OpenAI tool schemas), ``llm_calls``, ``llm_retries``,
+``prompt_tokens``, ``completion_tokens`` (int64), ``cost_usd``,
+``duration_s`` (float64), ``taugym_version``, and where a row was imported from a benchmark's results
 file (``taugym import``; all three null for TauGym's own runs):
 ``source_format`` (``tau-bench-v1`` or ``tau2``), ``source_file`` (the
 file's path as given) and ``source_position`` (int64: the record's index in
@@ -36,30 +49,45 @@ imported row ``reward`` is the reward the file recorded.
 a list of ``{role, content, tool_calls, tool_call_id, name}`` where
 ``content`` may be null (an assistant turn that only calls tools),
 ``tool_calls`` is null or a list of ``{id, type, function: {name,
-arguments}}`` with ``arguments`` always a JSON *string*, and tool results
-have ``role="tool"`` with ``tool_call_id`` and ``name``. It is the
-conversational format of Hugging Face ``datasets``/TRL, so the column loads
-straight into chat fine-tuning::
+arguments}}`` with ``arguments`` JSON (an object), and tool results have
+``role="tool"`` with ``tool_call_id`` and ``name``. An episode the agent
+ended with ``[finish]`` ends with the assistant turn ``"[finish]"`` (what a
+native-tools ``LLMAgent`` replies to finish); one the user ended ends with
+the user's turn. It is the conversational format of Hugging Face
+``datasets``/TRL, so the column loads straight into chat fine-tuning::
 
-    pyarrow.dataset.dataset("DIR/episodes", partitioning="hive").to_table()["messages"].to_pylist()
+    datasets.load_dataset("parquet", data_files="DIR/episodes/*/*.parquet", split="train")  # dicts
+    pyarrow.dataset.dataset("DIR/episodes").to_table()["messages"].to_pylist()
     pandas.read_parquet("DIR/episodes", dtype_backend="pyarrow")["messages"][0]   # a list of dicts
-    ray.data.read_parquet("DIR/episodes").take(1)[0]["messages"]                  # a list of dicts
 
 (With pandas' default numpy backend a cell is a numpy array of dicts: a
-sequence, not a list.) ``tools`` is JSON text: ``json.loads(row["tools"])``
-gives the OpenAI tool-schema list. JSON Schemas vary too much from tool to
-tool for a fixed Arrow struct.
+sequence, not a list.)
 
-Steps (:data:`STEP_SCHEMA`), for offline RL
--------------------------------------------
+Steps (:data:`STEP_SCHEMA`), for offline RL and prompt-completion training
+---------------------------------------------------------------------------
 ``run_id``, ``episode_id``, ``domain``, ``task_id``, ``step_index`` (int32,
-0 for the first action), ``observation`` (the text the agent saw before
-acting: the env's ``obs["feedback"]``), ``action`` (the action string
-sent), ``reward`` (float64), ``next_observation`` (``obs["feedback"]``
-after the step), ``terminated``, ``truncated``. RLlib's offline API reads
-them with :data:`RLLIB_INPUT_READ_SCHEMA`::
+0 for the first action), ``observation`` (the env's ``obs["feedback"]``
+before acting), ``action`` (the action string sent), ``reward`` (float64),
+``next_observation`` (``obs["feedback"]`` after the step), ``terminated``,
+``truncated``, ``prompt`` (the conversation the agent acted on, in the
+``messages`` format: a Markov observation), ``completion`` (a list of one
+assistant message: the turn the action added, or the action's text for
+one that added none, such as ``[finish]`` or a refused action), ``tools``
+(JSON), ``completion_token_ids`` and ``completion_logprobs`` (the behaviour
+policy's sampled tokens and their log-probs where its server returned them,
+else null). ``prompt``/``completion``/``tools`` make ``steps/`` a TRL
+prompt-completion dataset. The history repeats from step to step; Parquet's
+dictionary encoding and zstd keep the files small (``make bench`` prints
+bytes per step).
 
-    config.offline_data(input_="DIR/steps", input_read_schema=RLLIB_INPUT_READ_SCHEMA)
+Loaders
+-------
+:func:`load_sft` (episodes filtered by reward, a ``datasets.Dataset``),
+:func:`load_prompt_completion` (step rows for TRL), :func:`load_preferences`
+(chosen/rejected pairs from repeated trials), :func:`load_steps_ray` (step
+rows as a Ray ``Dataset`` for offline RL), :func:`read_episodes` /
+:func:`read_steps` (Arrow tables); :func:`dataset_card` writes
+``DIR/README.md``.
 
 Writing
 -------
@@ -151,6 +179,12 @@ __all__ = [
     "completed_keys",
     "error_rows",
     "count_rows",
+    "load_sft",
+    "load_prompt_completion",
+    "load_preferences",
+    "load_steps_ray",
+    "JSON",
+    "dataset_card",
 ]
 
 PathLike = str | os.PathLike
@@ -162,7 +196,13 @@ SCHEMA_VERSION = 2
 MANIFEST_DIR = "_manifest"
 EPISODES_DIR = "episodes"
 STEPS_DIR = "steps"
-PARTITION_COLUMN = "domain"
+
+#: A JSON value, stored as its text: Arrow's canonical ``arrow.json`` extension type
+#: (Parquet's JSON logical type). Readers that know it (Hugging Face ``datasets``)
+#: give back dicts and lists, one value at a time; the others give the text.
+#: Not a struct: tools differ in their keys, and one struct for all of them
+#: would carry every tool's keys on every call, nulls for the rest.
+JSON = pa.json_()
 
 _TOOL_CALL_TYPE = pa.struct(
     [
@@ -173,7 +213,7 @@ _TOOL_CALL_TYPE = pa.struct(
             pa.struct(
                 [
                     pa.field("name", pa.string(), nullable=False),
-                    pa.field("arguments", pa.string(), nullable=False),
+                    pa.field("arguments", JSON, nullable=False),
                 ]
             ),
             nullable=False,
@@ -212,7 +252,7 @@ EPISODE_SCHEMA = pa.schema(
         _f("user_model", pa.string(), True),
         _f("user_strategy", pa.string()),
         _f("reward", pa.float64(), True),
-        _f("reward_breakdown", pa.string()),
+        _f("reward_breakdown", JSON),
         _f("terminated", pa.bool_()),
         _f("truncated", pa.bool_()),
         _f("error", pa.bool_()),
@@ -220,7 +260,7 @@ EPISODE_SCHEMA = pa.schema(
         _f("termination", pa.string()),
         _f("num_steps", pa.int32()),
         _f("messages", pa.list_(MESSAGE_TYPE)),
-        _f("tools", pa.string()),
+        _f("tools", JSON),
         _f("llm_calls", pa.int64()),
         _f("llm_retries", pa.int64()),
         _f("prompt_tokens", pa.int64()),
@@ -248,6 +288,11 @@ STEP_SCHEMA = pa.schema(
         _f("next_observation", pa.string()),
         _f("terminated", pa.bool_()),
         _f("truncated", pa.bool_()),
+        _f("prompt", pa.list_(MESSAGE_TYPE)),
+        _f("completion", pa.list_(MESSAGE_TYPE)),
+        _f("tools", JSON),
+        _f("completion_token_ids", pa.list_(pa.field("item", pa.int64(), nullable=False)), True),
+        _f("completion_logprobs", pa.list_(pa.field("item", pa.float64(), nullable=False)), True),
     ]
 )
 
@@ -255,8 +300,10 @@ STEP_SCHEMA = pa.schema(
 #: keys are ``ray.rllib.core.columns.Columns`` values (``Columns.EPS_ID``,
 #: ``OBS``, ``ACTIONS``, ``REWARDS``, ``NEXT_OBS``, ``TERMINATEDS``,
 #: ``TRUNCATEDS``), values are our column names. Plain strings, so importing
-#: this module does not import RLlib. Observations and actions are text: the
-#: RLModule needs a text encoder (or a connector that tokenises them).
+#: this module does not import RLlib. Observations and actions are text, and
+#: RLlib's ``OfflinePreLearner`` unpacks string observations as compressed
+#: ones: tokenise them first (a ``map_batches`` over :func:`load_steps_ray`,
+#: which also reads only the columns asked for and bounds the read tasks).
 RLLIB_INPUT_READ_SCHEMA: dict[str, str] = {
     "eps_id": "episode_id",
     "obs": "observation",
@@ -277,14 +324,32 @@ _API_KEY_PATTERN = re.compile(
 
 
 def _file_schema(schema: pa.Schema) -> pa.Schema:
-    """What a file stores: the schema less the partition column, with a version tag."""
-    stored = schema.remove(schema.get_field_index(PARTITION_COLUMN))
-    return stored.with_metadata({b"taugym.dataset_schema_version": str(SCHEMA_VERSION).encode()})
+    """What a file stores: the whole schema (``domain`` too, for readers that ignore folder names), with a version tag."""
+    return schema.with_metadata({b"taugym.dataset_schema_version": str(SCHEMA_VERSION).encode()})
+
+
+def _storage_type(type_: pa.DataType) -> pa.DataType:
+    """``type_`` with each JSON value as its text (what Python rows hold)."""
+    if type_ == JSON:
+        return JSON.storage_type
+    if pa.types.is_list(type_):
+        item = type_.value_field
+        return pa.list_(item.with_type(_storage_type(item.type)))
+    if pa.types.is_struct(type_):
+        return pa.struct(
+            [type_.field(i).with_type(_storage_type(type_.field(i).type)) for i in range(type_.num_fields)]
+        )
+    return type_
+
+
+def _record_batch(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
+    """Checked rows as a batch of ``schema`` (pyarrow builds extension types from their storage only)."""
+    storage = pa.schema([field.with_type(_storage_type(field.type)) for field in schema], metadata=schema.metadata)
+    return pa.RecordBatch.from_pylist([dict(row) for row in rows], schema=storage).cast(schema)
 
 
 _EPISODE_FILE_SCHEMA = _file_schema(EPISODE_SCHEMA)
 _STEP_FILE_SCHEMA = _file_schema(STEP_SCHEMA)
-_PARTITIONING = ds.partitioning(pa.schema([pa.field(PARTITION_COLUMN, pa.string())]), flavor="hive")
 
 _INT_RANGES = {pa.int32(): (-(2**31), 2**31 - 1), pa.int64(): (-(2**63), 2**63 - 1)}
 
@@ -302,7 +367,14 @@ def _check_value(value: Any, type_: pa.DataType, nullable: bool, path: str) -> N
         if not nullable:
             raise ValueError(f"column {path!r} must not be None")
         return
-    if pa.types.is_string(type_):
+    if type_ == JSON:
+        if not isinstance(value, str):
+            raise ValueError(f"column {path!r} must be JSON text (a str), got {type(value).__name__}: {value!r:.80}")
+        try:
+            json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"column {path!r} must be JSON text: {exc}: {value!r:.80}") from None
+    elif pa.types.is_string(type_):
         if not isinstance(value, str):
             raise ValueError(f"column {path!r} must be a str, got {type(value).__name__}: {value!r:.80}")
     elif pa.types.is_boolean(type_):
@@ -383,7 +455,12 @@ def _normalize_message(message: Mapping[str, Any], index: int) -> dict[str, Any]
         for j, call in enumerate(message["tool_calls"]):
             function = call.get("function") or {}
             arguments = function.get("arguments")
-            if not isinstance(arguments, str):
+            if isinstance(arguments, str):
+                try:
+                    json.loads(arguments)
+                except ValueError:  # not JSON (a model's broken call): kept as a JSON string
+                    arguments = json.dumps(arguments, ensure_ascii=False)
+            else:
                 arguments = json.dumps({} if arguments is None else arguments, ensure_ascii=False)
             tool_calls.append(
                 {
@@ -519,11 +596,21 @@ def step_row(
     next_observation: str,
     terminated: bool,
     truncated: bool,
+    prompt: Sequence[Mapping[str, Any]],
+    completion: Sequence[Mapping[str, Any]],
+    completion_token_ids: Sequence[int] | None = None,
+    completion_logprobs: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """A step row keyed like ``episode_row`` (same run_id, episode_id, domain, task_id).
 
     ``observation`` is ``obs["feedback"]`` before the step, ``next_observation``
-    after it; ``step_index`` counts from 0.
+    after it; ``step_index`` counts from 0. ``prompt`` is the conversation
+    the policy acted on (OpenAI chat format, system prompt first) and
+    ``completion`` the assistant message(s) of its action; both are
+    normalised like the episode's ``messages``, and ``tools`` is copied from
+    the episode row. ``completion_token_ids`` / ``completion_logprobs`` are the
+    behaviour policy's sampled tokens and their log-probabilities where its
+    server returned them, else None.
     """
     row = {key: episode_row[key] for key in _KEY_COLUMNS}
     row.update(
@@ -534,6 +621,11 @@ def step_row(
         next_observation=next_observation,
         terminated=bool(terminated),
         truncated=bool(truncated),
+        prompt=[_normalize_message(m, i) for i, m in enumerate(prompt)],
+        completion=[_normalize_message(m, i) for i, m in enumerate(completion)],
+        tools=episode_row["tools"],
+        completion_token_ids=None if completion_token_ids is None else [int(t) for t in completion_token_ids],
+        completion_logprobs=None if completion_logprobs is None else [float(x) for x in completion_logprobs],
     )
     return row
 
@@ -624,8 +716,8 @@ class _Partition:
 
     def __init__(self, store: Store, domain: str, name: str):
         self.domain = domain
-        self.steps = _OpenFile(store, f"{STEPS_DIR}/{PARTITION_COLUMN}={domain}/{name}", _STEP_FILE_SCHEMA)
-        self.episodes = _OpenFile(store, f"{EPISODES_DIR}/{PARTITION_COLUMN}={domain}/{name}", _EPISODE_FILE_SCHEMA)
+        self.steps = _OpenFile(store, f"{STEPS_DIR}/{domain}/{name}", _STEP_FILE_SCHEMA)
+        self.episodes = _OpenFile(store, f"{EPISODES_DIR}/{domain}/{name}", _EPISODE_FILE_SCHEMA)
         self.opened_at = time.monotonic()
         self.rows_in_file = 0
         self.episode_buffer: list[pa.RecordBatch] = []
@@ -767,8 +859,8 @@ class ParquetEpisodeWriter:
                     f"step {i}: column 'step_index' is {step['step_index']}, expected {i} (steps in order from 0)"
                 )
         # Convert now: the buffer holds compact Arrow data, a snapshot the caller cannot mutate.
-        episode_batch = pa.RecordBatch.from_pylist([_without_domain(episode_row)], schema=_EPISODE_FILE_SCHEMA)
-        step_batch = pa.RecordBatch.from_pylist([_without_domain(s) for s in step_rows], schema=_STEP_FILE_SCHEMA)
+        episode_batch = _record_batch([episode_row], _EPISODE_FILE_SCHEMA)
+        step_batch = _record_batch(step_rows, _STEP_FILE_SCHEMA)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the writer is closed")
@@ -928,10 +1020,6 @@ def _read_file(store: Store, rel: str) -> pa.Table:
     return pq.read_table(store.path(path), filesystem=store.fs)
 
 
-def _without_domain(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k != PARTITION_COLUMN}
-
-
 # ------------------------------------------------------------------- readers
 def _published_files(out_dir: PathLike, kind: str, filesystem: Any = None) -> tuple[Store, list[str]]:
     """The published files of ``kind`` by the manifest (a staged name where a crashed publish is pending)."""
@@ -943,17 +1031,31 @@ def _published_files(out_dir: PathLike, kind: str, filesystem: Any = None) -> tu
     return store, files
 
 
+def _check_version(store: Store, files: list[str], kind: str) -> None:
+    """Raise a ValueError that says what to do when the files were written with another schema version."""
+    for rel in {files[0], files[-1]}:
+        metadata = pq.read_schema(store.path(rel), filesystem=store.fs).metadata or {}
+        version = int(metadata.get(b"taugym.dataset_schema_version", b"1"))
+        if version != SCHEMA_VERSION:
+            raise ValueError(
+                f"{store.root} was written with dataset schema version {version}; this TauGym reads version "
+                f"{SCHEMA_VERSION} (see SCHEMA_VERSION in rollout/dataset.py). Its files still read with "
+                f"pyarrow.dataset.dataset({str(store.root) + '/' + kind!r}, partitioning='hive') "
+                "(version 1: tool-call arguments, tools and reward_breakdown are JSON text, steps have no "
+                "prompt/completion); to write new rows, run into another --out"
+            )
+
+
 def _dataset(out_dir: PathLike, kind: str, schema: pa.Schema, filesystem: Any = None) -> ds.Dataset | None:
     store, files = _published_files(out_dir, kind, filesystem)
     if not files:
         return None
+    _check_version(store, files, kind)
     return ds.dataset(
         [store.path(f) for f in files],
         schema=schema,
         format="parquet",
         filesystem=store.fs,
-        partitioning=_PARTITIONING,
-        partition_base_dir=store.path(kind),
     )
 
 
@@ -964,7 +1066,7 @@ def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Iterable[str
         raise ValueError(f"unknown column(s) {unknown}; the {kind} columns are {schema.names}")
     dataset = _dataset(out_dir, kind, schema)
     if dataset is None:
-        return pa.schema([schema.field(c) for c in names]).empty_table()
+        return pa.Table.from_batches([_record_batch([], pa.schema([schema.field(c) for c in names]))])
     return dataset.to_table(columns=names)
 
 
@@ -1022,3 +1124,220 @@ def count_rows(out_dir: PathLike) -> dict[str, int]:
         dataset = _dataset(out_dir, kind, schema)
         counts[kind] = 0 if dataset is None else dataset.count_rows()
     return counts
+
+
+# ------------------------------------------------------------------ loaders
+def _hf_dataset(table: pa.Table) -> Any:
+    """An Arrow table as a Hugging Face ``datasets.Dataset`` (JSON columns decode to dicts and lists)."""
+    import datasets
+
+    return datasets.Dataset(table)
+
+
+def _published_paths(out_dir: PathLike, kind: str) -> list[str]:
+    store, files = _published_files(out_dir, kind)
+    if files:
+        _check_version(store, files, kind)
+    return [store.path(f) for f in files]
+
+
+def load_sft(out_dir: PathLike, min_reward: float | None = 1.0) -> Any:
+    """Episodes for chat fine-tuning (TRL ``SFTTrainer``) as a ``datasets.Dataset``.
+
+    Rows are the episodes scored at least ``min_reward`` (None: every
+    episode that did not fail), with ``messages`` and ``tools`` (what TRL
+    reads) and ``domain``, ``task_id``, ``trial``, ``reward``. Tool-call
+    arguments and tool schemas are dicts and lists. Mind TRL's
+    ``SFTConfig(max_length=1024)`` default: the system prompt and tools alone
+    are longer, so set ``max_length`` (about 8192 tokens for tau2 episodes).
+    """
+    table = read_episodes(out_dir, columns=["domain", "task_id", "trial", "reward", "error", "messages", "tools"])
+    keep = pc.invert(table["error"]) if min_reward is None else pc.greater_equal(table["reward"], min_reward)
+    return _hf_dataset(table.filter(pc.fill_null(keep, False)).drop_columns(["error"]))
+
+
+def load_prompt_completion(out_dir: PathLike, min_reward: float | None = 1.0) -> Any:
+    """Step rows as a TRL prompt-completion ``datasets.Dataset`` (``prompt``, ``completion``, ``tools``).
+
+    Only the steps of episodes scored at least ``min_reward`` (None: all
+    steps); ``episode_id``, ``step_index`` and ``reward`` come along. Every
+    action is one row: the conversation so far is the prompt, the agent's
+    next assistant message the completion.
+    """
+    steps = read_steps(out_dir, columns=["episode_id", "step_index", "reward", "prompt", "completion", "tools"])
+    if min_reward is not None:
+        episodes = read_episodes(out_dir, columns=["episode_id", "reward"])
+        good = episodes.filter(pc.fill_null(pc.greater_equal(episodes["reward"], min_reward), False))["episode_id"]
+        steps = steps.filter(pc.is_in(steps["episode_id"], good))
+    return _hf_dataset(steps)
+
+
+def load_preferences(out_dir: PathLike) -> Any:
+    """Chosen/rejected pairs from repeated trials (``trials > 1``) in TRL's preference format.
+
+    For each task, the first best-scored trial is ``chosen`` and every trial
+    scored lower is ``rejected`` in one pair each (error rows are left out).
+    Columns: ``prompt`` (the turns both conversations share, up to where they
+    part), ``chosen`` and ``rejected`` (the rest of each), ``tools``,
+    ``domain``, ``task_id``, ``score_chosen``, ``score_rejected``: what TRL's
+    ``DPOTrainer`` and (unpaired) ``KTOTrainer`` read. A ``datasets.Dataset``,
+    empty when no task has two different scores.
+    """
+    table = read_episodes(out_dir, columns=["domain", "task_id", "trial", "reward", "error", "messages", "tools"])
+    by_task: dict[tuple[str, str], list[dict]] = {}
+    for row in table.filter(pc.invert(table["error"])).to_pylist():
+        if row["reward"] is not None:
+            by_task.setdefault((row["domain"], row["task_id"]), []).append(row)
+    pairs = []
+    for (domain, task_id), rows in sorted(by_task.items()):
+        rows.sort(key=lambda r: (-r["reward"], r["trial"]))
+        best = rows[0]
+        for worse in rows[1:]:
+            if worse["reward"] >= best["reward"]:
+                continue
+            shared = 0
+            for a, b in zip(best["messages"], worse["messages"]):
+                if a != b:
+                    break
+                shared += 1
+            while shared and best["messages"][shared - 1]["role"] == "assistant":  # a completion starts with the agent
+                shared -= 1
+            pairs.append(
+                {
+                    "prompt": best["messages"][:shared],
+                    "chosen": best["messages"][shared:],
+                    "rejected": worse["messages"][shared:],
+                    "tools": best["tools"],
+                    "domain": domain,
+                    "task_id": task_id,
+                    "score_chosen": best["reward"],
+                    "score_rejected": worse["reward"],
+                }
+            )
+    messages = pa.list_(MESSAGE_TYPE)
+    schema = pa.schema(
+        [
+            ("prompt", messages),
+            ("chosen", messages),
+            ("rejected", messages),
+            ("tools", JSON),
+            ("domain", pa.string()),
+            ("task_id", pa.string()),
+            ("score_chosen", pa.float64()),
+            ("score_rejected", pa.float64()),
+        ]
+    )
+    return _hf_dataset(pa.Table.from_batches([_record_batch(pairs, schema)]))
+
+
+def load_steps_ray(out_dir: PathLike, columns: Iterable[str] | None = None, concurrency: int = 1) -> Any:
+    """The published step rows as a Ray ``Dataset`` (offline RL), read by at most ``concurrency`` tasks.
+
+    ``concurrency`` bounds the read tasks: Ray Data's default takes every
+    CPU, which on a small machine starves the actors that consume the rows.
+    Starts Ray locally if it is not running.
+    """
+    import ray
+
+    names = list(STEP_SCHEMA.names if columns is None else columns)
+    unknown = [c for c in names if c not in STEP_SCHEMA.names]
+    if unknown:
+        raise ValueError(f"unknown column(s) {unknown}; the steps columns are {STEP_SCHEMA.names}")
+    paths = _published_paths(out_dir, STEPS_DIR)
+    if not paths:
+        return ray.data.from_arrow(read_steps(out_dir, columns=names))
+    return ray.data.read_parquet(paths, columns=names, concurrency=concurrency, partitioning=None)
+
+
+# -------------------------------------------------------------- dataset card
+_CARD_GOOD_FOR = {
+    "oracle": (
+        "Demonstrations of tau2's ground truth: the oracle makes every gold tool call of the task, asks the user for "
+        "what it needs first (identification, order ids, choices) and tells the user what the task requires. Good "
+        "for checking a training pipeline end to end, for supervised warm starts on tool use and for step-level "
+        "behaviour cloning. Not good for: preference or reward learning (every episode scores 1.0, there are no "
+        "negatives), natural dialogue (the scripted user answers in templated sentences) or measuring an agent. "
+        "Some tool-call values are the agent's own (a `calculate` expression, a transfer summary) and appear "
+        "nowhere earlier in the conversation."
+    ),
+    "llm": (
+        "Rollouts of an LLM agent: filter by `reward` for supervised fine-tuning, pair trials of the same task "
+        "for preference learning (`load_preferences`), or use the step rows (with the behaviour policy's "
+        "log-probs where the server returned them) for off-policy RL."
+    ),
+}
+
+
+def dataset_card(results: Mapping[str, Any], summary: Mapping[str, Any], run_id: str) -> str:
+    """The ``README.md`` a rollout writes into its output folder: what the data is and how to load it.
+
+    ``results`` is the run's ``run.json`` record of what defines the results,
+    ``summary`` the run's summary (episodes, errors, rewards per domain).
+    """
+    agent = dict(results.get("agent") or {})
+    env = dict(results.get("env") or {})
+    name = agent.get("name", "?")
+    domains = "\n".join(
+        f"| {d} | {e['episodes']} | {e['errors']} | {'' if e['mean_reward'] is None else format(e['mean_reward'], '.3f')} |"
+        for d, e in (summary.get("domains") or {}).items()
+    )
+
+    def columns(schema: pa.Schema) -> str:
+        return ", ".join(f"`{f.name}` ({'JSON' if f.type == JSON else f.type})" for f in schema)
+
+    return f"""---
+configs:
+- config_name: episodes
+  data_files: "episodes/*/*.parquet"
+  default: true
+- config_name: steps
+  data_files: "steps/*/*.parquet"
+tags: [tau-bench, tool-use, agents, conversational]
+---
+# TauGym rollouts `{run_id}`
+
+Episodes of tau-bench tool-agent-user tasks played in TauGym, written by
+`python -m rollout` (TauGym {(results.get("versions") or {}).get("taugym", "?")}), dataset schema
+version **{SCHEMA_VERSION}** (in each file's metadata, `taugym.dataset_schema_version`).
+
+## How it was produced
+- agent: `{name}`{f" (model `{agent['model']}`)" if agent.get("model") else ""}; user: `{env.get("user_strategy", "?")}`{f" (model `{env.get('user_model')}`)" if env.get("user_strategy") == "llm" else ""}; backend `{env.get("backend", "?")}`
+- domains {", ".join(results.get("domains") or [])}; tasks `{results.get("tasks")}`; trials {results.get("trials")}; seed {results.get("seed")}
+- the whole record of what defines the results is `run.json`; counts and pass^k are in `summary.json`
+
+| domain | episodes | errors | mean reward |
+|---|---|---|---|
+{domains}
+
+## What it is good for
+{_CARD_GOOD_FOR.get(name, _CARD_GOOD_FOR["llm"])}
+
+## Layout and columns
+- `episodes/<domain>/*.parquet`: one row per episode: {columns(EPISODE_SCHEMA)}.
+- `steps/<domain>/*.parquet`: one row per action: {columns(STEP_SCHEMA)}.
+
+`messages` is the conversation in OpenAI / Hugging Face chat format, system prompt
+first; tool calls are `{{id, type, function: {{name, arguments}}}}` with `arguments` a
+JSON object. An episode the agent ended shows its `[finish]` as the last assistant
+turn; one the user ended shows the user's last turn (`###STOP###`, `###TRANSFER###`).
+JSON columns (`arguments`, `tools`, `reward_breakdown`) are Arrow's `arrow.json` type
+(Parquet's JSON logical type): Hugging Face `datasets` gives dicts and lists, pyarrow,
+pandas and Ray Data give the text (`json.loads` it).
+
+A step row's `prompt` is the conversation the agent acted on and `completion` the
+assistant message of its action (an action that added no turn, such as `[finish]` or a
+refused action, is shown as its text); `completion_token_ids` / `completion_logprobs`
+are the behaviour policy's tokens and log-probs where its server returned them, else
+null. `observation` / `next_observation` are the env's feedback text before and after.
+
+## Loading
+```python
+import datasets
+sft = datasets.load_dataset("parquet", data_files="episodes/*/*.parquet", split="train")
+# TRL: SFTTrainer(model, train_dataset=sft, args=SFTConfig(max_length=8192, assistant_only_loss=True))
+# TRL's default max_length=1024 drops every episode: the system prompt and tools alone are longer.
+steps = datasets.load_dataset("parquet", data_files="steps/*/*.parquet", split="train")  # prompt/completion
+import pandas; df = pandas.read_parquet("episodes", dtype_backend="pyarrow")  # cells as lists of dicts
+from rollout.dataset import load_sft, load_prompt_completion, load_preferences, load_steps_ray
+```
+"""

@@ -47,6 +47,25 @@ def merge_usage(*usages: dict) -> dict:
     return total.as_dict()
 
 
+#: How ``messages`` shows an episode the agent ended: its ``[finish]`` as an assistant
+#: turn (what a native-tools ``LLMAgent`` replies to finish; the env keeps no turn for it).
+FINISH_TURN = {"role": "assistant", "content": "[finish]"}
+
+
+def _completion(action: Any, added: list[dict]) -> dict:
+    """The assistant message of an action: the turn it added to the conversation, else
+    (``[finish]``, ``[search]``, a refused action) the action's text as an assistant turn."""
+    if added and added[0]["role"] == "assistant":
+        return added[0]
+    return {"role": "assistant", "content": _action_text(action)}
+
+
+def _behaviour(agent: Policy) -> dict:
+    """The step row's behaviour-policy columns: the action's token ids and log-probs, or None."""
+    sampled = getattr(agent, "behaviour", lambda: None)() or {}
+    return {"completion_token_ids": sampled.get("token_ids"), "completion_logprobs": sampled.get("logprobs")}
+
+
 def _action_text(action: Any) -> str:
     """The action as the steps dataset stores it (storable text, whatever the agent returned)."""
     return valid_unicode(action if isinstance(action, str) else json.dumps(action, default=str))
@@ -78,7 +97,7 @@ async def play_episode(
         observation, info = await env.reset_async(seed=item.seed, options={"task_id": item.task_id})
         while True:
             action = await agent.aact(observation, info)
-            before = observation["feedback"]
+            before, prompt = observation["feedback"], info["messages"]
             observation, reward, terminated, truncated, info = await env.step_async(action)
             transitions.append(
                 {
@@ -89,6 +108,9 @@ async def play_episode(
                     "next_observation": observation["feedback"],
                     "terminated": bool(terminated),
                     "truncated": bool(truncated),
+                    "prompt": prompt,
+                    "completion": [_completion(action, info["messages"][len(prompt) :])],
+                    **_behaviour(agent),
                 }
             )
             if terminated or truncated:
@@ -104,6 +126,8 @@ async def play_episode(
             "termination": "error",
         }
         terminated, truncated = True, False
+    elif info.get("termination") == "agent":  # the agent's [finish] ends the episode: shown as its last turn
+        info = {**info, "messages": [*info["messages"], FINISH_TURN]}
     row = episode_row_from_info(
         info,
         run_id=run_id,

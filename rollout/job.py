@@ -40,7 +40,14 @@ import ray
 
 import taugym
 from rollout.config import RolloutConfig
-from rollout.dataset import ParquetEpisodeWriter, completed_keys, episode_row_from_info, error_rows, read_episodes
+from rollout.dataset import (
+    ParquetEpisodeWriter,
+    completed_keys,
+    dataset_card,
+    episode_row_from_info,
+    error_rows,
+    read_episodes,
+)
 from rollout.episode import WorkItem, episode_id, error_info, item_seed
 from rollout.preflight import check_llm_access, record_differences, results_record
 from rollout.rate_limit import start_rate_limit_service
@@ -303,6 +310,7 @@ class RolloutJob:
         if self.stopped:
             summary["stopped"] = self.stopped
         store.put("summary.json", json.dumps(summary, indent=2).encode())
+        store.put("README.md", dataset_card(results_record(self.config), summary, run_id).encode())
         return summary
 
     def _over_budget(self) -> bool:

@@ -444,7 +444,14 @@ class FakeLLMServer:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": (request.body or {}).get("model", "fake-model"),
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": finish,
+                    **(_logprobs(completion_tokens) if (request.body or {}).get("logprobs") else {}),
+                }
+            ],
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
@@ -452,6 +459,15 @@ class FakeLLMServer:
             },
         }
         return web.json_response(payload, headers=reply.headers)
+
+
+def _logprobs(tokens: int) -> dict[str, Any]:
+    """OpenAI-style ``logprobs`` of ``tokens`` made-up tokens (as vLLM sends them with token ids)."""
+    content = [
+        {"token": f"token_id:{100 + i}", "logprob": -0.5 / (i + 1), "bytes": None, "top_logprobs": []}
+        for i in range(tokens)
+    ]
+    return {"logprobs": {"content": content}}
 
 
 @pytest.fixture

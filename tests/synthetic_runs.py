@@ -280,6 +280,8 @@ def synthetic_episode(
             next_observation="",
             terminated=i == steps - 1,
             truncated=False,
+            prompt=messages[:1],
+            completion=[{"role": "assistant", "content": "[search] tools"}],
         )
         for i in range(steps)
     ]

@@ -113,6 +113,8 @@ def make_episode(i: int, domain: str = "retail", trial: int = 0, steps: int = 2,
             next_observation=f"obs {k + 1}",
             terminated=k == steps - 1,
             truncated=False,
+            prompt=row["messages"][: 2 + 2 * k],
+            completion=[{"role": "assistant", "content": f"act {k}"}],
         )
         for k in range(steps)
     ]
@@ -141,42 +143,25 @@ def assert_every_episode_has_its_steps(out: Path) -> None:
 
 @pytest.fixture(scope="module")
 def oracle_episode():
-    """A real TauEnv episode (retail-000, oracle policy, scripted user) as dataset rows."""
-    from taugym import TauEnv, __version__
+    """A real TauEnv episode (retail-000, oracle policy, scripted user) as the rollout writes it."""
+    import asyncio
+
+    from rollout.episode import WorkItem, play_episode
+    from taugym import TauEnv
     from taugym.agents import OraclePolicy
 
     env = TauEnv(task_category="retail", user_strategy="scripted")
-    policy = OraclePolicy()
-    started = time.monotonic()
-    obs, info = env.reset(seed=7, options={"task_id": "retail-000"})
-    transitions, done = [], False
-    while not done:
-        action = policy.act(obs, info)
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        transitions.append((obs["feedback"], action, reward, next_obs["feedback"], terminated, truncated))
-        obs, done = next_obs, terminated or truncated
-    row = episode_row_from_info(
-        info,
-        run_id="run1",
-        trial=0,
-        seed=7,
-        agent="oracle",
-        agent_model=None,
-        user_model=None,
-        user_strategy="scripted",
-        duration_s=time.monotonic() - started,
-        reward=reward,
-        terminated=terminated,
-        truncated=truncated,
-        num_steps=len(transitions),
-        taugym_version=__version__,
-        llm_usage=info["llm_usage"],
+    result = asyncio.run(
+        play_episode(
+            env,
+            OraclePolicy(),
+            WorkItem("retail", "retail-000", 0, 7),
+            run_id="run1",
+            agent_name="oracle",
+            agent_model=None,
+        )
     )
-    steps = [
-        step_row(row, step_index=k, observation=o, action=a, reward=r, next_observation=n, terminated=te, truncated=tr)
-        for k, (o, a, r, n, te, tr) in enumerate(transitions)
-    ]
-    return row, steps, info
+    return result["episode"], result["steps"], env._info()
 
 
 # --------------------------------------------------------------- round trip
@@ -223,12 +208,14 @@ def test_hugging_face_datasets_loads_messages_and_tools_for_chat_fine_tuning(tmp
     loaded = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "cache"))
     example = loaded[0]
     # TRL's conversational format: a list of {role, content, tool_calls, ...} and the tool schemas
-    assert [m["role"] for m in example["messages"]] == [m["role"] for m in info["messages"]]
+    assert [m["role"] for m in example["messages"]] == [m["role"] for m in info["messages"]] + ["assistant"]
     assert example["messages"][0]["content"] == info["messages"][0]["content"]
-    assert json.loads(example["tools"]) == info["tools"]
+    assert example["messages"][-1]["content"] == "[finish]"  # the agent's end of the episode
+    assert example["tools"] == info["tools"] and example["domain"] == "retail"
     called = [m for m in example["messages"] if m["tool_calls"]]
-    first_call = next(m for m in info["messages"] if m.get("tool_calls"))
-    assert called[0]["tool_calls"][0]["function"]["name"] == first_call["tool_calls"][0]["function"]["name"]
+    first = next(m for m in info["messages"] if m.get("tool_calls"))["tool_calls"][0]["function"]
+    assert called[0]["tool_calls"][0]["function"]["name"] == first["name"]
+    assert called[0]["tool_calls"][0]["function"]["arguments"] == json.loads(first["arguments"])  # a dict, not text
 
 
 def test_ray_data_reads_episodes_and_steps(tmp_path, oracle_episode):
@@ -274,7 +261,7 @@ def test_ray_data_reads_episodes_and_steps(tmp_path, oracle_episode):
 
 
 # ------------------------------------------------------------- partitioning
-def test_partitioned_by_domain_with_one_domain_column(tmp_path):
+def test_a_folder_per_domain_and_one_domain_column_for_every_reader(tmp_path):
     with ParquetEpisodeWriter(tmp_path, "run1") as writer:
         for i in range(3):
             writer.write(*make_episode(i, domain="retail"))
@@ -282,17 +269,20 @@ def test_partitioned_by_domain_with_one_domain_column(tmp_path):
             writer.write(*make_episode(i, domain="airline"))
 
     for kind in ("episodes", "steps"):
-        assert sorted(p.name for p in (tmp_path / kind).iterdir()) == ["domain=airline", "domain=retail"]
+        assert sorted(p.name for p in (tmp_path / kind).iterdir()) == ["airline", "retail"]
     for path in visible_files(tmp_path):
-        assert path.parent.name.startswith("domain=") and path.name.startswith("part-run1-0-")
-        assert "domain" not in pq.ParquetFile(path).schema_arrow.names  # only in the folder name
+        assert path.parent.name in ("airline", "retail") and path.name.startswith("part-run1-0-")
+        stored = pq.read_table(path, columns=["domain"])[
+            "domain"
+        ].to_pylist()  # in the file too, for readers that ignore folders
+        assert set(stored) == {path.parent.name}
 
     table = read_episodes(tmp_path)
     assert table.schema.equals(EPISODE_SCHEMA)
     assert sorted(table["domain"].to_pylist()) == ["airline"] * 2 + ["retail"] * 3
     assert read_steps(tmp_path).schema.equals(STEP_SCHEMA)
 
-    discovered = ds.dataset(tmp_path / "episodes", format="parquet", partitioning="hive").to_table()
+    discovered = ds.dataset(tmp_path / "episodes", format="parquet").to_table()
     assert discovered.schema.names.count("domain") == 1
     assert all(
         task.startswith(domain)
@@ -349,7 +339,7 @@ def test_files_are_invisible_until_complete(tmp_path):
     assert completed_keys(tmp_path) == set() and count_rows(tmp_path) == {"episodes": 0, "steps": 0}
     assert visible_files(tmp_path) == []
     assert {p.name.endswith(".parquet.tmp") for p in hidden_files(tmp_path)} == {True}
-    assert ds.dataset(tmp_path / "episodes", format="parquet", partitioning="hive").count_rows() == 0
+    assert ds.dataset(tmp_path / "episodes", format="parquet").count_rows() == 0
 
     writer.close()
     writer.close()  # idempotent
@@ -521,7 +511,7 @@ def test_completed_keys_lists_domain_task_and_trial(tmp_path):
         (lambda r: r.update(domain="re/tail"), r"column 'domain'"),
         (
             lambda r: r["messages"][2]["tool_calls"][0]["function"].update(arguments={"order_id": 1}),
-            r"'messages\[2\].tool_calls\[0\].function.arguments' must be a str",
+            r"'messages\[2\].tool_calls\[0\].function.arguments' must be JSON text",
         ),
         (lambda r: r["messages"][1].update(reasoning="..."), r"'messages\[1\]' has unknown key\(s\) \['reasoning'\]"),
     ],

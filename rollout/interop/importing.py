@@ -47,14 +47,16 @@ class ImportResult:
     problems: list[Problem] = field(default_factory=list)
 
 
-def agent_turns(messages: list[dict]) -> list[tuple[Any, str]]:
-    """``(action, observation after it)`` for each agent action of an OpenAI conversation.
+def agent_turns(messages: list[dict]) -> list[tuple[Any, str, list[dict], list[dict]]]:
+    """``(action, observation after it, prompt, completion)`` for each agent action of an OpenAI conversation.
 
     ``action`` is an OpenAI tool call dict or the text of a message to the
-    user. Assistant messages before the first user message are the
-    benchmark's greeting, not the agent's choice.
+    user; ``prompt`` is the conversation before the assistant message and
+    ``completion`` that message with just this action. Assistant messages
+    before the first user message are the benchmark's greeting, not the
+    agent's choice.
     """
-    turns: list[tuple[Any, str]] = []
+    turns: list[tuple[Any, str, list[dict], list[dict]]] = []
     results = {m.get("tool_call_id"): m for m in messages if m["role"] == "tool"}
     seen_user = False
     for index, message in enumerate(messages):
@@ -66,10 +68,16 @@ def agent_turns(messages: list[dict]) -> list[tuple[Any, str]]:
         for call in message.get("tool_calls") or []:
             result = results.get(call.get("id"))
             name = call["function"]["name"]
-            turns.append((call, f"Tool {name}: {result.get('content') if result else ''}"))
+            completion = [{"role": "assistant", "content": None, "tool_calls": [call]}]
+            turns.append(
+                (call, f"Tool {name}: {result.get('content') if result else ''}", messages[:index], completion)
+            )
         if message.get("content") and not message.get("tool_calls"):
             reply = next((m for m in messages[index + 1 :] if m["role"] == "user" and not m.get("tool_calls")), None)
-            turns.append((message["content"], f"User: {reply['content']}" if reply else ""))
+            completion = [{"role": "assistant", "content": message["content"]}]
+            turns.append(
+                (message["content"], f"User: {reply['content']}" if reply else "", messages[:index], completion)
+            )
     return turns
 
 
@@ -123,7 +131,7 @@ def rows_for(trajectory: Trajectory, run_id: str) -> tuple[dict, list[dict]]:
     )
     steps = []
     observation = first_observation(trajectory.messages)
-    for index, (action, after) in enumerate(turns):
+    for index, (action, after, prompt, completion) in enumerate(turns):
         last = index == len(turns) - 1
         steps.append(
             step_row(
@@ -135,6 +143,8 @@ def rows_for(trajectory: Trajectory, run_id: str) -> tuple[dict, list[dict]]:
                 next_observation=after,
                 terminated=last and not truncated,
                 truncated=last and truncated,
+                prompt=prompt,
+                completion=completion,
             )
         )
         observation = after

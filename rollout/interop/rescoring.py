@@ -134,7 +134,7 @@ def _replay(env: Any, trajectory: Trajectory) -> tuple[float, dict, str | None]:
     env.user.load(user_turns, agent_said)
     _, info = env.reset(options={"task_id": trajectory.task_id})
     done = False
-    for action, _ in agent_turns(messages):
+    for action, *_ in agent_turns(messages):
         sent = (
             {"role": "assistant", "content": None, "tool_calls": [action]}
             if isinstance(action, dict)

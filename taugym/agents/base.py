@@ -26,3 +26,9 @@ class Policy(ABC):
     def usage(self) -> dict[str, Any]:
         """LLM accounting of the current episode (empty for offline policies)."""
         return {}
+
+    def behaviour(self) -> dict[str, Any] | None:
+        """``{"token_ids", "logprobs"}`` of the last action's completion where the policy's
+        model returned them (either may be None), for off-policy learning; None for policies
+        without a model."""
+        return None

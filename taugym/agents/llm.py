@@ -30,7 +30,8 @@ class LLMAgent(Policy):
     Args:
         native_tools: native tool calling (True) or the bracketed text protocol.
         client: an existing :class:`LLMClient` (then no settings are taken).
-        sampling: sampling arguments (default ``{"temperature": 0.0}``).
+        sampling: sampling arguments (default ``{"temperature": 0.0}``; add ``"logprobs": True``
+            to keep the completion's token log-probs, see :meth:`behaviour`).
         **settings: the :class:`~taugym.llm.LLMSettings` of the client it
             builds: ``model`` (default ``gpt-4o``), ``provider``, ``base_url``,
             ``timeout_s``, ``deadline_s``, ``max_attempts``, ``backoff_*``,
@@ -62,6 +63,7 @@ class LLMAgent(Policy):
         self._notes: list[tuple[int, str]] = []
         self._text_history: list[dict] = []
         self._usage = LLMUsage()
+        self._behaviour: dict | None = None
 
     def _new_episode(self, info: dict) -> None:
         if info.get("episode_id") != self._episode or int(info.get("step_count", 0)) == 0:
@@ -105,6 +107,11 @@ class LLMAgent(Policy):
 
     def _account(self, response: Any = None, error: LLMCallError | None = None) -> None:
         self._usage.add(error.usage if error is not None else response)
+        self._behaviour = None if response is None else {"token_ids": response.token_ids, "logprobs": response.logprobs}
+
+    def behaviour(self) -> dict | None:
+        """Token ids and log-probs of the last completion (request them with ``sampling={"logprobs": True}``)."""
+        return self._behaviour
 
     def act(self, observation: dict, info: dict) -> Any:
         messages, tools = self._request(observation, info)

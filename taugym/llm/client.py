@@ -163,6 +163,8 @@ class LLMResponse:
     raw_finish_reason: str | None = None
     model: str | None = None
     latency_s: float = 0.0
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
 
     @property
     def usage(self) -> LLMUsage:
@@ -541,6 +543,7 @@ class LLMClient:
             raw_finish_reason=getattr(choice, "finish_reason", None),
             model=getattr(response, "model", None) or self.settings.model,
             latency_s=latency,
+            **_sampled_tokens(choice),
         )
         if self.rate_limiter is not None:
             self.rate_limiter.record_usage(est, parsed.prompt_tokens + parsed.completion_tokens)
@@ -656,3 +659,21 @@ def _cost(response: Any) -> float:
     except (TypeError, ValueError):
         return 0.0
     return value if math.isfinite(value) and value >= 0 else 0.0
+
+
+def _field(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+
+def _sampled_tokens(choice: Any) -> dict[str, Any]:
+    """``token_ids`` and ``logprobs`` of the completion where the server sent them (OpenAI
+    ``logprobs.content``; token ids as vLLM's ``token_ids`` or its ``token_id:<n>`` tokens), else None."""
+    content = _field(_field(choice, "logprobs"), "content") or []
+    logprobs = [float(_field(t, "logprob")) for t in content if _field(t, "logprob") is not None]
+    token_ids = _field(choice, "token_ids")
+    if token_ids is None and content and all(str(_field(t, "token") or "").startswith("token_id:") for t in content):
+        token_ids = [int(str(_field(t, "token")).removeprefix("token_id:")) for t in content]
+    return {
+        "logprobs": logprobs if content and len(logprobs) == len(content) else None,
+        "token_ids": [int(t) for t in token_ids] if token_ids else None,
+    }
