@@ -399,7 +399,7 @@ def _tau2_trajectory(
     from pydantic import ValidationError
     from tau2.data_model.simulation import SimulationRun
 
-    from taugym.backends.tau2_backend import _openai_messages
+    from taugym.backends.tau2_backend import openai_messages
 
     if not isinstance(simulation, dict):
         raise _Bad(f"a tau2 simulation must be a JSON object, got {_json_type(simulation)}")
@@ -424,7 +424,7 @@ def _tau2_trajectory(
     spec = by_native.get(str(run.task_id))
     if spec is None:
         raise _Bad(f"unknown task id {run.task_id!r}: tau2 {loaded.name} has no such task")
-    messages = [{"role": "system", "content": system}, *_openai_messages(run.messages)]
+    messages = [{"role": "system", "content": system}, *openai_messages(run.messages)]
     messages = _check_messages(messages, loaded.tool_schemas + loaded.user_tool_schemas)
     termination = TERMINATIONS_FROM_TAU2.get(run.termination_reason.value, "error")
     return Trajectory(

@@ -507,10 +507,10 @@ class Tau2Session(Session):
         return self._call(name, arguments, call_id, "user")
 
     def agent_history(self) -> list[dict]:
-        return _openai_messages([m for m in self.history if is_valid_agent_history_message(m)])
+        return openai_messages([m for m in self.history if is_valid_agent_history_message(m)])
 
     def user_history(self) -> list[dict]:
-        return _openai_messages([m for m in self.history if is_valid_user_history_message(m)])
+        return openai_messages([m for m in self.history if is_valid_user_history_message(m)])
 
     def record_agent_message(self, content: str) -> None:
         self.messages.append(AssistantMessage(role="assistant", content=content))
@@ -584,7 +584,7 @@ class Tau2Session(Session):
         return verdict(info.model_dump(mode="json"), stop)
 
 
-def _openai_messages(messages: list) -> list[dict]:
+def openai_messages(messages: list) -> list[dict]:
     """tau2 messages as OpenAI chat messages (tool results named after their call)."""
     names: dict[str, str] = {}
     converted = []
