@@ -44,20 +44,24 @@ def tau2_reward(env, termination: str = "agent") -> float:
 
 def tau2_evaluation(env, termination: str = "agent"):
     """tau2's own ``evaluate_simulation`` (its ``RewardInfo``) on the trajectory the env just recorded."""
-    from tau2.data_model.simulation import SimulationRun, TerminationReason
     from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
 
-    session = env.session
-    run = SimulationRun(
+    return evaluate_simulation(tau2_run(env, termination), env.session.task, EvaluationType.ALL, False, env.domain.name)
+
+
+def tau2_run(env, termination: str = "agent"):
+    """The trajectory the env just recorded, as tau2's ``SimulationRun``."""
+    from tau2.data_model.simulation import SimulationRun, TerminationReason
+
+    return SimulationRun(
         id="check",
-        task_id=session.task.id,
+        task_id=env.session.task.id,
         start_time="",
         end_time="",
         duration=0.0,
         termination_reason=TerminationReason(_TAU2_TERMINATION[termination]),
-        messages=session.messages,
+        messages=env.session.messages,
     )
-    return evaluate_simulation(run, session.task, EvaluationType.ALL, False, env.domain.name)
 
 
 def tau2_gold_replay_reward(domain, task_id: str) -> float:

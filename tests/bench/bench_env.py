@@ -21,6 +21,10 @@ import time
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from reference import tau2_run  # noqa: E402
+
 from taugym import TauEnv  # noqa: E402
 from taugym.agents import OraclePolicy, RandomPolicy  # noqa: E402
 
@@ -44,7 +48,6 @@ def play(env, policy, task_id):
 
 def bench_domain(domain: str, repeats: int) -> dict:
     env = TauEnv(task_category=domain, user_strategy="scripted")  # first: it imports tau2 quietly
-    from tau2.data_model.simulation import SimulationRun, TerminationReason
     from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
     from tau2.registry import registry
 
@@ -67,15 +70,7 @@ def bench_domain(domain: str, repeats: int) -> dict:
 
     play(env, OraclePolicy(), task_ids[0])
     session = env.session
-    run = SimulationRun(
-        id="bench",
-        task_id=session.task.id,
-        start_time="",
-        end_time="",
-        duration=0.0,
-        termination_reason=TerminationReason.AGENT_STOP,
-        messages=session.messages,
-    )
+    run = tau2_run(env, "agent")
     ours = session.evaluate("agent").reward
     theirs = evaluate_simulation(run, session.task, EvaluationType.ALL, False, domain).reward
     assert ours == theirs, (ours, theirs)
