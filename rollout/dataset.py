@@ -1,4 +1,4 @@
-"""The rollout dataset: one Parquet schema, its streaming writer and its readers.
+"""The rollout dataset: one Parquet schema, its writer and its readers.
 
 Finished trajectories go to two Parquet datasets under an output folder ``DIR``::
 
@@ -91,11 +91,10 @@ rows as a Ray ``Dataset`` for offline RL), :func:`read_episodes` /
 
 Writing
 -------
-:class:`ParquetEpisodeWriter` streams rows as episodes finish: it holds at
-most ``rows_per_row_group`` episodes per domain in memory, writes them as
-one row group (episodes and their steps), and publishes a file when it
-reaches ``max_rows_per_file`` rows or ``max_seconds_per_file`` of age, or on
-:meth:`~ParquetEpisodeWriter.flush` / :meth:`~ParquetEpisodeWriter.close`.
+:class:`ParquetEpisodeWriter` holds finished episodes in memory, per
+domain, and writes a domain's file pair whole and publishes it once it holds
+``max_rows_per_file`` episodes, once its oldest is ``max_seconds_per_file``
+old, or on :meth:`~ParquetEpisodeWriter.close`.
 :func:`episode_row_from_info` builds the episode row from ``TauEnv``'s final
 ``info``; :func:`step_row` builds a step row keyed like its episode.
 
@@ -123,8 +122,8 @@ an episode row is never visible without its steps. A crash before the
 commit leaves only staged files (removed by the next writer); a crash after
 it leaves a committed set whose moves the next writer finishes (until then
 a raw reader of ``episodes/`` misses it, the readers here already see it).
-A crash loses only rows not yet committed: per domain the open file, at
-most ``max_rows_per_file`` episodes or ``max_seconds_per_file`` of them.
+A crash loses only rows not yet committed: per domain the rows in memory,
+at most ``max_rows_per_file`` episodes or ``max_seconds_per_file`` of them.
 Lost episodes are absent from :func:`completed_keys`, so ``--resume`` runs
 them again. The writer owns the folder (a lease, see
 :class:`~rollout.store.OutputLease`): a second writer is refused while the
@@ -141,14 +140,13 @@ removed. Every reader, plain or not, sees each (domain, task, trial) once.
 
 No row holds secrets: the rows carry the conversation, tool schemas,
 scores and counters only, never environment variables or configuration
-dumps (and :func:`episode_row_from_info` masks anything shaped like an API
-key in ``error_cause``).
+dumps (and :func:`episode_row_from_info` masks secrets in ``error_cause``
+with :func:`taugym.llm.scrub_secrets`).
 """
 
 from __future__ import annotations
 
 import json
-import numbers
 import os
 import re
 import threading
@@ -164,6 +162,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from rollout.store import OutputLease, Store
+from taugym.llm import scrub_secrets
 
 __all__ = [
     "EPISODE_SCHEMA",
@@ -317,10 +316,6 @@ RLLIB_INPUT_READ_SCHEMA: dict[str, str] = {
 _KEY_COLUMNS = ("run_id", "episode_id", "domain", "task_id")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _SAFE_WRITER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
-_API_KEY_PATTERN = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{16,}|AIza[0-9A-Za-z_\-]{30,}|(?i:bearer)\s+[A-Za-z0-9_\-.=]{16,}"
-    r"|(?i:api[_-]?key)\s*[=:]\s*['\"]?[A-Za-z0-9_\-.]{8,})"
-)
 
 
 def _file_schema(schema: pa.Schema) -> pa.Schema:
@@ -329,98 +324,71 @@ def _file_schema(schema: pa.Schema) -> pa.Schema:
 
 
 def _storage_type(type_: pa.DataType) -> pa.DataType:
-    """``type_`` with each JSON value as its text (what Python rows hold)."""
+    """``type_`` with each JSON value as its text: pyarrow converts Python values to a nested extension type only so."""
     if type_ == JSON:
         return JSON.storage_type
     if pa.types.is_list(type_):
-        item = type_.value_field
-        return pa.list_(item.with_type(_storage_type(item.type)))
+        return pa.list_(type_.value_field.with_type(_storage_type(type_.value_type)))
     if pa.types.is_struct(type_):
-        return pa.struct(
-            [type_.field(i).with_type(_storage_type(type_.field(i).type)) for i in range(type_.num_fields)]
-        )
+        return pa.struct([field.with_type(_storage_type(field.type)) for field in type_])
     return type_
-
-
-def _record_batch(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
-    """Checked rows as a batch of ``schema`` (pyarrow builds extension types from their storage only)."""
-    storage = pa.schema([field.with_type(_storage_type(field.type)) for field in schema], metadata=schema.metadata)
-    return pa.RecordBatch.from_pylist([dict(row) for row in rows], schema=storage).cast(schema)
 
 
 _EPISODE_FILE_SCHEMA = _file_schema(EPISODE_SCHEMA)
 _STEP_FILE_SCHEMA = _file_schema(STEP_SCHEMA)
 
-_INT_RANGES = {pa.int32(): (-(2**31), 2**31 - 1), pa.int64(): (-(2**63), 2**63 - 1)}
-
 
 # ---------------------------------------------------------------- validation
-def _is_bool(value: Any) -> bool:
-    """A Python or numpy bool (numpy ints and floats count as numbers, not bools)."""
-    kind = type(value)
-    return isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool"))
+def _check_keys(value: Any, type_: pa.DataType, nullable: bool, path: str) -> None:
+    """Raise ValueError naming ``path`` for what pyarrow's conversion lets through.
 
-
-def _check_value(value: Any, type_: pa.DataType, nullable: bool, path: str) -> None:
-    """Raise ValueError naming ``path`` if ``value`` does not fit ``type_``."""
+    That is a None where the schema forbids nulls, a dict key the schema has
+    no field for (pyarrow would drop it) and JSON text that does not parse.
+    """
     if value is None:
         if not nullable:
             raise ValueError(f"column {path!r} must not be None")
-        return
-    if type_ == JSON:
-        if not isinstance(value, str):
-            raise ValueError(f"column {path!r} must be JSON text (a str), got {type(value).__name__}: {value!r:.80}")
+    elif type_ == JSON:
         try:
             json.loads(value)
-        except ValueError as exc:
-            raise ValueError(f"column {path!r} must be JSON text: {exc}: {value!r:.80}") from None
-    elif pa.types.is_string(type_):
-        if not isinstance(value, str):
-            raise ValueError(f"column {path!r} must be a str, got {type(value).__name__}: {value!r:.80}")
-    elif pa.types.is_boolean(type_):
-        if not _is_bool(value):
-            raise ValueError(f"column {path!r} must be a bool, got {type(value).__name__}: {value!r:.80}")
-    elif pa.types.is_integer(type_):
-        if _is_bool(value) or not isinstance(value, numbers.Integral):
-            raise ValueError(f"column {path!r} must be an int, got {type(value).__name__}: {value!r:.80}")
-        low, high = _INT_RANGES[type_]
-        if not low <= value <= high:
-            raise ValueError(f"column {path!r} = {value} does not fit {type_}")
-    elif pa.types.is_floating(type_):
-        if _is_bool(value) or not isinstance(value, numbers.Real):
-            raise ValueError(f"column {path!r} must be a float, got {type(value).__name__}: {value!r:.80}")
-    elif pa.types.is_list(type_):
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-            raise ValueError(f"column {path!r} must be a list, got {type(value).__name__}")
-        item = type_.value_field
-        for i, element in enumerate(value):
-            _check_value(element, item.type, item.nullable, f"{path}[{i}]")
-    elif pa.types.is_struct(type_):
-        if not isinstance(value, Mapping):
-            raise ValueError(f"column {path!r} must be a dict, got {type(value).__name__}")
-        names = {type_.field(i).name for i in range(type_.num_fields)}
-        extra = sorted(set(value) - names)
-        if extra:
-            raise ValueError(f"column {path!r} has unknown key(s) {extra}; allowed keys: {sorted(names)}")
-        for i in range(type_.num_fields):
-            field = type_.field(i)
-            _check_value(value.get(field.name), field.type, field.nullable, f"{path}.{field.name}")
-    else:  # pragma: no cover - the schemas above use only the types handled here
-        raise TypeError(f"unsupported type {type_} for {path!r}")
+        except (TypeError, ValueError):
+            raise ValueError(f"column {path!r} must be JSON text (a str), got {value!r:.80}") from None
+    elif pa.types.is_struct(type_) and isinstance(value, Mapping):
+        unknown = sorted(set(value) - {field.name for field in type_})
+        if unknown:
+            raise ValueError(f"column {path!r} has unknown key(s) {unknown}; allowed: {[f.name for f in type_]}")
+        for field in type_:
+            _check_keys(value.get(field.name), field.type, field.nullable, f"{path}.{field.name}")
+    elif pa.types.is_list(type_) and isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_keys(item, type_.value_type, type_.value_field.nullable, f"{path}[{i}]")
 
 
-def _check_row(row: Any, schema: pa.Schema, what: str) -> None:
-    """Raise ValueError naming the column if ``row`` does not match ``schema`` exactly."""
-    if not isinstance(row, Mapping):
-        raise ValueError(f"{what} row must be a dict of columns, got {type(row).__name__}")
-    missing = [name for name in schema.names if name not in row]
-    if missing:
-        raise ValueError(f"{what} row is missing column(s) {missing}")
-    extra = sorted(set(row) - set(schema.names))
-    if extra:
-        raise ValueError(f"{what} row has unknown column(s) {extra}; the {what} columns are {schema.names}")
+def _table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, what: str) -> pa.Table:
+    """``rows`` as a table of ``schema``; a bad row raises ValueError naming the column (nothing is dropped).
+
+    pyarrow's conversion checks the types; :func:`_check_keys` what it does not.
+    """
+    for i, row in enumerate(rows):
+        label = what if len(rows) == 1 else f"{what} {i}"
+        if not isinstance(row, Mapping):
+            raise ValueError(f"{label} row must be a dict of columns, got {type(row).__name__}")
+        missing = [name for name in schema.names if name not in row]
+        unknown = sorted(set(row) - set(schema.names))
+        if missing or unknown:
+            raise ValueError(
+                f"{label} row: missing column(s) {missing}, unknown column(s) {unknown}; the columns are {schema.names}"
+            )
+        for field in schema:
+            _check_keys(row[field.name], field.type, field.nullable, field.name)
+    columns = []
     for field in schema:
-        _check_value(row[field.name], field.type, field.nullable, field.name)
+        try:
+            values = pa.array([row[field.name] for row in rows], type=_storage_type(field.type))
+            columns.append(values.cast(field.type))
+        except (pa.ArrowException, ValueError, OverflowError) as exc:
+            raise ValueError(f"{what} column {field.name!r}: {exc}") from None
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _check_name(kind: str, value: Any, pattern: re.Pattern, hint: str) -> str:
@@ -486,7 +454,7 @@ def _error_cause(error: Any) -> str | None:
         text = ": ".join(parts) if parts else json.dumps(error, ensure_ascii=False, default=str)
     else:
         text = str(error)
-    return _API_KEY_PATTERN.sub("[redacted]", text)
+    return scrub_secrets(text)
 
 
 def _usage_value(usage: Any, *names: str, default: int | float = 0) -> Any:
@@ -681,91 +649,46 @@ def _staged(rel: str) -> str:
 
 
 # -------------------------------------------------------------------- writer
-class _OpenFile:
-    """One file of a pair being written, under its staged (hidden) name."""
-
-    def __init__(self, store: Store, rel: str, schema: pa.Schema):
-        store.mkdir(rel.rpartition("/")[0])
-        self.store = store
-        self.rel = rel
-        self.staged = _staged(rel)
-        self.stream = store.open_output(self.staged)
-        self.writer = pq.ParquetWriter(self.stream, schema, compression="zstd")
-        self.rows = 0
-
-    def write(self, table: pa.Table) -> None:
-        if table.num_rows:
-            self.writer.write_table(table, row_group_size=table.num_rows)
-            self.rows += table.num_rows
-
-    def finish(self) -> None:
-        self.writer.close()  # writes the footer
-        self.store.finish_output(self.stream, self.staged)
-
-    def abandon(self) -> None:
-        """Release the handles without publishing (the staged file stays hidden)."""
-        for close in (self.writer.close, self.stream.close):
-            try:
-                close()
-            except Exception:
-                pass
+def _stage_pair(store: Store, domain: str, name: str, episodes: pa.Table, steps: pa.Table) -> dict:
+    """Write a file pair whole under its staged names (step 1 of the protocol); return its manifest entry."""
+    pair = {"domain": domain, "episodes": f"{EPISODES_DIR}/{domain}/{name}", "steps": f"{STEPS_DIR}/{domain}/{name}"}
+    for kind, table in (("steps", steps), ("episodes", episodes)):
+        pair[f"staged_{kind}"] = staged = _staged(pair[kind])
+        stream = store.open_output(staged)
+        pq.write_table(table, stream, compression="zstd")
+        store.finish_output(stream, staged)
+    pair.update(
+        episode_rows=episodes.num_rows,
+        step_rows=steps.num_rows,
+        errors=episodes.filter(episodes["error"])["episode_id"].to_pylist(),  # the rows a later commit may supersede
+    )
+    return pair
 
 
-class _Partition:
-    """The open file pair of one domain and the current row group's buffer."""
+class _Held:
+    """One domain's episodes waiting in memory for their file."""
 
-    def __init__(self, store: Store, domain: str, name: str):
-        self.domain = domain
-        self.steps = _OpenFile(store, f"{STEPS_DIR}/{domain}/{name}", _STEP_FILE_SCHEMA)
-        self.episodes = _OpenFile(store, f"{EPISODES_DIR}/{domain}/{name}", _EPISODE_FILE_SCHEMA)
-        self.opened_at = time.monotonic()
-        self.rows_in_file = 0
-        self.episode_buffer: list[pa.RecordBatch] = []
-        self.step_buffer: list[pa.RecordBatch] = []
-        self.errors: list[str] = []  # episode ids of error rows: the only rows a later commit may supersede
+    def __init__(self) -> None:
+        self.since = time.monotonic()
+        self.episodes: list[pa.Table] = []
+        self.steps: list[pa.Table] = []
         self.supersedes: list[str] = []
-
-    def flush_row_group(self) -> None:
-        if not self.episode_buffer:
-            return
-        self.steps.write(pa.Table.from_batches(self.step_buffer, _STEP_FILE_SCHEMA).combine_chunks())
-        self.episodes.write(pa.Table.from_batches(self.episode_buffer, _EPISODE_FILE_SCHEMA).combine_chunks())
-        self.episode_buffer.clear()
-        self.step_buffer.clear()
-
-    def finish(self) -> dict:
-        """Close both files; return their manifest entry."""
-        self.flush_row_group()
-        self.steps.finish()
-        self.episodes.finish()
-        return {
-            "domain": self.domain,
-            "episodes": self.episodes.rel,
-            "steps": self.steps.rel,
-            "staged_episodes": self.episodes.staged,
-            "staged_steps": self.steps.staged,
-            "episode_rows": self.episodes.rows,
-            "step_rows": self.steps.rows,
-            "errors": self.errors,
-        }
 
 
 class ParquetEpisodeWriter:
-    """Streams finished episodes and their steps into ``out_dir/episodes`` and ``out_dir/steps``.
+    """Writes finished episodes and their steps to ``out_dir/episodes`` and ``out_dir/steps``.
 
-    ``write(episode_row, step_rows)`` validates the rows against
+    ``write(episode_row, step_rows)`` checks the rows against
     :data:`EPISODE_SCHEMA` / :data:`STEP_SCHEMA` (a missing or unknown column,
     or a value of the wrong type, raises ValueError naming it; nothing is
-    dropped silently) and buffers them. Every ``rows_per_row_group``
-    episodes of a domain are written out as one row group of the staged
-    episodes file (and one of the steps file), so memory holds at most
-    ``rows_per_row_group`` episodes per domain, however long the job. A file
-    pair is published (see the module's publishing protocol) once it holds
-    ``max_rows_per_file`` episodes, or once it is ``max_seconds_per_file``
-    old (checked on each write and by :meth:`publish_due`, which a caller
-    whose episodes finish rarely calls on its own timer); :meth:`flush`
-    publishes the open files now and :meth:`close` finalises everything.
-    Use it as a context manager.
+    dropped silently) and holds them in memory with the domain's other
+    unpublished episodes. A domain's episodes are written as one file pair,
+    whole, and published (see the module's publishing protocol) once they are
+    ``max_rows_per_file``, once the oldest is ``max_seconds_per_file`` old
+    (checked on each write and by :meth:`publish_due`, which a caller whose
+    episodes finish rarely calls on its own timer), and on :meth:`close`. So
+    memory holds at most ``max_rows_per_file`` episodes per domain, and a
+    crash loses only those. Use it as a context manager.
 
     ``step_rows`` must be the episode's steps in order: one per env step
     (``len(step_rows) == episode_row["num_steps"]``, ``step_index`` 0, 1, …)
@@ -783,7 +706,7 @@ class ParquetEpisodeWriter:
     ``pyarrow.fs`` filesystem holding ``out_dir`` (default: the local disk).
 
     Thread-safe within a process. A writer dropped without :meth:`close`
-    publishes nothing more: its open files stay hidden, as after a crash.
+    publishes nothing more (it warns), as after a crash.
     """
 
     def __init__(
@@ -791,7 +714,6 @@ class ParquetEpisodeWriter:
         out_dir: PathLike,
         run_id: str,
         writer_id: str = "0",
-        rows_per_row_group: int = 64,
         max_rows_per_file: int = 1024,
         max_seconds_per_file: float = 60.0,
         *,
@@ -801,18 +723,13 @@ class ParquetEpisodeWriter:
         self.out_dir = Path(out_dir) if filesystem is None else out_dir
         self.run_id = _check_name("run_id", run_id, _SAFE_NAME, "letters, digits, '_', '.' and '-'")
         self.writer_id = _check_name("writer_id", str(writer_id), _SAFE_WRITER_ID, "letters, digits, '_' and '.'")
-        if not isinstance(rows_per_row_group, int) or rows_per_row_group < 1:
-            raise ValueError(f"rows_per_row_group must be an int >= 1, got {rows_per_row_group!r}")
         if not isinstance(max_rows_per_file, int) or max_rows_per_file < 1:
             raise ValueError(f"max_rows_per_file must be an int >= 1, got {max_rows_per_file!r}")
         if not max_seconds_per_file > 0:
             raise ValueError(f"max_seconds_per_file must be > 0, got {max_seconds_per_file!r}")
-        self.rows_per_row_group = rows_per_row_group
         self.max_rows_per_file = max_rows_per_file
         self.max_seconds_per_file = float(max_seconds_per_file)
-        self.published_files: list[str] = []
-        self.episodes_written = 0
-        self._partitions: dict[str, _Partition] = {}
+        self._held: dict[str, _Held] = {}
         self._lock = threading.RLock()
         self._closed = True  # until the lease is ours
         self.store = lease.store if lease is not None else Store(out_dir, filesystem)
@@ -825,21 +742,11 @@ class ParquetEpisodeWriter:
             self._release()
             raise
 
-    # ---------------------------------------------------------------- public
-    @property
-    def buffered_rows(self) -> int:
-        """Episode rows held in memory now (never above ``rows_per_row_group`` per domain)."""
-        return sum(len(p.episode_buffer) for p in self._partitions.values())
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def write(
         self, episode_row: Mapping[str, Any], step_rows: Sequence[Mapping[str, Any]], supersedes: str | None = None
     ) -> None:
-        """Validate and buffer one finished episode and its steps; may write a row group or publish files."""
-        _check_row(episode_row, EPISODE_SCHEMA, "episode")
+        """Check and hold one finished episode and its steps; may publish files."""
+        episodes = _table([episode_row], _EPISODE_FILE_SCHEMA, "episode")
         domain = _check_name("column 'domain'", episode_row["domain"], _SAFE_NAME, "letters, digits, '_', '.' and '-'")
         step_rows = list(step_rows)
         if len(step_rows) != episode_row["num_steps"]:
@@ -847,59 +754,41 @@ class ParquetEpisodeWriter:
                 f"episode {episode_row['episode_id']!r} has num_steps={episode_row['num_steps']} "
                 f"but {len(step_rows)} step rows were given"
             )
-        for i, step in enumerate(step_rows):
-            _check_row(step, STEP_SCHEMA, f"step {i}")
-            for key in _KEY_COLUMNS:
-                if step[key] != episode_row[key]:
-                    raise ValueError(
-                        f"step {i}: column {key!r} is {step[key]!r} but the episode's is {episode_row[key]!r}"
-                    )
-            if step["step_index"] != i:
-                raise ValueError(
-                    f"step {i}: column 'step_index' is {step['step_index']}, expected {i} (steps in order from 0)"
-                )
-        # Convert now: the buffer holds compact Arrow data, a snapshot the caller cannot mutate.
-        episode_batch = _record_batch([episode_row], _EPISODE_FILE_SCHEMA)
-        step_batch = _record_batch(step_rows, _STEP_FILE_SCHEMA)
+        steps = _table(step_rows, _STEP_FILE_SCHEMA, "step")
+        for key in _KEY_COLUMNS:
+            for i, value in enumerate(steps[key].to_pylist()):
+                if value != episode_row[key]:
+                    raise ValueError(f"step {i}: column {key!r} is {value!r} but the episode's is {episode_row[key]!r}")
+        if steps["step_index"].to_pylist() != list(range(len(step_rows))):
+            raise ValueError(f"column 'step_index' is {steps['step_index'].to_pylist()}: steps in order from 0")
         with self._lock:
             if self._closed:
                 raise RuntimeError("the writer is closed")
-            partition = self._partitions.get(domain)
-            if partition is None:
-                partition = self._open(domain)
-            partition.episode_buffer.append(episode_batch)
-            partition.step_buffer.append(step_batch)
-            if episode_row["error"]:
-                partition.errors.append(episode_row["episode_id"])
+            held = self._held.setdefault(domain, _Held())
+            held.episodes.append(episodes)
+            held.steps.append(steps)
             if supersedes is not None:
-                partition.supersedes.append(supersedes)
-            partition.rows_in_file += 1
-            self.episodes_written += 1
-            if len(partition.episode_buffer) >= self.rows_per_row_group:
-                partition.flush_row_group()
-            if partition.rows_in_file >= self.max_rows_per_file:
+                held.supersedes.append(supersedes)
+            if len(held.episodes) >= self.max_rows_per_file:
                 self._publish([domain])
             self.publish_due()
 
-    def publish_due(self) -> list[str]:
-        """Publish the open files older than ``max_seconds_per_file``; returns the files published."""
+    def publish_due(self) -> None:
+        """Publish the episodes held for ``max_seconds_per_file`` or longer."""
         with self._lock:
             now = time.monotonic()
-            due = [d for d, p in self._partitions.items() if now - p.opened_at >= self.max_seconds_per_file]
-            return self._publish(due) if due else []
-
-    def flush(self) -> list[str]:
-        """Publish every open file now (rows so far become visible); returns the files published."""
-        with self._lock:
-            return self._publish(list(self._partitions)) if self._partitions else []
+            due = [d for d, held in self._held.items() if now - held.since >= self.max_seconds_per_file]
+            if due:
+                self._publish(due)
 
     def close(self) -> None:
-        """Publish what is open, give the output back and stop; calling it again does nothing."""
+        """Publish what is held, give the output back and stop; calling it again does nothing."""
         with self._lock:
             if self._closed:
                 return
             try:
-                self.flush()
+                if self._held:
+                    self._publish(list(self._held))
             finally:
                 self._closed = True
                 self._release()
@@ -911,19 +800,14 @@ class ParquetEpisodeWriter:
         self.close()
 
     def __del__(self) -> None:
-        partitions = getattr(self, "_partitions", None)
-        if partitions and not getattr(self, "_closed", True):
-            warnings.warn(
-                f"ParquetEpisodeWriter for {self.out_dir} was dropped without close(): "
-                f"{sum(p.rows_in_file for p in partitions.values())} episode(s) stay unpublished",
-                ResourceWarning,
-                stacklevel=2,
-            )
-            for partition in partitions.values():
-                partition.steps.abandon()
-                partition.episodes.abandon()
-            self._partitions = {}
         if not getattr(self, "_closed", True):
+            if self._held:
+                warnings.warn(
+                    f"ParquetEpisodeWriter for {self.out_dir} was dropped without close(): "
+                    f"{sum(len(held.episodes) for held in self._held.values())} episode(s) stay unpublished",
+                    ResourceWarning,
+                    stacklevel=2,
+                )
             self._closed = True
             self._release()
 
@@ -957,22 +841,20 @@ class ParquetEpisodeWriter:
                 self.store.delete(f"{MANIFEST_DIR}/{info.base_name}")
         return highest + 1
 
-    def _open(self, domain: str) -> _Partition:
-        partition = _Partition(self.store, domain, self._next_name())
-        self._partitions[domain] = partition
-        return partition
-
     def _next_name(self) -> str:
         name = f"{self._prefix()}{self._next_seq:05d}.parquet"
         self._next_seq += 1
         return name
 
-    def _publish(self, domains: list[str]) -> list[str]:
-        """Commit the open pairs of ``domains`` in one manifest record, then make them visible."""
-        partitions = [self._partitions.pop(d) for d in domains]
+    def _publish(self, domains: list[str]) -> None:
+        """Write the held episodes of ``domains`` as file pairs, commit them in one manifest record, show them."""
         self.lease.check()
-        add = [p.finish() for p in partitions]
-        superseded = {old for p in partitions for old in p.supersedes}
+        add, superseded = [], set()
+        for domain in domains:
+            held = self._held.pop(domain)
+            episodes, steps = pa.concat_tables(held.episodes), pa.concat_tables(held.steps)
+            add.append(_stage_pair(self.store, domain, self._next_name(), episodes, steps))
+            superseded.update(held.supersedes)
         remove = self._supersede(superseded, add) if superseded else []
         name = add[0]["episodes"].rpartition("/")[2].removesuffix(".parquet")  # unique: file names never repeat
         record = {
@@ -984,33 +866,24 @@ class ParquetEpisodeWriter:
             "remove": remove,
         }
         self.lease.check()
-        self.store.put(f"{MANIFEST_DIR}/{record['set']}.json", json.dumps(record).encode())  # the commit
+        self.store.put(f"{MANIFEST_DIR}/{name}.json", json.dumps(record).encode())  # the commit
         _apply(self.store, record)
-        files = [pair[kind] for pair in add for kind in ("steps", "episodes")]
-        self.published_files += files
-        return files
 
     def _supersede(self, superseded: set[str], add: list[dict]) -> list[dict]:
         """Rewrite the published pairs holding the superseded error rows without them (staged, added to ``add``)."""
-        live = _live_pairs(_manifest(self.store))
-        holders = [pair for pair in live.values() if superseded & set(pair["errors"])]
+        holders = [pair for pair in _live_pairs(_manifest(self.store)).values() if superseded & set(pair["errors"])]
         unknown = superseded - {e for pair in holders for e in pair["errors"]}
         if unknown:
             raise ValueError(f"only published error rows can be superseded; {sorted(unknown)} are not")
+        gone = pa.array(sorted(superseded))
         remove = []
         for pair in holders:
-            gone = superseded & set(pair["errors"])
-            episodes = _read_file(self.store, pair["episodes"])
-            steps = _read_file(self.store, pair["steps"])
-            kept_episodes = episodes.filter(pc.invert(pc.is_in(episodes["episode_id"], pa.array(sorted(gone)))))
-            kept_steps = steps.filter(pc.invert(pc.is_in(steps["episode_id"], pa.array(sorted(gone)))))
+            episodes, steps = (_read_file(self.store, pair[kind]) for kind in ("episodes", "steps"))
+            kept_episodes = episodes.filter(pc.invert(pc.is_in(episodes["episode_id"], gone)))
+            kept_steps = steps.filter(pc.invert(pc.is_in(steps["episode_id"], gone)))
             remove.append({"episodes": pair["episodes"], "steps": pair["steps"]})
             if kept_episodes.num_rows:
-                rewritten = _Partition(self.store, pair["domain"], self._next_name())
-                rewritten.steps.write(kept_steps)
-                rewritten.episodes.write(kept_episodes)
-                rewritten.errors = [e for e in pair["errors"] if e not in gone]
-                add.append(rewritten.finish())
+                add.append(_stage_pair(self.store, pair["domain"], self._next_name(), kept_episodes, kept_steps))
         return remove
 
 
@@ -1066,7 +939,7 @@ def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Iterable[str
         raise ValueError(f"unknown column(s) {unknown}; the {kind} columns are {schema.names}")
     dataset = _dataset(out_dir, kind, schema)
     if dataset is None:
-        return pa.Table.from_batches([_record_batch([], pa.schema([schema.field(c) for c in names]))])
+        return _table([], pa.schema([schema.field(c) for c in names]), kind)
     return dataset.to_table(columns=names)
 
 
@@ -1227,7 +1100,7 @@ def load_preferences(out_dir: PathLike) -> Any:
             ("score_rejected", pa.float64()),
         ]
     )
-    return _hf_dataset(pa.Table.from_batches([_record_batch(pairs, schema)]))
+    return _hf_dataset(_table(pairs, schema, "preference"))
 
 
 def load_steps_ray(out_dir: PathLike, columns: Iterable[str] | None = None, concurrency: int = 1) -> Any:

@@ -293,7 +293,7 @@ def write_synthetic_run(
 ) -> dict:
     """Write ``trials`` episodes of ``domains[d]`` tasks per domain to ``out``, and ``summary.json``; return the summary."""
     out = Path(out)
-    with ParquetEpisodeWriter(out, run_id=run_id, rows_per_row_group=256, max_rows_per_file=2048) as writer:
+    with ParquetEpisodeWriter(out, run_id=run_id, max_rows_per_file=2048) as writer:
         for domain, tasks in domains.items():
             for task in range(tasks):
                 for trial in range(trials):

@@ -1,15 +1,16 @@
 """The rollout dataset: what users of DIR/episodes and DIR/steps rely on.
 
 Rows (messages with tool calls included) come back unchanged through
-pyarrow, pandas and Ray Data; files are partitioned by domain; row groups are
-written as episodes finish; files appear only complete; a crash never leaves
-an episode row without its steps; bad rows are refused with the column named.
+pyarrow, pandas and Ray Data; files are partitioned by domain; files are
+published at a row count or an age; files appear only complete; a crash never
+leaves an episode row without its steps; bad rows are refused with the column named.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -226,10 +227,9 @@ def test_ray_data_reads_episodes_and_steps(tmp_path, oracle_episode):
     with ParquetEpisodeWriter(tmp_path, "run1") as writer:
         writer.write(row, steps)
         writer.write(*make_episode(1, domain="airline"))
-    # a file still being written (hidden) sits beside them: Ray Data must not read it
-    pending = ParquetEpisodeWriter(tmp_path, "run1", writer_id="1", rows_per_row_group=1)
-    pending.write(*make_episode(2, domain="airline"))
-    assert hidden_files(tmp_path)
+    # a staged file (what a crash before the commit leaves) sits beside them: Ray Data must not read it
+    [published] = visible_files(tmp_path / "steps" / "airline")
+    shutil.copy(published, published.with_name(f".{published.stem}-9.parquet.tmp"))
 
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
@@ -238,7 +238,6 @@ def test_ray_data_reads_episodes_and_steps(tmp_path, oracle_episode):
         step_rows = ray.data.read_parquet(str(tmp_path / "steps")).take_all()
     finally:
         ray.shutdown()
-        pending.close()
 
     assert set(episodes) == {row["episode_id"], make_episode(1, domain="airline")[0]["episode_id"]}
     real = episodes[row["episode_id"]]
@@ -292,54 +291,36 @@ def test_a_folder_per_domain_and_one_domain_column_for_every_reader(tmp_path):
     assert list(df.columns).count("domain") == 1 and set(df["domain"]) == {"airline"} and len(df) == 4
 
 
-# --------------------------------------------------------------- streaming
-def test_row_groups_are_written_as_episodes_finish_with_bounded_memory(tmp_path):
-    writer = ParquetEpisodeWriter(tmp_path, "run1", rows_per_row_group=2, max_rows_per_file=1000)
-    sizes = []
-    for i in range(5):
-        writer.write(*make_episode(i))
-        assert writer.buffered_rows <= 2
-        sizes.append(sum(p.stat().st_size for p in hidden_files(tmp_path / "episodes")))
-    assert writer.buffered_rows == 1
-    # every second episode a row group leaves memory for the (hidden) file on disk
-    assert sizes[1] > sizes[0] and sizes[3] > sizes[2] and sizes[2] == sizes[1]
-    writer.close()
-
-    [episodes_file] = visible_files(tmp_path / "episodes")
-    metadata = pq.ParquetFile(episodes_file).metadata
-    assert metadata.num_row_groups == 3
-    assert [metadata.row_group(i).num_rows for i in range(3)] == [2, 2, 1]
-    [steps_file] = visible_files(tmp_path / "steps")
-    assert pq.ParquetFile(steps_file).metadata.num_row_groups == 3
-    assert count_rows(tmp_path) == {"episodes": 5, "steps": 10}
-
-
-def test_files_roll_over_by_row_count_and_by_age(tmp_path):
-    with ParquetEpisodeWriter(tmp_path / "rows", "run1", rows_per_row_group=1, max_rows_per_file=2) as writer:
+# ------------------------------------------------------------ publishing
+def test_files_are_published_at_max_rows_per_file_and_by_age(tmp_path):
+    out = tmp_path / "rows"
+    with ParquetEpisodeWriter(out, "run1", max_rows_per_file=2) as writer:
         for i in range(5):
             writer.write(*make_episode(i))
-        assert read_episodes(tmp_path / "rows").num_rows == 4  # two full files already published
-    assert len(visible_files(tmp_path / "rows" / "episodes")) == 3
-    assert read_episodes(tmp_path / "rows").num_rows == 5
+            assert read_episodes(out).num_rows == 2 * ((i + 1) // 2)  # a file every two episodes, none held longer
+            assert hidden_files(out) == []  # nothing half written on disk in between
+    assert [pq.read_metadata(p).num_rows for p in sorted(visible_files(out / "episodes"))] == [2, 2, 1]
+    assert count_rows(out) == {"episodes": 5, "steps": 10}
 
     with ParquetEpisodeWriter(tmp_path / "age", "run1", max_seconds_per_file=0.2) as writer:
         writer.write(*make_episode(0))
         assert read_episodes(tmp_path / "age").num_rows == 0
         time.sleep(0.3)
-        writer.write(*make_episode(1))  # the file is now old enough: published with both rows
+        writer.write(*make_episode(1))  # the oldest is now old enough: published with both rows
         assert read_episodes(tmp_path / "age").num_rows == 2
+        writer.write(*make_episode(2))
+        time.sleep(0.3)
+        writer.publish_due()  # a caller's timer publishes without waiting for the next episode
+        assert read_episodes(tmp_path / "age").num_rows == 3
 
 
-def test_files_are_invisible_until_complete(tmp_path):
-    writer = ParquetEpisodeWriter(tmp_path, "run1", rows_per_row_group=1)
+def test_rows_are_invisible_until_published(tmp_path):
+    writer = ParquetEpisodeWriter(tmp_path, "run1")
     for i in range(3):
         writer.write(*make_episode(i))
-    assert writer.buffered_rows == 0  # all three row groups are in the temporary file
     assert read_episodes(tmp_path).num_rows == 0 and read_steps(tmp_path).num_rows == 0
     assert completed_keys(tmp_path) == set() and count_rows(tmp_path) == {"episodes": 0, "steps": 0}
     assert visible_files(tmp_path) == []
-    assert {p.name.endswith(".parquet.tmp") for p in hidden_files(tmp_path)} == {True}
-    assert ds.dataset(tmp_path / "episodes", format="parquet").count_rows() == 0
 
     writer.close()
     writer.close()  # idempotent
@@ -349,13 +330,14 @@ def test_files_are_invisible_until_complete(tmp_path):
         writer.write(*make_episode(4))
 
 
-def test_writer_dropped_without_close_publishes_nothing(tmp_path):
-    writer = ParquetEpisodeWriter(tmp_path, "run1", rows_per_row_group=1)
+def test_writer_dropped_without_close_publishes_nothing_and_frees_the_output(tmp_path):
+    writer = ParquetEpisodeWriter(tmp_path, "run1")
     writer.write(*make_episode(0))
-    with pytest.warns(ResourceWarning, match="without close"):
+    with pytest.warns(ResourceWarning, match="1 episode"):
         del writer
         gc.collect()
     assert visible_files(tmp_path) == [] and read_episodes(tmp_path).num_rows == 0
+    ParquetEpisodeWriter(tmp_path, "run2").close()  # the dropped writer's lease is gone
 
 
 # ------------------------------------------------------------------ crashes
@@ -366,18 +348,25 @@ from test_dataset import make_episode
 from rollout.dataset import ParquetEpisodeWriter
 
 mode, out = sys.argv[1], sys.argv[2]
+from rollout.store import Store
 if mode == "between-renames":  # die after the steps file is made visible, before its episodes file
-    from rollout.store import Store
     real_move = Store.move
     def move(self, src, dst):
         if dst.startswith("episodes/"):
             os._exit(1)
         real_move(self, src, dst)
     Store.move = move
-writer = ParquetEpisodeWriter(out, "run1", rows_per_row_group=2, max_rows_per_file=3)
+if mode == "before-commit":  # die when the second set is staged, before its manifest record is written
+    real_put = Store.put
+    def put(self, rel, data):
+        if rel.startswith("_manifest/") and any(self.entries("_manifest")):
+            os._exit(1)
+        real_put(self, rel, data)
+    Store.put = put
+writer = ParquetEpisodeWriter(out, "run1", max_rows_per_file=3)
 for i in range(8):
     writer.write(*make_episode(i, steps=1 + i % 3))
-os._exit(1)  # mid-file: episodes 6 and 7 are in an open file, one row group already on disk
+os._exit(1)  # mid-file: episodes 6 and 7 are held in memory, unpublished
 """
 
 
@@ -398,14 +387,13 @@ def test_crash_mid_file_leaves_only_complete_files_with_steps(tmp_path):
 
     for path in visible_files(tmp_path):  # every visible file is whole
         pq.read_table(path)
-    assert hidden_files(tmp_path)  # the torn file stays hidden
     assert read_episodes(tmp_path).num_rows == 6
     assert_every_episode_has_its_steps(tmp_path)
     assert completed_keys(tmp_path) == {("retail", f"retail-{i:03d}", 0) for i in range(6)}
 
-    # resume with the same ids: stale temporary files go, published files are kept, names never clash
+    # resume with the same ids: published files are kept, names never clash
     before = {p: p.read_bytes() for p in visible_files(tmp_path)}
-    with ParquetEpisodeWriter(tmp_path, "run1", rows_per_row_group=2, max_rows_per_file=3) as writer:
+    with ParquetEpisodeWriter(tmp_path, "run1", max_rows_per_file=3) as writer:
         assert hidden_files(tmp_path) == []
         for i in (6, 7):
             writer.write(*make_episode(i, steps=1 + i % 3))
@@ -451,12 +439,14 @@ def test_a_raw_reader_of_steps_never_sees_an_unpublished_or_repeated_set(tmp_pat
     assert hidden_files(tmp_path) == []
 
 
-def test_leftovers_of_any_crashed_writer_are_removed_by_the_next(tmp_path):
-    crash(tmp_path, "mid-file")
-    assert hidden_files(tmp_path)
+def test_a_crash_before_the_commit_leaves_files_no_reader_sees_and_the_next_writer_removes(tmp_path):
+    crash(tmp_path, "before-commit")
+    assert {p.name.endswith(".parquet.tmp") for p in hidden_files(tmp_path / "episodes")} == {True}
+    assert read_episodes(tmp_path).num_rows == 3 and raw_table(tmp_path, "episodes").num_rows == 3
+    assert raw_table(tmp_path, "steps").num_rows == read_steps(tmp_path).num_rows
     ParquetEpisodeWriter(tmp_path, "run2", writer_id="other").close()
     assert hidden_files(tmp_path) == []
-    assert read_episodes(tmp_path).num_rows == 6
+    assert read_episodes(tmp_path).num_rows == 3
 
 
 # -------------------------------------------------------------- one run owns its output
@@ -505,9 +495,11 @@ def test_completed_keys_lists_domain_task_and_trial(tmp_path):
     [
         (lambda r: r.pop("reward_breakdown"), r"missing column\(s\) \['reward_breakdown'\]"),
         (lambda r: r.update(api_key="sk-...", extra=1), r"unknown column\(s\) \['api_key', 'extra'\]"),
-        (lambda r: r.update(trial="0"), r"'trial' must be an int"),
-        (lambda r: r.update(trial=2**31), r"'trial' = 2147483648 does not fit int32"),
+        (lambda r: r.update(trial="0"), r"column 'trial': Could not convert '0'.*int32"),
+        (lambda r: r.update(trial=2**31), r"column 'trial': Value 2147483648 too large"),
         (lambda r: r.update(terminated=None), r"'terminated' must not be None"),
+        (lambda r: r.update(reward_breakdown="{not json"), r"'reward_breakdown' must be JSON text"),
+        (lambda r: r["messages"][1].update(role=None), r"'messages\[1\].role' must not be None"),
         (lambda r: r.update(domain="re/tail"), r"column 'domain'"),
         (
             lambda r: r["messages"][2]["tool_calls"][0]["function"].update(arguments={"order_id": 1}),
@@ -522,7 +514,6 @@ def test_bad_episode_rows_are_refused_naming_the_column(tmp_path, change, messag
     writer = ParquetEpisodeWriter(tmp_path, "run1")
     with pytest.raises(ValueError, match=message):
         writer.write(row, steps)
-    assert writer.buffered_rows == 0
     writer.close()
     assert read_episodes(tmp_path).num_rows == 0
 
@@ -545,9 +536,9 @@ def test_step_rows_must_belong_to_their_episode(tmp_path):
             writer.write(row, steps[:1])
         with pytest.raises(ValueError, match=r"step 1: column 'episode_id'"):
             writer.write(row, [steps[0], dict(steps[1], episode_id="other")])
-        with pytest.raises(ValueError, match=r"step 0 row is missing column\(s\) \['next_observation'\]"):
+        with pytest.raises(ValueError, match=r"step 0 row: missing column\(s\) \['next_observation'\]"):
             writer.write(row, [{k: v for k, v in steps[0].items() if k != "next_observation"}, steps[1]])
-        with pytest.raises(ValueError, match=r"'step_index' is 1, expected 0"):
+        with pytest.raises(ValueError, match=r"'step_index' is \[1, 0\]"):
             writer.write(row, steps[::-1])
     assert count_rows(tmp_path) == {"episodes": 0, "steps": 0}
 

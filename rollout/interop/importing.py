@@ -183,7 +183,6 @@ def import_files(
             writer_id="import",
             max_rows_per_file=_NEVER,
             max_seconds_per_file=float(_NEVER),
-            rows_per_row_group=256,
         ) as writer:
             for row, steps in rows:
                 writer.write(row, steps)
