@@ -80,13 +80,11 @@ prompt-completion dataset. The history repeats from step to step; Parquet's
 dictionary encoding and zstd keep the files small (``make bench`` prints
 bytes per step).
 
-Loaders
+Reading
 -------
-:func:`load_sft` (episodes filtered by reward, a ``datasets.Dataset``),
-:func:`load_prompt_completion` (step rows for TRL), :func:`load_preferences`
-(chosen/rejected pairs from repeated trials), :func:`load_steps_ray` (step
-rows as a Ray ``Dataset`` for offline RL), :func:`read_episodes` /
-:func:`read_steps` (Arrow tables); :func:`dataset_card` writes
+:func:`read_episodes` / :func:`read_steps` (Arrow tables of what is
+published), :func:`published_files` (their paths); :mod:`rollout.training_data`
+loads them for training (TRL, Ray Data); :func:`dataset_card` writes
 ``DIR/README.md``.
 
 Writing
@@ -178,10 +176,8 @@ __all__ = [
     "completed_keys",
     "error_rows",
     "count_rows",
-    "load_sft",
-    "load_prompt_completion",
-    "load_preferences",
-    "load_steps_ray",
+    "published_files",
+    "checked_table",
     "JSON",
     "dataset_card",
 ]
@@ -364,8 +360,8 @@ def _check_keys(value: Any, type_: pa.DataType, nullable: bool, path: str) -> No
             _check_keys(item, type_.value_type, type_.value_field.nullable, f"{path}[{i}]")
 
 
-def _table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, what: str) -> pa.Table:
-    """``rows`` as a table of ``schema``; a bad row raises ValueError naming the column (nothing is dropped).
+def checked_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, what: str = "a") -> pa.Table:
+    """``rows`` (dicts) as a table of ``schema``; a bad row raises ValueError naming the column (nothing is dropped).
 
     pyarrow's conversion checks the types; :func:`_check_keys` what it does not.
     """
@@ -746,7 +742,7 @@ class ParquetEpisodeWriter:
         self, episode_row: Mapping[str, Any], step_rows: Sequence[Mapping[str, Any]], supersedes: str | None = None
     ) -> None:
         """Check and hold one finished episode and its steps; may publish files."""
-        episodes = _table([episode_row], _EPISODE_FILE_SCHEMA, "episode")
+        episodes = checked_table([episode_row], _EPISODE_FILE_SCHEMA, "episode")
         domain = _check_name("column 'domain'", episode_row["domain"], _SAFE_NAME, "letters, digits, '_', '.' and '-'")
         step_rows = list(step_rows)
         if len(step_rows) != episode_row["num_steps"]:
@@ -754,7 +750,7 @@ class ParquetEpisodeWriter:
                 f"episode {episode_row['episode_id']!r} has num_steps={episode_row['num_steps']} "
                 f"but {len(step_rows)} step rows were given"
             )
-        steps = _table(step_rows, _STEP_FILE_SCHEMA, "step")
+        steps = checked_table(step_rows, _STEP_FILE_SCHEMA, "step")
         for key in _KEY_COLUMNS:
             for i, value in enumerate(steps[key].to_pylist()):
                 if value != episode_row[key]:
@@ -939,7 +935,7 @@ def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Iterable[str
         raise ValueError(f"unknown column(s) {unknown}; the {kind} columns are {schema.names}")
     dataset = _dataset(out_dir, kind, schema)
     if dataset is None:
-        return _table([], pa.schema([schema.field(c) for c in names]), kind)
+        return checked_table([], pa.schema([schema.field(c) for c in names]), kind)
     return dataset.to_table(columns=names)
 
 
@@ -999,127 +995,12 @@ def count_rows(out_dir: PathLike) -> dict[str, int]:
     return counts
 
 
-# ------------------------------------------------------------------ loaders
-def _hf_dataset(table: pa.Table) -> Any:
-    """An Arrow table as a Hugging Face ``datasets.Dataset`` (JSON columns decode to dicts and lists)."""
-    import datasets
-
-    return datasets.Dataset(table)
-
-
-def _published_paths(out_dir: PathLike, kind: str) -> list[str]:
+def published_files(out_dir: PathLike, kind: str = STEPS_DIR) -> list[str]:
+    """The paths of the published files of ``kind`` (``"episodes"`` or ``"steps"``), for readers of file lists."""
     store, files = _published_files(out_dir, kind)
     if files:
         _check_version(store, files, kind)
     return [store.path(f) for f in files]
-
-
-def load_sft(out_dir: PathLike, min_reward: float | None = 1.0) -> Any:
-    """Episodes for chat fine-tuning (TRL ``SFTTrainer``) as a ``datasets.Dataset``.
-
-    Rows are the episodes scored at least ``min_reward`` (None: every
-    episode that did not fail), with ``messages`` and ``tools`` (what TRL
-    reads) and ``domain``, ``task_id``, ``trial``, ``reward``. Tool-call
-    arguments and tool schemas are dicts and lists. Mind TRL's
-    ``SFTConfig(max_length=1024)`` default: the system prompt and tools alone
-    are longer, so set ``max_length`` (about 8192 tokens for tau2 episodes).
-    """
-    table = read_episodes(out_dir, columns=["domain", "task_id", "trial", "reward", "error", "messages", "tools"])
-    keep = pc.invert(table["error"]) if min_reward is None else pc.greater_equal(table["reward"], min_reward)
-    return _hf_dataset(table.filter(pc.fill_null(keep, False)).drop_columns(["error"]))
-
-
-def load_prompt_completion(out_dir: PathLike, min_reward: float | None = 1.0) -> Any:
-    """Step rows as a TRL prompt-completion ``datasets.Dataset`` (``prompt``, ``completion``, ``tools``).
-
-    Only the steps of episodes scored at least ``min_reward`` (None: all
-    steps); ``episode_id``, ``step_index`` and ``reward`` come along. Every
-    action is one row: the conversation so far is the prompt, the agent's
-    next assistant message the completion.
-    """
-    steps = read_steps(out_dir, columns=["episode_id", "step_index", "reward", "prompt", "completion", "tools"])
-    if min_reward is not None:
-        episodes = read_episodes(out_dir, columns=["episode_id", "reward"])
-        good = episodes.filter(pc.fill_null(pc.greater_equal(episodes["reward"], min_reward), False))["episode_id"]
-        steps = steps.filter(pc.is_in(steps["episode_id"], good))
-    return _hf_dataset(steps)
-
-
-def load_preferences(out_dir: PathLike) -> Any:
-    """Chosen/rejected pairs from repeated trials (``trials > 1``) in TRL's preference format.
-
-    For each task, the first best-scored trial is ``chosen`` and every trial
-    scored lower is ``rejected`` in one pair each (error rows are left out).
-    Columns: ``prompt`` (the turns both conversations share, up to where they
-    part), ``chosen`` and ``rejected`` (the rest of each), ``tools``,
-    ``domain``, ``task_id``, ``score_chosen``, ``score_rejected``: what TRL's
-    ``DPOTrainer`` and (unpaired) ``KTOTrainer`` read. A ``datasets.Dataset``,
-    empty when no task has two different scores.
-    """
-    table = read_episodes(out_dir, columns=["domain", "task_id", "trial", "reward", "error", "messages", "tools"])
-    by_task: dict[tuple[str, str], list[dict]] = {}
-    for row in table.filter(pc.invert(table["error"])).to_pylist():
-        if row["reward"] is not None:
-            by_task.setdefault((row["domain"], row["task_id"]), []).append(row)
-    pairs = []
-    for (domain, task_id), rows in sorted(by_task.items()):
-        rows.sort(key=lambda r: (-r["reward"], r["trial"]))
-        best = rows[0]
-        for worse in rows[1:]:
-            if worse["reward"] >= best["reward"]:
-                continue
-            shared = 0
-            for a, b in zip(best["messages"], worse["messages"]):
-                if a != b:
-                    break
-                shared += 1
-            while shared and best["messages"][shared - 1]["role"] == "assistant":  # a completion starts with the agent
-                shared -= 1
-            pairs.append(
-                {
-                    "prompt": best["messages"][:shared],
-                    "chosen": best["messages"][shared:],
-                    "rejected": worse["messages"][shared:],
-                    "tools": best["tools"],
-                    "domain": domain,
-                    "task_id": task_id,
-                    "score_chosen": best["reward"],
-                    "score_rejected": worse["reward"],
-                }
-            )
-    messages = pa.list_(MESSAGE_TYPE)
-    schema = pa.schema(
-        [
-            ("prompt", messages),
-            ("chosen", messages),
-            ("rejected", messages),
-            ("tools", JSON),
-            ("domain", pa.string()),
-            ("task_id", pa.string()),
-            ("score_chosen", pa.float64()),
-            ("score_rejected", pa.float64()),
-        ]
-    )
-    return _hf_dataset(_table(pairs, schema, "preference"))
-
-
-def load_steps_ray(out_dir: PathLike, columns: Iterable[str] | None = None, concurrency: int = 1) -> Any:
-    """The published step rows as a Ray ``Dataset`` (offline RL), read by at most ``concurrency`` tasks.
-
-    ``concurrency`` bounds the read tasks: Ray Data's default takes every
-    CPU, which on a small machine starves the actors that consume the rows.
-    Starts Ray locally if it is not running.
-    """
-    import ray
-
-    names = list(STEP_SCHEMA.names if columns is None else columns)
-    unknown = [c for c in names if c not in STEP_SCHEMA.names]
-    if unknown:
-        raise ValueError(f"unknown column(s) {unknown}; the steps columns are {STEP_SCHEMA.names}")
-    paths = _published_paths(out_dir, STEPS_DIR)
-    if not paths:
-        return ray.data.from_arrow(read_steps(out_dir, columns=names))
-    return ray.data.read_parquet(paths, columns=names, concurrency=concurrency, partitioning=None)
 
 
 # -------------------------------------------------------------- dataset card
@@ -1211,6 +1092,6 @@ sft = datasets.load_dataset("parquet", data_files="episodes/*/*.parquet", split=
 # TRL's default max_length=1024 drops every episode: the system prompt and tools alone are longer.
 steps = datasets.load_dataset("parquet", data_files="steps/*/*.parquet", split="train")  # prompt/completion
 import pandas; df = pandas.read_parquet("episodes", dtype_backend="pyarrow")  # cells as lists of dicts
-from rollout.dataset import load_sft, load_prompt_completion, load_preferences, load_steps_ray
+from rollout.training_data import load_sft, load_prompt_completion, load_preferences, load_steps_ray
 ```
 """

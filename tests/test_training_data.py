@@ -19,14 +19,8 @@ from pathlib import Path
 import pytest
 from fake_llm_server import FakeLLMServer
 
-from rollout.dataset import (
-    ParquetEpisodeWriter,
-    load_preferences,
-    load_prompt_completion,
-    load_sft,
-    read_episodes,
-    read_steps,
-)
+from rollout.dataset import ParquetEpisodeWriter, read_episodes, read_steps
+from rollout.training_data import load_preferences, load_prompt_completion, load_sft
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -327,7 +321,8 @@ def test_step_rows_keep_the_behaviour_policys_token_logprobs_where_the_server_re
 def test_step_rows_read_as_a_ray_dataset_by_one_task(sample_run):
     import ray
 
-    from rollout.dataset import RLLIB_INPUT_READ_SCHEMA, load_steps_ray
+    from rollout.dataset import RLLIB_INPUT_READ_SCHEMA
+    from rollout.training_data import load_steps_ray
 
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
