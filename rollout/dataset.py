@@ -453,15 +453,6 @@ def _error_cause(error: Any) -> str | None:
     return scrub_secrets(text)
 
 
-def _usage_value(usage: Any, *names: str, default: int | float = 0) -> Any:
-    for name in names:
-        if isinstance(usage, Mapping) and usage.get(name) is not None:
-            return usage[name]
-        if not isinstance(usage, Mapping) and getattr(usage, name, None) is not None:
-            return getattr(usage, name)
-    return default
-
-
 def episode_row_from_info(
     info: Mapping[str, Any],
     *,
@@ -486,8 +477,8 @@ def episode_row_from_info(
 
     ``reward`` is the episode's score as the caller reports it (the last
     step's reward; ``None`` for an errored episode). ``llm_usage`` is the
-    episode's LLM accounting, agent and user together: a dict (or an
-    ``LLMUsage``) with ``calls``, ``retries``, ``prompt_tokens``,
+    episode's LLM accounting, agent and user together: a dict (``LLMUsage.as_dict()``)
+    with ``calls``, ``retries``, ``prompt_tokens``,
     ``completion_tokens`` and ``cost_usd``; absent numbers count as 0.
 
     ``episode_id`` defaults to ``"<run_id>:<task_id>:<trial>:<env id>"``:
@@ -537,11 +528,11 @@ def episode_row_from_info(
         "num_steps": num_steps,
         "messages": [_normalize_message(m, i) for i, m in enumerate(info["messages"])],
         "tools": json.dumps(list(info["tools"]), ensure_ascii=False, default=str),
-        "llm_calls": int(_usage_value(usage, "calls", "llm_calls")),
-        "llm_retries": int(_usage_value(usage, "retries", "llm_retries")),
-        "prompt_tokens": int(_usage_value(usage, "prompt_tokens")),
-        "completion_tokens": int(_usage_value(usage, "completion_tokens")),
-        "cost_usd": float(_usage_value(usage, "cost_usd", default=0.0)),
+        "llm_calls": int(usage.get("calls") or 0),
+        "llm_retries": int(usage.get("retries") or 0),
+        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+        "completion_tokens": int(usage.get("completion_tokens") or 0),
+        "cost_usd": float(usage.get("cost_usd") or 0.0),
         "duration_s": float(duration_s),
         "taugym_version": taugym_version,
         "source_format": None if source is None else str(source["format"]),

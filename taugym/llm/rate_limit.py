@@ -170,12 +170,6 @@ class ConcurrencyLimiter:
         self._lock = threading.Lock()
         self._waiters: collections.deque[_Waiter] = collections.deque()
 
-    @property
-    def in_use(self) -> int:
-        """Slots currently held."""
-        with self._lock:
-            return self._in_use
-
     def acquire(self) -> None:
         """Block the calling thread until a slot is held."""
         with self._lock:
@@ -436,9 +430,6 @@ def shared_rate_limiter(
     requests_per_minute: float | None = None,
     tokens_per_minute: float | None = None,
     max_concurrency: int | None = None,
-    *,
-    burst_requests: float = 1.0,
-    burst_tokens: float | None = None,
 ) -> TokenBucketRateLimiter:
     """The process-wide limiter for ``key`` and these limits, created on first use.
 
@@ -447,26 +438,11 @@ def shared_rate_limiter(
     limits; they then share one budget. Different limits under the same key
     give different limiters (the limits are part of the identity).
     """
-    ident = (
-        key,
-        requests_per_minute,
-        tokens_per_minute,
-        max_concurrency,
-        burst_requests,
-        burst_tokens,
-    )
+    ident = (key, requests_per_minute, tokens_per_minute, max_concurrency)
     with _SHARED_LOCK:
-        limiter = _SHARED.get(ident)
-        if limiter is None:
-            limiter = TokenBucketRateLimiter(
-                requests_per_minute,
-                tokens_per_minute,
-                max_concurrency,
-                burst_requests=burst_requests,
-                burst_tokens=burst_tokens,
-            )
-            _SHARED[ident] = limiter
-        return limiter
+        if ident not in _SHARED:
+            _SHARED[ident] = TokenBucketRateLimiter(requests_per_minute, tokens_per_minute, max_concurrency)
+        return _SHARED[ident]
 
 
 def reset_shared_rate_limiters() -> None:
