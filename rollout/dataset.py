@@ -955,26 +955,18 @@ def completed_keys(out_dir: PathLike) -> set[tuple[str, str, int]]:
     Reads only those three columns. Errored episodes count as completed (their
     row is there; only ``--retry-errors`` runs them again, see :func:`error_rows`).
     """
-    table = read_episodes(out_dir, columns=["domain", "task_id", "trial"])
-    return set(
-        zip(
-            table.column("domain").to_pylist(),
-            table.column("task_id").to_pylist(),
-            table.column("trial").to_pylist(),
-        )
-    )
+    return set(_rows(read_episodes(out_dir, columns=["domain", "task_id", "trial"])))
 
 
 def error_rows(out_dir: PathLike) -> dict[tuple[str, str, int], str]:
     """``{(domain, task_id, trial): episode_id}`` of the published error rows (what ``--retry-errors`` re-runs)."""
     table = read_episodes(out_dir, columns=["domain", "task_id", "trial", "episode_id", "error"])
-    return {
-        (d, t, k): e
-        for d, t, k, e, error in zip(
-            *(table.column(c).to_pylist() for c in ("domain", "task_id", "trial", "episode_id", "error"))
-        )
-        if error
-    }
+    return {(d, t, k): e for d, t, k, e, error in _rows(table) if error}
+
+
+def _rows(table: pa.Table) -> Iterable[tuple]:
+    """The rows of ``table`` as tuples, in column order."""
+    return zip(*(column.to_pylist() for column in table.columns))
 
 
 def count_rows(out_dir: PathLike) -> dict[str, int]:

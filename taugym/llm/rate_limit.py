@@ -1,18 +1,8 @@
 """Client-side rate limiting for LLM calls: block callers, never fail them.
 
-Every LLM call TauGym makes can go through a :class:`RateLimiter` before it is
-sent. A limiter offers three things:
-
-* ``acquire(tokens)`` / ``await aacquire(tokens)``: wait (a thread blocks; a
-  coroutine awaits without blocking its event loop) until one more request of
-  about ``tokens`` tokens fits the requests-per-minute and tokens-per-minute
-  budgets, then charge it;
-* ``acquire_slot()``/``await aacquire_slot()`` and ``release_slot()``: a
-  concurrency cap around the request;
-* ``record_usage(estimated, actual)``: correct the token charge once the real
-  token count is known.
-
-:class:`TokenBucketRateLimiter` implements this in-process. It is thread-safe
+Every LLM call TauGym makes can go through a :class:`RateLimiter` (its
+docstring says what one offers) before it is sent.
+:class:`TokenBucketRateLimiter` implements it in-process. It is thread-safe
 and can be shared by coroutines running on several event loops in several
 threads at once. :func:`shared_rate_limiter` hands out one instance per
 provider/model/limits key, so every environment in a process that talks to
