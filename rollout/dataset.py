@@ -339,11 +339,14 @@ def _check_keys(value: Any, type_: pa.DataType, nullable: bool, path: str) -> No
     """Raise ValueError naming ``path`` for what pyarrow's conversion lets through.
 
     That is a None where the schema forbids nulls, a dict key the schema has
-    no field for (pyarrow would drop it) and JSON text that does not parse.
+    no field for (pyarrow would drop it), a fraction in an integer column
+    (pyarrow would truncate it) and JSON text that does not parse.
     """
     if value is None:
         if not nullable:
             raise ValueError(f"column {path!r} must not be None")
+    elif pa.types.is_integer(type_) and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"column {path!r} must be an integer, got {value!r}")
     elif type_ == JSON:
         try:
             json.loads(value)

@@ -497,6 +497,7 @@ def test_completed_keys_lists_domain_task_and_trial(tmp_path):
         (lambda r: r.update(api_key="sk-...", extra=1), r"unknown column\(s\) \['api_key', 'extra'\]"),
         (lambda r: r.update(trial="0"), r"column 'trial': Could not convert '0'.*int32"),
         (lambda r: r.update(trial=2**31), r"column 'trial': Value 2147483648 too large"),
+        (lambda r: r.update(seed=7.5), r"'seed' must be an integer, got 7.5"),
         (lambda r: r.update(terminated=None), r"'terminated' must not be None"),
         (lambda r: r.update(reward_breakdown="{not json"), r"'reward_breakdown' must be JSON text"),
         (lambda r: r["messages"][1].update(role=None), r"'messages\[1\].role' must not be None"),
