@@ -110,7 +110,7 @@ see :mod:`rollout.store`):
    whole (a hidden name, then moved), lists the pairs the set adds (and,
    for ``--retry-errors``, the pairs it removes). The manifest, all records
    together, is the record of what is published; :func:`read_episodes`,
-   :func:`read_steps`, :func:`completed_keys` and :func:`count_rows` read
+   :func:`read_steps` and :func:`completed_keys` read
    only what it names.
 3. The staged files are moved to their final names, steps before episodes
    (removed pairs are deleted first, episodes before steps).
@@ -175,7 +175,6 @@ __all__ = [
     "read_steps",
     "completed_keys",
     "error_rows",
-    "count_rows",
     "published_files",
     "checked_table",
     "JSON",
@@ -884,9 +883,9 @@ def _read_file(store: Store, rel: str) -> pa.Table:
 
 
 # ------------------------------------------------------------------- readers
-def _published_files(out_dir: PathLike, kind: str, filesystem: Any = None) -> tuple[Store, list[str]]:
+def _published_files(out_dir: PathLike, kind: str) -> tuple[Store, list[str]]:
     """The published files of ``kind`` by the manifest (a staged name where a crashed publish is pending)."""
-    store = Store(out_dir, filesystem)
+    store = Store(out_dir)
     pairs = _live_pairs(_manifest(store))
     files = []
     for pair in sorted(pairs.values(), key=lambda p: p[kind]):
@@ -909,28 +908,15 @@ def _check_version(store: Store, files: list[str], kind: str) -> None:
             )
 
 
-def _dataset(out_dir: PathLike, kind: str, schema: pa.Schema, filesystem: Any = None) -> ds.Dataset | None:
-    store, files = _published_files(out_dir, kind, filesystem)
-    if not files:
-        return None
-    _check_version(store, files, kind)
-    return ds.dataset(
-        [store.path(f) for f in files],
-        schema=schema,
-        format="parquet",
-        filesystem=store.fs,
-    )
-
-
 def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Iterable[str] | None) -> pa.Table:
     names = list(schema.names if columns is None else columns)
     unknown = [c for c in names if c not in schema.names]
     if unknown:
         raise ValueError(f"unknown column(s) {unknown}; the {kind} columns are {schema.names}")
-    dataset = _dataset(out_dir, kind, schema)
-    if dataset is None:
+    paths = published_files(out_dir, kind)
+    if not paths:
         return checked_table([], pa.schema([schema.field(c) for c in names]), kind)
-    return dataset.to_table(columns=names)
+    return ds.dataset(paths, schema=schema, format="parquet").to_table(columns=names)
 
 
 def read_episodes(out_dir: PathLike, columns: Iterable[str] | None = None) -> pa.Table:
@@ -970,15 +956,6 @@ def error_rows(out_dir: PathLike) -> dict[tuple[str, str, int], str]:
 def _rows(table: pa.Table) -> Iterable[tuple]:
     """The rows of ``table`` as tuples, in column order."""
     return zip(*(column.to_pylist() for column in table.columns))
-
-
-def count_rows(out_dir: PathLike) -> dict[str, int]:
-    """``{"episodes": n, "steps": m}`` published under ``out_dir``, from the files' metadata."""
-    counts = {}
-    for kind, schema in ((EPISODES_DIR, EPISODE_SCHEMA), (STEPS_DIR, STEP_SCHEMA)):
-        dataset = _dataset(out_dir, kind, schema)
-        counts[kind] = 0 if dataset is None else dataset.count_rows()
-    return counts
 
 
 def published_files(out_dir: PathLike, kind: str = STEPS_DIR) -> list[str]:
