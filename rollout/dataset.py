@@ -177,6 +177,7 @@ __all__ = [
     "error_rows",
     "published_files",
     "checked_table",
+    "column_names",
     "JSON",
     "dataset_card",
 ]
@@ -908,11 +909,17 @@ def _check_version(store: Store, files: list[str], kind: str) -> None:
             )
 
 
-def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Iterable[str] | None) -> pa.Table:
+def column_names(schema: pa.Schema, columns: Iterable[str] | None, kind: str) -> list[str]:
+    """The ``columns`` a reader asked for (None: all of ``schema``); an unknown one raises ValueError listing them."""
     names = list(schema.names if columns is None else columns)
     unknown = [c for c in names if c not in schema.names]
     if unknown:
         raise ValueError(f"unknown column(s) {unknown}; the {kind} columns are {schema.names}")
+    return names
+
+
+def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Iterable[str] | None) -> pa.Table:
+    names = column_names(schema, columns, kind)
     paths = published_files(out_dir, kind)
     if not paths:
         return checked_table([], pa.schema([schema.field(c) for c in names]), kind)

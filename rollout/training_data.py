@@ -22,6 +22,7 @@ from rollout.dataset import (
     STEPS_DIR,
     PathLike,
     checked_table,
+    column_names,
     published_files,
     read_episodes,
     read_steps,
@@ -135,10 +136,7 @@ def load_steps_ray(out_dir: PathLike, columns: Iterable[str] | None = None, conc
     """
     import ray
 
-    names = list(STEP_SCHEMA.names if columns is None else columns)
-    unknown = [c for c in names if c not in STEP_SCHEMA.names]
-    if unknown:
-        raise ValueError(f"unknown column(s) {unknown}; the steps columns are {STEP_SCHEMA.names}")
+    names = column_names(STEP_SCHEMA, columns, STEPS_DIR)
     paths = published_files(out_dir, STEPS_DIR)
     if not paths:
         return ray.data.from_arrow(read_steps(out_dir, columns=names))
