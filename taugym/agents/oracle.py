@@ -56,6 +56,9 @@ MAX_PROBES_PER_VALUE = 2000
 IDENTITY_QUESTION = "Could you tell me your name, zip code, email or user id, so that I can find your account?"
 """What the oracle asks before looking up an account's ids that nothing heard so far leads to."""
 
+PROSE_WORDS = 8
+"""A value of more words than this (a transfer's summary) is the agent's prose: never looked up."""
+
 MAX_LOOKUP_CHAIN = 3
 """Read-only calls in a row the demonstration may make to find one value (user id, user details, order)."""
 
@@ -224,7 +227,7 @@ class _Rehearsal:
                 hint = _hint(self.known_text, value)
                 if hint:
                     self.step(f"[action] Could you tell me more about the {hint}?")
-            else:
+            elif not _is_prose_or_arithmetic(value):  # no tool result shows the agent's own words
                 together = _record_of(arguments, value)
                 chain = self.lookup(value, together)
                 if (
@@ -309,6 +312,10 @@ class _Rehearsal:
             if self.env.domain.is_read_only(function["name"]):
                 tools.append((function["name"], list((function.get("parameters") or {}).get("required") or [])))
         return tools
+
+
+def _is_prose_or_arithmetic(value: str) -> bool:
+    return len(value.split()) > PROSE_WORDS or bool(_ARITHMETIC.fullmatch(value) and _OPERATOR.search(value))
 
 
 def _record_of(arguments: dict, value: str) -> list[str]:
