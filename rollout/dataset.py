@@ -981,8 +981,8 @@ _CARD_GOOD_FOR = {
         "for checking a training pipeline end to end, for supervised warm starts on tool use and for step-level "
         "behaviour cloning. Not good for: preference or reward learning (every episode scores 1.0, there are no "
         "negatives), natural dialogue (the scripted user answers in templated sentences) or measuring an agent. "
-        "Some tool-call values are the agent's own (a `calculate` expression, a transfer summary) and appear "
-        "nowhere earlier in the conversation."
+        "About 3% of tool calls use a value that is the agent's own (a transfer summary, a date worked out from "
+        "the user's words, an id said in another form) and appears nowhere earlier in the conversation."
     ),
     "llm": (
         "Rollouts of an LLM agent: filter by `reward` for supervised fine-tuning, pair trials of the same task "

@@ -45,7 +45,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from taugym.agents.base import Policy
@@ -252,7 +252,7 @@ class _Rehearsal:
                 return quoted if len(quoted) >= 2 else []
         return []
 
-    def lookup(self, value: str, together: list[str] = ()) -> list[dict]:
+    def lookup(self, value: str, together: Sequence[str] = ()) -> list[dict]:
         """The shortest chain of read-only calls (at most ``MAX_LOOKUP_CHAIN``) whose last
         result shows ``value``; [] when there is none. A value of a record (a flight's number
         in ``flights: [{flight_number, date}]``) must be shown with the record's other
@@ -327,7 +327,7 @@ def _record_of(arguments: dict, value: str) -> list[str]:
     return []
 
 
-def _shows(content: str, value: str, together: list[str], arguments: dict) -> bool:
+def _shows(content: str, value: str, together: Sequence[str], arguments: dict) -> bool:
     """Whether a tool result shows ``value``, with ``together`` in the same object or the call's arguments."""
     if value not in content:
         return False
