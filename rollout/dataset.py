@@ -1246,7 +1246,9 @@ def load_steps_ray(out_dir: PathLike, columns: Iterable[str] | None = None, conc
     paths = _published_paths(out_dir, STEPS_DIR)
     if not paths:
         return ray.data.from_arrow(read_steps(out_dir, columns=names))
-    return ray.data.read_parquet(paths, columns=names, concurrency=concurrency, partitioning=None)
+    return ray.data.read_parquet(
+        paths, columns=names, concurrency=concurrency, partitioning=None, filesystem=Store(out_dir).fs
+    )
 
 
 # -------------------------------------------------------------- dataset card
