@@ -264,6 +264,7 @@ class RolloutJob:
         pending: dict = {}
         load = {i: 0 for i in range(len(self.actors))}
         written: set = set()
+        node_losses: dict = {}
         bar = _progress_bar(len(queue), self.progress)
         started = time.monotonic()
         with ParquetEpisodeWriter(
@@ -293,6 +294,12 @@ class RolloutJob:
                         ray.exceptions.WorkerCrashedError,
                         ray.exceptions.ActorUnavailableError,
                     ) as exc:
+                        if _node_lost(exc) and node_losses.get(item.key, 0) < self.config.max_attempts_per_episode:
+                            # Ray spent its retries while a dead node was not yet known to be dead: not the
+                            # episode's fault; run it again (bounded), on the actor Ray restarts elsewhere
+                            node_losses[item.key] = node_losses.get(item.key, 0) + 1
+                            queue.appendleft(item)
+                            continue
                         result = self._lost_item(item, run_id, exc)  # Ray's retries are spent
                     if item.key in written:  # never twice, whatever went wrong upstream
                         raise RuntimeError(f"episode {item.key} came back twice; nothing more is written")
@@ -368,6 +375,12 @@ class RolloutJob:
             episode_id=episode_id(run_id, item, retry=self.retry_errors),
         )
         return {"episode": row, "steps": []}
+
+
+def _node_lost(exc: Exception) -> bool:
+    """Whether an actor call failed because the actor's node went away (not because the episode crashed it)."""
+    message = str(exc).lower()
+    return isinstance(exc, ray.exceptions.ActorUnavailableError) or "node has died" in message or "node died" in message
 
 
 def output_location(out: str | os.PathLike) -> Path | str:
