@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch: the CPU build pinned here installs from a local wheel on our machines and from PyPI elsewhere
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test rollout bench report-screenshots check-domains clean
+.PHONY: install test rollout bench bench-cluster report-screenshots check-domains clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ bench: install
 	$(PY) tests/bench/bench_report.py
 	$(PY) tests/bench/bench_dataset.py
 	$(PY) tests/bench/render_chat_templates.py
+
+# the driver's capacity (1k, 10k, 100k synthetic episodes) and 2,000 concurrent episodes at 20 s latency
+# (about 10 minutes; not part of make test or make bench)
+bench-cluster: install
+	$(PY) tests/bench/bench_driver.py
+	$(PY) tests/bench/bench_scale.py
 
 # screenshots of `taugym report` in headless Chromium (apt-get install -y chromium); not part of make test
 report-screenshots: install
