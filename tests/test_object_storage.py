@@ -28,11 +28,10 @@ from rollout.cli import check_out_folder
 from rollout.dataset import (
     ParquetEpisodeWriter,
     completed_keys,
-    load_sft,
-    load_steps_ray,
     read_episodes,
     read_steps,
 )
+from rollout.training_data import load_sft, load_steps_ray
 
 try:
     from test_dataset import make_episode
