@@ -149,7 +149,6 @@ def build_config(
         config.training(
             lr=lr,
             train_batch_size_per_learner=train_batch_size or minibatch_size,
-            learner_connector=tokenize_chat_for_learner,
             **extra,
         )
     else:
@@ -169,12 +168,12 @@ def build_config(
             rollout_fragment_length=max_steps,
             num_cpus_per_env_runner=1,
         )
+        batch_size = train_batch_size or episodes_per_iteration * max_steps
         options = {
             "lr": lr,
-            "train_batch_size_per_learner": train_batch_size or episodes_per_iteration * max_steps,
-            "minibatch_size": minibatch_size,
+            "train_batch_size_per_learner": batch_size,
+            "minibatch_size": min(minibatch_size, batch_size),
             "num_epochs": num_epochs,
-            "learner_connector": tokenize_chat_for_learner,
             "use_kl_loss": False,
             "entropy_coeff": 0.0,
         }
@@ -183,7 +182,11 @@ def build_config(
         options.update(extra)
         config.training(**options)
     config.rl_module(rl_module_spec=module_spec(model_config))
-    config.learners(num_learners=num_learners, num_gpus_per_learner=num_gpus_per_learner)
+    config.learners(
+        num_learners=num_learners,
+        num_gpus_per_learner=num_gpus_per_learner,
+        learner_connector=tokenize_chat_for_learner,
+    )
     config.debugging(seed=seed)
     return config
 
