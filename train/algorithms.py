@@ -188,6 +188,7 @@ def build_config(
         learner_connector=tokenize_chat_for_learner,
     )
     config.debugging(seed=seed)
+    config.reporting(metrics_num_episodes_for_smoothing=episodes_per_iteration)  # each iteration's own episodes
     return config
 
 
