@@ -150,12 +150,14 @@ class ChatLMModule(TorchRLModule, ValueFunctionAPI):
             Columns.ACTION_LOGP: token_logps.sum(axis=-1),
         }
 
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self.policy.forget_prefix()  # new weights: the cached prefix keys and values are stale
+
     def _forward_inference(self, batch: dict, **kwargs: Any) -> dict:
-        self.policy.forget_prefix()  # weights may have changed since the last call
         return self._act(batch, 0.0)
 
     def _forward_exploration(self, batch: dict, **kwargs: Any) -> dict:
-        self.policy.forget_prefix()
         return self._act(batch, self.temperature)
 
     def _forward_train(self, batch: dict, **kwargs: Any) -> dict:
