@@ -342,26 +342,20 @@ class ChatPolicy(torch.nn.Module):
         device = self.device
         actions = [[int(t) for t in a if int(t) >= 0] for a in actions]
         prompts = [[int(t) for t in p] for p in prompts]
-        lengths = [len(p) + len(a) for p, a in zip(prompts, actions)]
-        width = max(lengths)
-        tokens = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, (p, a) in enumerate(zip(prompts, actions)):
-            tokens[row, : len(p) + len(a)] = torch.tensor(p + a)
-            mask[row, : len(p) + len(a)] = 1  # right padding: positions stay 0..n-1
-        # the decoder alone, then the LM head only where an action token is predicted: logits for every
-        # position of a few-thousand-token prompt would not fit in memory
-        states = self.model.base_model(input_ids=tokens.to(device), attention_mask=mask.to(device), use_cache=False)
-        states = states.last_hidden_state
         head = self.model.get_output_embeddings()
         horizon = max(1, max(len(a) for a in actions))
         logps = torch.zeros((len(prompts), horizon), device=device)
         hidden = []
         for row, (p, a) in enumerate(zip(prompts, actions)):
-            hidden.append(states[row, len(p) - 1])
+            # one sequence at a time, unpadded: causal attention then needs no mask and runs in the fused
+            # kernel; a padded batch of few-thousand-token prompts materialises every attention matrix (GBs).
+            # The decoder alone, then the LM head only where an action token is predicted.
+            tokens = torch.tensor([p + a], device=device)
+            states = self.model.base_model(input_ids=tokens, use_cache=False).last_hidden_state[0]
+            hidden.append(states[len(p) - 1])
             if not a:
                 continue
-            log_probs = self._log_probs(head(states[row, len(p) - 1 : len(p) + len(a) - 1]), temperature)
+            log_probs = self._log_probs(head(states[len(p) - 1 : len(p) + len(a) - 1]), temperature)
             target = torch.tensor(a, device=device)
             logps[row, : len(a)] = log_probs.gather(-1, target[:, None])[:, 0]
         return logps, torch.stack(hidden)
