@@ -56,9 +56,11 @@ def plain(value: Any) -> Any:
 
 def step_files(out_dir: str | Path) -> list[str]:
     """The published ``steps/`` Parquet files of a rollout output folder (what its manifest names)."""
-    from rollout.dataset import STEPS_DIR, _published_paths
+    from rollout import dataset
 
-    paths = _published_paths(out_dir, STEPS_DIR)
+    # rollout.dataset's public reader of file lists (published_files); older trees name it _published_paths
+    reader = getattr(dataset, "published_files", None) or dataset._published_paths
+    paths = reader(out_dir, dataset.STEPS_DIR)
     if not paths:
         raise ValueError(f"{out_dir} holds no published step rows; give a rollout output folder (with steps/)")
     return paths
