@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch: the CPU build pinned here installs from a local wheel on our machines and from PyPI elsewhere
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test rollout bench bench-cluster report-screenshots check-domains clean
+.PHONY: install test rollout bench bench-cluster report-screenshots check-domains train-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ report-screenshots: install
 # every task of every tau2 domain against tau2's own scoring (slow, ~15 min; not part of make test)
 check-domains: install
 	$(PY) tests/bench/check_domains.py
+
+# rollout -> BC -> greedy evaluation -> GRPO on 6 retail train-split tasks (slow, up to ~30 min; not part of make test)
+train-check: install
+	OMP_NUM_THREADS=1 $(PY) scripts/train_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

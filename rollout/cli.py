@@ -197,7 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         commands.add_parser("rescore", help="replay results files through TauEnv and score them again")
     )
     interop.export_parser(commands.add_parser("export", help="write a run as tau2 Results files"))
+    commands.add_parser(
+        "train", help="train, evaluate or export the chat policy (python -m train --help)", add_help=False
+    )
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # the train package parses its own arguments
+        from train.cli import main as train_main
+
+        return train_main(argv[1:])
     if argv[:1] == ["rollout"]:  # key=value overrides may come before and after the flags
         return run_rollout_command(commands.choices["rollout"].parse_intermixed_args(argv[1:]))
     args = parser.parse_args(argv)
