@@ -56,11 +56,9 @@ def plain(value: Any) -> Any:
 
 def step_files(out_dir: str | Path) -> list[str]:
     """The published ``steps/`` Parquet files of a rollout output folder (what its manifest names)."""
-    from rollout import dataset
+    from rollout.dataset import STEPS_DIR, published_files
 
-    # rollout.dataset's public reader of file lists (published_files); older trees name it _published_paths
-    reader = getattr(dataset, "published_files", None) or dataset._published_paths
-    paths = reader(out_dir, dataset.STEPS_DIR)
+    paths = published_files(out_dir, STEPS_DIR)
     if not paths:
         raise ValueError(f"{out_dir} holds no published step rows; give a rollout output folder (with steps/)")
     return paths
