@@ -46,6 +46,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the server's process, before it runs: on Linux, ask for SIGKILL when its parent dies, so that a parent
+    killed without a chance to stop it (SIGKILL, a crash) leaves no server behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class ServerStartError(RuntimeError):
     """The server exited or did not answer its health check in time; the message holds its log's tail."""
 
@@ -117,6 +126,7 @@ class LocalLLMServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: stopped whole, and spared the terminal's Ctrl-C
+                preexec_fn=_die_with_parent,
                 env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
             )
         deadline = time.monotonic() + self.start_timeout_s
