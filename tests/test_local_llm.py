@@ -131,7 +131,7 @@ def test_text_protocol_rollout_goes_through(server, tmp_path):
 
 
 def test_server_killed_mid_run_becomes_error_rows_that_retry_errors_completes(model_folder, tmp_path):
-    fast_failure = ["env.llm_max_attempts=1", "agent.max_attempts=1", "env.llm_deadline_s=60", "agent.deadline_s=60"]
+    fast_failure = ["env.llm_max_attempts=1", "agent.max_attempts=1"]  # a refused connection fails the call at once
     with LocalLLMServer(model_folder) as server:
         command = rollout_command(tmp_path, server.base_url, server.model, *fast_failure)
         runner = subprocess.Popen(
@@ -147,7 +147,7 @@ def test_server_killed_mid_run_becomes_error_rows_that_retry_errors_completes(mo
     assert all(e["termination"] == "error" and e["error_cause"] for e in errors)
 
     with LocalLLMServer(model_folder) as restarted:  # a new server (a new port) completes the run
-        result = rollout(tmp_path, restarted.base_url, restarted.model, *fast_failure, resume=True)
+        result = rollout(tmp_path, restarted.base_url, restarted.model, resume=True)
     assert result.returncode == 0, result.stderr[-3000:]
     check_real_episodes(tmp_path, restarted.model)
 
@@ -160,3 +160,33 @@ def _wait_for_first_completion(server: LocalLLMServer, timeout_s: float) -> None
             return
         time.sleep(0.5)
     raise AssertionError(f"the server answered no chat completion in {timeout_s}s; its log:\n{server.log_tail()}")
+
+
+def test_smollm2_folder_is_prepared_once_and_loads_as_a_plain_llama_model(model_folder):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from train.smollm2 import prepare_smollm2
+
+    weights = Path(model_folder, "model.safetensors")
+    written = weights.stat().st_mtime_ns
+    assert str(prepare_smollm2()) == model_folder  # found complete: nothing written again
+    assert weights.stat().st_mtime_ns == written
+    config = AutoConfig.from_pretrained(model_folder)
+    assert config.architectures == ["LlamaForCausalLM"]
+    assert getattr(config, "quantization_config", None) is None
+    tokenizer = AutoTokenizer.from_pretrained(model_folder)
+    call = {"id": "c1", "type": "function", "function": {"name": "find_user", "arguments": '{"zip": "10001"}'}}
+    rendered = tokenizer.apply_chat_template(
+        [
+            {"role": "system", "content": "policy"},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "user_1"},
+        ],
+        tools=[{"type": "function", "function": {"name": "find_user", "parameters": {"type": "object"}}}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    assert '<tool_call>\n{"name": "find_user", "arguments": {"zip": "10001"}}\n</tool_call>' in rendered
+    assert "<tool_response>\nuser_1\n</tool_response>" in rendered
+    assert rendered.endswith("<|im_start|>assistant\n")

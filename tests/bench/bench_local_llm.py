@@ -18,7 +18,8 @@ side. Then the real server again with ``--continuous-batching``.
 
 Run: ``make bench-local-llm`` (minutes; not part of ``make bench``).
 Environment: ``BENCH_EPISODES`` (episodes per run, default 4),
-``BENCH_MAX_STEPS`` (default 2), ``BENCH_FAKE_LATENCY_S`` (default 0.5).
+``BENCH_MAX_STEPS`` (default 2), ``BENCH_FAKE_LATENCY_S`` (default 0.5),
+``BENCH_SERVERS`` (which of ``fake,real,real-cb`` to run; default all).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from train.smollm2 import prepare_smollm2  # noqa: E402
 EPISODES = int(os.environ.get("BENCH_EPISODES", "4"))
 MAX_STEPS = int(os.environ.get("BENCH_MAX_STEPS", "2"))
 FAKE_LATENCY_S = float(os.environ.get("BENCH_FAKE_LATENCY_S", "0.5"))
+SERVERS = os.environ.get("BENCH_SERVERS", "fake,real,real-cb").split(",")
 CONCURRENCY = (1, 2, 4)
 TASKS = ["retail-000", "retail-001", "retail-002", "retail-003", "retail-004", "retail-005", "retail-006", "retail-007"]
 
@@ -130,9 +132,12 @@ def main() -> int:
     print(f"{EPISODES} retail episodes per run, max_steps {MAX_STEPS}, one actor, C episodes at a time")
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
-        fake_server()
-        real_server(model_folder, continuous_batching=False)
-        real_server(model_folder, continuous_batching=True)
+        if "fake" in SERVERS:
+            fake_server()
+        if "real" in SERVERS:
+            real_server(model_folder, continuous_batching=False)
+        if "real-cb" in SERVERS:
+            real_server(model_folder, continuous_batching=True)
     finally:
         ray.shutdown()
     return 0
