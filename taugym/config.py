@@ -83,6 +83,9 @@ class TauGymConfig:
             jitter) between retries; a provider's Retry-After wins.
         llm_requests_per_minute, llm_tokens_per_minute, llm_max_concurrency:
             limits shared by every env in the process (None: unlimited).
+        llm_context_window, llm_tokenizer: the user model's context in tokens
+            and the model folder that counts a prompt; a user turn that would
+            not fit ends the episode with the termination ``context_length``.
     """
 
     # Task selection
@@ -115,6 +118,8 @@ class TauGymConfig:
     llm_requests_per_minute: float | None = LLMSettings.requests_per_minute
     llm_tokens_per_minute: float | None = LLMSettings.tokens_per_minute
     llm_max_concurrency: int | None = LLMSettings.max_concurrency
+    llm_context_window: int | None = LLMSettings.context_window
+    llm_tokenizer: str | None = LLMSettings.tokenizer
 
     @property
     def user_llm(self) -> LLMSettings:
