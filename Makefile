@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch: the CPU build pinned here installs from a local wheel on our machines and from PyPI elsewhere
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install install-local-llm test test-slow rollout rollout-local-llm bench bench-cluster bench-local-llm report-screenshots check-domains train-check clean
+.PHONY: install install-local-llm test test-slow test-heavy rollout rollout-local-llm bench bench-cluster bench-local-llm report-screenshots check-domains train-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ rollout-local-llm: install-local-llm
 	OMP_NUM_THREADS=1 OPENAI_API_KEY=local-server $(PY) scripts/local_llm_server.py --model "$(LOCAL_LLM_MODEL)" -- \
 		$(PY) -m rollout --config configs/rollout/local-llm.yaml --out runs/local-llm-$$(date +%Y%m%d-%H%M%S) \
 		$(LOCAL_LLM_OVERRIDES)
+
+# multi-node Ray clusters and object storage killed mid-publish (tests marked heavy, minutes each); not in make test
+test-heavy: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m heavy
 
 # the tests marked slow (a real model behind a real server); not part of make test
 test-slow: install-local-llm

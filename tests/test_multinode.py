@@ -74,6 +74,7 @@ def _node_of(cluster: Cluster, node_id: str):
     return next(node for node in cluster.worker_nodes if node.node_id == node_id)
 
 
+@pytest.mark.heavy
 def test_a_worker_node_lost_mid_run_loses_no_episode_and_doubles_none(tmp_path, cluster, fake_llm_server):
     fake_llm_server.set_handler(lambda request: scripted_conversation(request, delay_s=0.2))
     tasks = [f"retail-{i:03d}" for i in range(9)]
@@ -104,6 +105,7 @@ def test_a_worker_node_lost_mid_run_loses_no_episode_and_doubles_none(tmp_path, 
     assert len(step_keys) == len(set(step_keys))
 
 
+@pytest.mark.heavy
 def test_the_limiter_restarted_after_its_node_died_never_lets_the_cluster_exceed_its_rate(
     tmp_path, cluster, fake_llm_server, monkeypatch
 ):

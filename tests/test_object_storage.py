@@ -130,6 +130,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.heavy
 def test_a_job_writing_to_s3_killed_mid_publish_resumes_to_exactly_once_for_every_reader(tmp_path, s3_server):
     prefix = "runs/crashed"
     out = f"s3://{BUCKET}/{prefix}"
