@@ -7,11 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from taugym.agents import AGENTS
 from taugym.backends import get_backend
-from taugym.config import TauGymConfig, load_yaml_mapping, yaml_problem
+from taugym.config import TauGymConfig, apply_overrides, load_yaml_mapping
 from taugym.llm.settings import LLMSettings, is_finite_number, options_dataclass
 
 
@@ -201,23 +199,4 @@ class RolloutConfig:
 
     def with_overrides(self, overrides: list[str]) -> RolloutConfig:
         """Apply ``key=value`` overrides (YAML values; ``env.max_steps=10`` reaches into a mapping)."""
-        values = dataclasses.asdict(self)
-        for item in overrides:
-            if "=" not in item:
-                raise ValueError(f"override {item!r} must look like key=value, e.g. actors=4 or env.max_steps=10")
-            key, raw = item.split("=", 1)
-            try:
-                value = yaml.safe_load(raw)
-            except yaml.YAMLError as exc:
-                raise ValueError(
-                    f"override {item!r}: the value is not valid YAML ({yaml_problem(exc)}); "
-                    "quote it in the shell, e.g. 'env={user_strategy: scripted}'"
-                ) from None
-            target = values
-            *parents, leaf = key.strip().split(".")
-            for parent in parents:
-                if not isinstance(target.get(parent), dict):
-                    raise ValueError(f"override {item!r}: {parent!r} is not a mapping option")
-                target = target[parent]
-            target[leaf] = value
-        return RolloutConfig.from_dict(values)
+        return RolloutConfig.from_dict(apply_overrides(dataclasses.asdict(self), overrides, "actors=4"))

@@ -218,6 +218,30 @@ def yaml_problem(exc: Exception) -> str:
     return f"{problem}{where}"
 
 
+def apply_overrides(values: dict[str, Any], overrides: list[str], example: str) -> dict[str, Any]:
+    """Apply ``key=value`` overrides to a config's ``values`` (YAML values; ``env.max_steps=10`` reaches into a
+    mapping) and return them; ``example`` is a valid override the error messages show."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value, e.g. {example} or env.max_steps=10")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ValueError(
+                f"override {item!r}: the value is not valid YAML ({yaml_problem(exc)}); "
+                "quote it in the shell, e.g. 'env={user_strategy: scripted}'"
+            ) from None
+        target = values
+        *parents, leaf = key.strip().split(".")
+        for parent in parents:
+            if not isinstance(target.get(parent), dict):
+                raise ValueError(f"override {item!r}: {parent!r} is not a mapping option")
+            target = target[parent]
+        target[leaf] = value
+    return values
+
+
 def _option_name(field: str) -> str:
     """The config option of an :class:`LLMSettings` field: ``user_model``, ``llm_timeout_s``..."""
     return f"user_{field}" if field in ("model", "provider", "base_url") else f"llm_{field}"

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from taugym.config import load_yaml_mapping, yaml_problem
+from taugym.config import apply_overrides, load_yaml_mapping
 from taugym.llm.settings import options_dataclass
 from train.algorithms import ALGORITHMS
 
@@ -84,23 +82,7 @@ class TrainConfig:
 
     def with_overrides(self, overrides: list[str]) -> TrainConfig:
         """Apply ``key=value`` overrides (YAML values; ``env.max_steps=10`` reaches into a mapping)."""
-        values = dataclasses.asdict(self)
-        for item in overrides:
-            if "=" not in item:
-                raise ValueError(f"override {item!r} must look like key=value, e.g. iterations=5 or env.max_steps=10")
-            key, raw = item.split("=", 1)
-            try:
-                value = yaml.safe_load(raw)
-            except yaml.YAMLError as exc:
-                raise ValueError(f"override {item!r}: the value is not valid YAML ({yaml_problem(exc)})") from None
-            target = values
-            *parents, leaf = key.strip().split(".")
-            for parent in parents:
-                if not isinstance(target.get(parent), dict):
-                    raise ValueError(f"override {item!r}: {parent!r} is not a mapping option")
-                target = target[parent]
-            target[leaf] = value
-        return TrainConfig.from_dict(values)
+        return TrainConfig.from_dict(apply_overrides(dataclasses.asdict(self), overrides, "iterations=5"))
 
     def algorithm_config(self):
         """The RLlib ``AlgorithmConfig`` of this run."""
