@@ -114,7 +114,8 @@ def test_an_unreachable_cluster_address_fails_fast(tmp_path, small_config):
 
 def test_ctrl_c_says_what_was_published_and_how_to_resume(tmp_path):
     config = tmp_path / "job.yaml"
-    config.write_text(json.dumps({**SMALL, "tasks": "all", "rows_per_file": 5}))
+    # 4 trials of every retail task: long enough that the job is still running when the first files are published
+    config.write_text(json.dumps({**SMALL, "tasks": "all", "trials": 4, "rows_per_file": 5}))
     out = tmp_path / "out"
     driver = subprocess.Popen(
         [sys.executable, "-m", "rollout", "--no-progress", "--config", str(config), "--out", str(out)],
@@ -127,12 +128,13 @@ def test_ctrl_c_says_what_was_published_and_how_to_resume(tmp_path):
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(completed_keys(out)) < 5 and driver.poll() is None:
         time.sleep(0.2)
+    assert driver.poll() is None, "the job ended before Ctrl-C could be sent"
     os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     stdout, stderr = driver.communicate(timeout=120)
     assert driver.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
     published = len(completed_keys(out))
-    assert 5 <= published < 114
+    assert 5 <= published < 4 * 114
     assert f"{published} episode(s)" in stderr and "--resume" in stderr and str(out) in stderr, stderr[-3000:]
 
 
