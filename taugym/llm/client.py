@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
 import math
@@ -131,9 +132,6 @@ class LLMUsage:
         self.cost_usd += usage.cost_usd
         return self
 
-    def __add__(self, other: LLMUsage | LLMResponse) -> LLMUsage:
-        return LLMUsage().add(self).add(other)
-
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
@@ -162,7 +160,6 @@ class LLMResponse:
     attempts: int = 1
     raw_finish_reason: str | None = None
     model: str | None = None
-    latency_s: float = 0.0
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
 
@@ -184,9 +181,8 @@ class LLMCallError(RuntimeError):
     Attributes: ``attempts`` (requests made), ``status_code`` (HTTP status of
     the last failure, if any), ``retryable`` (whether the last failure was of
     a transient kind, i.e. the call gave up on attempts or deadline rather
-    than on a request that cannot succeed), ``cause_type`` (class name of the
-    last underlying error) and ``usage`` (this call's accounting, with
-    ``failures=1``). The message never contains the API key; the underlying
+    than on a request that cannot succeed) and ``usage`` (this call's
+    accounting, with ``failures=1``). The message never contains the API key; the underlying
     exception is not chained, for the same reason.
     """
 
@@ -197,7 +193,6 @@ class LLMCallError(RuntimeError):
         attempts: int,
         status_code: int | None = None,
         retryable: bool = False,
-        cause_type: str | None = None,
         usage: LLMUsage | None = None,
     ) -> None:
         super().__init__(message)
@@ -205,22 +200,11 @@ class LLMCallError(RuntimeError):
         self.attempts = attempts
         self.status_code = status_code
         self.retryable = retryable
-        self.cause_type = cause_type
         self.usage = usage or LLMUsage(calls=1, failures=1, retries=max(0, attempts - 1))
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable, e.g. across a Ray boundary
-        kwargs = {
-            "attempts": self.attempts,
-            "status_code": self.status_code,
-            "retryable": self.retryable,
-            "cause_type": self.cause_type,
-            "usage": self.usage,
-        }
-        return (_rebuild_llm_call_error, (self.message, kwargs))
-
-
-def _rebuild_llm_call_error(message: str, kwargs: dict[str, Any]) -> LLMCallError:
-    return LLMCallError(message, **kwargs)
+        fields = {"attempts": self.attempts, "status_code": self.status_code, "retryable": self.retryable}
+        return functools.partial(LLMCallError, self.message, usage=self.usage, **fields), ()
 
 
 # --------------------------------------------------------------------------
@@ -298,11 +282,10 @@ class LLMClient:
     """Chat completions through litellm, with retries, a deadline and the settings' rate limits.
 
     Args:
-        settings: an :class:`~taugym.llm.LLMSettings` (or just a model name):
-            model, provider, base URL, timeout, deadline, attempts, backoff and
-            limits. No attempt starts or sleeps past ``deadline_s`` (a
-            rate-limit wait that would pass it fails the call at once); the
-            last attempt's timeout is shortened to fit.
+        settings: an :class:`~taugym.llm.LLMSettings` (or just a model name).
+            No attempt starts or sleeps past ``deadline_s`` (a rate-limit wait
+            that would pass it fails the call at once); the last attempt's
+            timeout is shortened to fit.
         api_key: the key; ``None`` lets litellm read the provider's environment
             variable (e.g. ``OPENAI_API_KEY``). Never logged or shown in errors.
         rate_limiter: a :class:`~taugym.llm.rate_limit.RateLimiter`; default:
@@ -473,9 +456,7 @@ class LLMClient:
                 except RateLimitTimeout as exc:
                     raise self._limit_past_deadline(exc, retrying) from None
             timeout = self._attempt_timeout(retrying)
-            start = time.monotonic()
-            response = _litellm().completion(**kwargs, timeout=timeout)
-            return response, est, time.monotonic() - start, retrying
+            return _litellm().completion(**kwargs, timeout=timeout), est, retrying
         finally:
             if limiter is not None:
                 limiter.release_slot()
@@ -491,12 +472,11 @@ class LLMClient:
                 except RateLimitTimeout as exc:
                     raise self._limit_past_deadline(exc, retrying) from None
             timeout = self._attempt_timeout(retrying)
-            start = time.monotonic()
             # the HTTP layer enforces timeout between bytes; the outer cap also cuts a server that trickles forever
             response = await asyncio.wait_for(
                 _litellm().acompletion(**kwargs, timeout=timeout), timeout=timeout + max(1.0, 0.25 * timeout)
             )
-            return response, est, time.monotonic() - start, retrying
+            return response, est, retrying
         finally:
             if limiter is not None:
                 limiter.release_slot()
@@ -511,7 +491,7 @@ class LLMClient:
             usage=LLMUsage(calls=1, failures=1, retries=max(0, sent - 1)),
         )
 
-    def _parse(self, response: Any, est: int, latency: float, retrying: tenacity.BaseRetrying) -> LLMResponse:
+    def _parse(self, response: Any, est: int, retrying: tenacity.BaseRetrying) -> LLMResponse:
         choices = getattr(response, "choices", None) or []
         if not choices:
             import openai
@@ -542,7 +522,6 @@ class LLMClient:
             attempts=retrying.statistics.get("attempt_number", 1),
             raw_finish_reason=getattr(choice, "finish_reason", None),
             model=getattr(response, "model", None) or self.settings.model,
-            latency_s=latency,
             **_sampled_tokens(choice),
         )
         if self.rate_limiter is not None:
@@ -563,7 +542,6 @@ class LLMClient:
             attempts=attempts,
             status_code=failure.status,
             retryable=failure.retryable,
-            cause_type=type(exc).__name__,
         ) from None
 
     def _target(self) -> str:
@@ -624,19 +602,16 @@ class LLMClient:
 
 
 def _tool_call_dict(tool_call: Any) -> dict[str, Any]:
-    def get(obj: Any, name: str) -> Any:
-        return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-
-    function = get(tool_call, "function")
-    arguments = get(function, "arguments") if function is not None else None
+    function = _field(tool_call, "function")
+    arguments = _field(function, "arguments")
     if arguments is None:
         arguments = "{}"
     elif not isinstance(arguments, str):
         arguments = json.dumps(arguments)
     return {
-        "id": get(tool_call, "id") or f"call_{uuid.uuid4().hex[:24]}",
+        "id": _field(tool_call, "id") or f"call_{uuid.uuid4().hex[:24]}",
         "type": "function",
-        "function": {"name": get(function, "name") if function is not None else None, "arguments": arguments},
+        "function": {"name": _field(function, "name"), "arguments": arguments},
     }
 
 
@@ -662,7 +637,8 @@ def _cost(response: Any) -> float:
 
 
 def _field(value: Any, name: str) -> Any:
-    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+    """``value[name]`` of a mapping, ``value.name`` of an object (None when absent, or when ``value`` is None)."""
+    return value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
 
 
 def _sampled_tokens(choice: Any) -> dict[str, Any]:
