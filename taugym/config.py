@@ -75,14 +75,11 @@ class TauGymConfig:
 
     LLM calls (the LLM user's; in a rollout the LLM agent's too, unless its
     options say otherwise): ``user_model``, ``user_provider``, ``user_base_url``
-    and the ``llm_*`` options are the fields of one
-    :class:`taugym.llm.LLMSettings` (:attr:`user_llm`), documented there:
-        llm_timeout_s, llm_deadline_s, llm_max_attempts: per-call timeout,
-            total deadline across retries, attempts before giving up.
-        llm_backoff_initial_s, llm_backoff_max_s: exponential backoff (with
-            jitter) between retries; a provider's Retry-After wins.
-        llm_requests_per_minute, llm_tokens_per_minute, llm_max_concurrency:
-            limits shared by every env in the process (None: unlimited).
+    and ``llm_<field>`` (``llm_timeout_s``, ``llm_deadline_s``,
+    ``llm_max_attempts``, ``llm_backoff_initial_s``, ``llm_backoff_max_s``,
+    ``llm_requests_per_minute``, ``llm_tokens_per_minute``,
+    ``llm_max_concurrency``) are the fields of one
+    :class:`taugym.llm.LLMSettings` (:attr:`user_llm`), documented there.
     """
 
     # Task selection
@@ -176,13 +173,6 @@ class TauGymConfig:
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain dict (what ``from_dict`` takes back)."""
         return asdict(self)
-
-    def to_yaml(self, path: str | Path) -> None:
-        """Write the config to a YAML file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            yaml.safe_dump(self.to_dict(), f, sort_keys=False)
 
     def replace(self, **changes: Any) -> TauGymConfig:
         """A validated copy with some options changed."""
