@@ -139,8 +139,10 @@ class TauGymConfig:
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not is_finite_number(self.step_penalty) or self.step_penalty < 0:
             raise ValueError(f"step_penalty must be a finite number >= 0, got {self.step_penalty!r}")
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
-            raise ValueError(f"seed must be an integer >= 0 or null, got {self.seed!r}")
+        for name, hint in (("seed", "or null"), ("max_errors", "(0: no limit) or null (the backend's default)")):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"{name} must be an integer >= 0 {hint}, got {value!r}")
         if self.data_source is not None and not isinstance(self.data_source, str):
             raise ValueError(
                 f"data_source must be a task id string such as 'retail-019' or null, got {self.data_source!r}"
@@ -151,12 +153,6 @@ class TauGymConfig:
         if self.task_split is not None and not isinstance(self.task_split, str):
             raise ValueError(
                 f"task_split must be a split name such as 'test' or null (the backend's default), got {self.task_split!r}"
-            )
-        if self.max_errors is not None and (
-            not isinstance(self.max_errors, int) or isinstance(self.max_errors, bool) or self.max_errors < 0
-        ):
-            raise ValueError(
-                f"max_errors must be an integer >= 0 (0: no limit) or null (the backend's default), got {self.max_errors!r}"
             )
         return self
 

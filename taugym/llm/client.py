@@ -124,12 +124,8 @@ class LLMUsage:
     def add(self, other: LLMUsage | LLMResponse) -> LLMUsage:
         """Add another total (or one response's numbers) in place; returns self."""
         usage = other.usage if isinstance(other, LLMResponse) else other
-        self.calls += usage.calls
-        self.retries += usage.retries
-        self.failures += usage.failures
-        self.prompt_tokens += usage.prompt_tokens
-        self.completion_tokens += usage.completion_tokens
-        self.cost_usd += usage.cost_usd
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(usage, name))
         return self
 
     @property
