@@ -495,14 +495,13 @@ class LLMClient:
             raise openai.APIError("the provider returned no choices", request=None, body=None)  # type: ignore[arg-type]
         choice = choices[0]
         message = getattr(choice, "message", None)
+        # a model's stray surrogate must not stop a writer; a provider may echo the request (its
+        # Authorization header included): scrub what it says too
+        secrets = [self._api_key]
         content = getattr(message, "content", None)
         if isinstance(content, str):
-            content = valid_unicode(content)  # a model's stray surrogate must not stop a writer
+            content = scrub_secrets(valid_unicode(content), secrets)
         tool_calls = [valid_unicode_deep(_tool_call_dict(tc)) for tc in (getattr(message, "tool_calls", None) or [])]
-        # a provider may echo the request (its Authorization header included): scrub what it says too
-        secrets = [self._api_key]
-        if isinstance(content, str):
-            content = scrub_secrets(content, secrets)
         for call in tool_calls:
             function = call["function"]
             function["arguments"] = scrub_secrets(function["arguments"], secrets)
