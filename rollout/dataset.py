@@ -189,11 +189,7 @@ MANIFEST_DIR = "_manifest"
 EPISODES_DIR = "episodes"
 STEPS_DIR = "steps"
 
-#: A JSON value, stored as its text: Arrow's canonical ``arrow.json`` extension type
-#: (Parquet's JSON logical type). Readers that know it (Hugging Face ``datasets``)
-#: give back dicts and lists, one value at a time; the others give the text.
-#: Not a struct: tools differ in their keys, and one struct for all of them
-#: would carry every tool's keys on every call, nulls for the rest.
+#: A JSON value stored as its text: Arrow's ``arrow.json`` type (see "JSON columns" above).
 JSON = pa.json_()
 
 _TOOL_CALL_TYPE = pa.struct(
