@@ -5,14 +5,12 @@ litellm provider, or any OpenAI-compatible server such as a local vLLM via
 ``provider="openai"`` and ``base_url``) and adds what a long training or
 evaluation run needs:
 
-* retries with tenacity's own combinators (``stop_after_attempt |
-  stop_before_delay``, exponential backoff with jitter) on rate limits (429),
-  server errors (5xx), timeouts, connection errors and malformed replies,
-  waiting at least the provider's ``Retry-After``; litellm's and the OpenAI
-  SDK's own retries are switched off, so this is the only retry layer;
-* no retries for requests that cannot succeed (400, 401, 403, 404, 422,
-  context window exceeded, missing credentials): :class:`LLMCallError` at
-  once, saying what to fix;
+* retries of transient failures with tenacity's own combinators
+  (``stop_after_attempt | stop_before_delay``, exponential backoff with
+  jitter, at least the provider's ``Retry-After``); litellm's and the OpenAI
+  SDK's own retries are off, so this is the only retry layer. A request that
+  cannot succeed fails at once with :class:`LLMCallError` saying what to fix
+  (:class:`LLMClient` says which failures are which);
 * a per-attempt timeout and a total deadline, so a call never hangs;
 * the shared rate limiter of its settings (:mod:`taugym.llm.rate_limit`);
 * tokens and cost per response (:class:`LLMResponse`);
