@@ -314,8 +314,7 @@ class Tau2Domain(Domain):
 
     def __init__(self, name: str):
         self.name = name
-        self._constructor = registry.get_env_constructor(name)
-        self._pristine_env = self._constructor()
+        self._pristine_env = registry.get_env_constructor(name)()
         splits_loader = registry.get_task_splits_loader(name)
         native_splits = splits_loader() if splits_loader is not None else {}
         self._tasks = _base_tasks_first(registry.get_tasks_loader(name)(None), native_splits.get("base"))
@@ -344,11 +343,10 @@ class Tau2Domain(Domain):
         self.splits.setdefault("base", list(range(len(self._tasks))))
         self.tasks = [self._task_spec(i, task) for i, task in enumerate(self._tasks)]
         self._agent_db = self._pristine_env.tools.db if self._pristine_env.tools is not None else None
-        self._user_db = user_toolkit.db if user_toolkit is not None else None
         self._pristine_start = _EpisodeStart(self._pristine_env)
         self._task_starts: dict[int, _EpisodeStart] = {}
         self._agent_hasher = DatabaseHasher(self._agent_db) if self._agent_db is not None else None
-        self._user_hasher = DatabaseHasher(self._user_db) if self._user_db is not None else None
+        self._user_hasher = DatabaseHasher(user_toolkit.db) if getattr(user_toolkit, "db", None) is not None else None
         self._gold_hashes: dict[int, tuple[str | None, str | None]] = {}
         self._gold_lock = threading.Lock()
 
