@@ -242,7 +242,8 @@ class TauEnv(gym.Env):
             user_history = user_history[:-1]  # the user is about to answer it, as in tau2's orchestrator
         self.user.begin(self.task, int(self.np_random.integers(0, 2**31 - 1)), user_history, device)
         if last is not None and last["role"] != "assistant":  # the history ends with the user's turn: the agent acts
-            self._last_feedback = _history_feedback(last)
+            speaker = f"Tool {last.get('name')}" if last["role"] == "tool" else "User"
+            self._last_feedback = f"{speaker}: {last['content']}"
             return self._observation(), self._info()
         if last is None:
             greeting = self.domain.first_agent_message or ""
@@ -530,13 +531,6 @@ async def _drive_async(steps: Generator, user: SimulatedUser):
                 request = steps.send(reply)
     except StopIteration as done:
         return done.value
-
-
-def _history_feedback(message: dict) -> str:
-    """The feedback for the last message of a task's initial history."""
-    if message["role"] == "tool":
-        return f"Tool {message.get('name')}: {message['content']}"
-    return f"User: {message['content']}"
 
 
 def _preview(action: Any) -> str:
