@@ -190,7 +190,6 @@ class LLMCallError(RuntimeError):
         usage: LLMUsage | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
         self.attempts = attempts
         self.status_code = status_code
         self.retryable = retryable
@@ -198,7 +197,7 @@ class LLMCallError(RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable, e.g. across a Ray boundary
         fields = {"attempts": self.attempts, "status_code": self.status_code, "retryable": self.retryable}
-        return functools.partial(LLMCallError, self.message, usage=self.usage, **fields), ()
+        return functools.partial(LLMCallError, str(self), usage=self.usage, **fields), ()
 
 
 # --------------------------------------------------------------------------
