@@ -166,13 +166,9 @@ class TauGymConfig:
         """Load a config from a YAML file (a mapping of option names to values)."""
         return cls.from_dict(load_yaml_mapping(path, "config", "configs/env/"))
 
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a plain dict (what ``from_dict`` takes back)."""
-        return asdict(self)
-
     def replace(self, **changes: Any) -> TauGymConfig:
         """A validated copy with some options changed."""
-        return TauGymConfig.from_dict({**self.to_dict(), **changes})
+        return TauGymConfig.from_dict({**asdict(self), **changes})
 
 
 def load_yaml_mapping(path: str | Path, what: str, shipped: str) -> Any:
