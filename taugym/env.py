@@ -60,6 +60,13 @@ class EpisodeStartError(RuntimeError):
         return (EpisodeStartError, (str(self), self.source))
 
 
+CONTEXT_LENGTH = "context_length"
+"""The termination of an episode whose conversation no longer fits the user's or the agent's model."""
+
+TERMINATIONS = frozenset({"agent", "user", "max_steps", "max_errors", "error"})
+"""The terminations the env gives itself (``truncate`` names others)."""
+
+
 class _UserRequest:
     """What the step logic asks of the user: a reply to ``message``."""
 
@@ -117,7 +124,11 @@ class TauEnv(gym.Env):
     ``###TRANSFER###``, ``###OUT-OF-SCOPE###``), on ``[finish]``, or when
     the user simulator fails for good (``info["error"]`` says why; the
     episode is marked an error, not a failed task). Truncated at
-    ``max_steps``.
+    ``max_steps``, and when the conversation no longer fits a model's
+    context (``termination`` ``context_length``, scored as it stands): the
+    user model's, found by the env, or the agent's, reported by the policy
+    through ``truncate("context_length")`` (the rollout job does this when
+    the LLM agent's call overflows).
 
     ## Info
     ``task_id``, ``domain``, ``backend``, ``task`` (the task's scenario and
@@ -126,7 +137,7 @@ class TauEnv(gym.Env):
     prompt first, tool calls and results included), ``tools`` (OpenAI tool
     schemas), ``llm_usage``; at the end ``evaluation`` (the backend's reward
     breakdown), ``termination`` (``agent``, ``user``, ``max_steps``,
-    ``error``) and ``error`` where there was one; ``user_notes`` where the
+    ``max_errors``, ``context_length``, ``error``) and ``error`` where there was one; ``user_notes`` where the
     user has something to report (the replay user: where the agent left
     the recorded conversation).
 
@@ -344,13 +355,18 @@ class TauEnv(gym.Env):
                 try:
                     reply = yield _UserRequest(message=message)
                 except Exception as exc:
-                    error = {"source": "user", "type": type(exc).__name__, "message": str(exc)}
+                    if getattr(exc, "context_overflow", False):  # the user model's context is full: not a fault
+                        stop = CONTEXT_LENGTH
+                    else:
+                        error = {"source": "user", "type": type(exc).__name__, "message": str(exc)}
                     reply = None
                 if reply is not None:
                     self._record_user(reply)
                     feedback = f"User: {reply}"
                     if any(token in reply for token in USER_STOP_TOKENS):
                         stop = "user"
+                elif stop == CONTEXT_LENGTH:
+                    feedback = "The conversation no longer fits the user model's context; the episode ends here."
                 else:
                     feedback = f"Error: the user simulator failed: {error['message']}"
         self._last_feedback = feedback
@@ -358,16 +374,34 @@ class TauEnv(gym.Env):
             _log.info("step %d %s | %s", self.step_count, _preview(action), feedback[:200])
         return self._finish_step(stop, error)
 
-    def _finish_step(self, stop: str | None, error: dict | None) -> tuple:
-        reward = 0.0 - float(self.config.step_penalty)  # not -0.0 when there is no penalty
+    def truncate(self, termination: str = CONTEXT_LENGTH):
+        """End the episode now, before the agent's next action, as truncated; returns ``step``'s 5-tuple.
+
+        For a policy that cannot act any more for a reason that is not the
+        task's (``context_length``: the conversation no longer fits its
+        model's context). The episode is scored as it stands, as at
+        ``max_steps``; ``info["termination"]`` is ``termination``. No step
+        is counted and the observation does not change.
+        """
+        self._check_can_step()
+        if not isinstance(termination, str) or not termination or termination in TERMINATIONS:
+            raise ValueError(
+                f"termination must name why the policy stopped, such as {CONTEXT_LENGTH!r}, and not one the env "
+                f"gives itself {sorted(TERMINATIONS)}; got {termination!r}"
+            )
+        return self._finish_step(termination, None, penalty=False)
+
+    def _finish_step(self, stop: str | None, error: dict | None, penalty: bool = True) -> tuple:
+        reward = 0.0 - float(self.config.step_penalty) if penalty else 0.0  # not -0.0 when there is no penalty
         too_many_errors = (
             stop is None and error is None and bool(self.max_errors) and self.tool_errors >= self.max_errors
         )
-        terminated = stop is not None or error is not None or too_many_errors
-        truncated = not terminated and self.step_count >= self.config.max_steps
+        cut = stop is not None and stop not in ("agent", "user")  # context_length: truncated, not terminated
+        terminated = (stop is not None and not cut) or error is not None or too_many_errors
+        truncated = not terminated and (cut or self.step_count >= self.config.max_steps)
         evaluation: Evaluation | None = None
         if stop is not None or truncated or too_many_errors:
-            evaluation = self.session.evaluate(stop if stop is not None else None)  # type: ignore[arg-type]
+            evaluation = self.session.evaluate(stop if stop in ("agent", "user") else None)  # type: ignore[arg-type]
             reward += evaluation.reward
         self.episode_return += reward
         if terminated or truncated:

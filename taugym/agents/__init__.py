@@ -14,7 +14,19 @@ AGENTS = ("oracle", "random", "llm")
 
 
 def agent_class(name: str) -> type[Policy]:
-    """The policy class called ``name`` (``oracle``, ``random`` or ``llm``)."""
+    """The policy class called ``name`` (``oracle``, ``random`` or ``llm``), or a ``package.module:Class``
+    of another package (e.g. ``train.agent:CheckpointPolicy``), imported when named."""
+    if isinstance(name, str) and ":" in name:
+        import importlib
+
+        module_name, _, class_name = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"agent {name!r} cannot be imported ({exc}); name a package.module:Class") from None
+        if not (isinstance(cls, type) and issubclass(cls, Policy)):
+            raise ValueError(f"agent {name!r} is not a taugym.agents.Policy subclass")
+        return cls
     if name == "oracle":
         return OraclePolicy
     if name == "random":
@@ -23,7 +35,7 @@ def agent_class(name: str) -> type[Policy]:
         from taugym.agents.llm import LLMAgent  # imports the LLM client only when asked for
 
         return LLMAgent
-    raise ValueError(f"agent must be one of {list(AGENTS)}, got {name!r}")
+    raise ValueError(f"agent must be one of {list(AGENTS)} or a package.module:Class, got {name!r}")
 
 
 def make_agent(name: str, **options: Any) -> Policy:

@@ -175,8 +175,10 @@ class LLMCallError(RuntimeError):
     Attributes: ``attempts`` (requests made), ``status_code`` (HTTP status of
     the last failure, if any), ``retryable`` (whether the last failure was of
     a transient kind, i.e. the call gave up on attempts or deadline rather
-    than on a request that cannot succeed) and ``usage`` (this call's
-    accounting, with ``failures=1``). The message never contains the API key; the underlying
+    than on a request that cannot succeed), ``kind`` (what failed:
+    ``context_window``, ``rate_limit``, ``auth``, ``connection``...; see
+    :attr:`context_overflow`) and ``usage`` (this call's accounting, with
+    ``failures=1``). The message never contains the API key; the underlying
     exception is not chained, for the same reason.
     """
 
@@ -188,8 +190,10 @@ class LLMCallError(RuntimeError):
         status_code: int | None = None,
         retryable: bool = False,
         usage: LLMUsage | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.kind = kind
         self.attempts = attempts
         self.status_code = status_code
         self.retryable = retryable
@@ -197,7 +201,13 @@ class LLMCallError(RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable, e.g. across a Ray boundary
         fields = {"attempts": self.attempts, "status_code": self.status_code, "retryable": self.retryable}
-        return functools.partial(LLMCallError, str(self), usage=self.usage, **fields), ()
+        return functools.partial(LLMCallError, str(self), usage=self.usage, kind=self.kind, **fields), ()
+
+    @property
+    def context_overflow(self) -> bool:
+        """Whether the conversation no longer fits the model's context (the server said so, or the
+        prompt counted before sending did not fit ``context_window``): retrying cannot help."""
+        return self.kind == "context_window"
 
 
 # --------------------------------------------------------------------------
@@ -372,6 +382,8 @@ class LLMClient:
         max_tokens = kwargs.get("max_tokens") or kwargs.get("max_completion_tokens")
         if isinstance(max_tokens, int):
             est += max_tokens
+        if settings.context_window is not None:
+            self._check_context(kwargs, max_tokens if isinstance(max_tokens, int) else 0)
         limit = getattr(self.rate_limiter, "tokens_per_minute", None)
         if limit and est > limit:  # it would wait minutes per call: refuse it now
             raise LLMCallError(
@@ -383,6 +395,23 @@ class LLMClient:
                 usage=LLMUsage(failures=1),
             )
         return kwargs, est
+
+    def _check_context(self, kwargs: dict[str, Any], max_tokens: int) -> None:
+        """Refuse a request whose prompt plus ``max_tokens`` does not fit ``context_window`` (no request is sent)."""
+        settings = self.settings
+        prompt = prompt_tokens(kwargs["messages"], kwargs.get("tools"), settings.tokenizer)
+        if prompt + max_tokens <= settings.context_window:
+            return
+        counted = "counted with its tokenizer" if settings.tokenizer else "estimated at 4 characters a token"
+        raise LLMCallError(
+            f"LLM call to {self._target()} not sent: the prompt is {prompt} tokens ({counted}) and max_tokens "
+            f"{max_tokens}, more than the model's context_window of {settings.context_window} tokens. The "
+            "conversation no longer fits the model: end the episode (termination context_length), or use fewer "
+            "steps, shorter tool results or a model with a longer context.",
+            attempts=0,
+            usage=LLMUsage(calls=1, failures=1),
+            kind="context_window",
+        )
 
     def _retry_policy(self) -> dict[str, Any]:
         settings = self.settings
@@ -534,6 +563,7 @@ class LLMClient:
             attempts=attempts,
             status_code=failure.status,
             retryable=failure.retryable,
+            kind=failure.kind,
         ) from None
 
     def _target(self) -> str:
@@ -591,6 +621,36 @@ class LLMClient:
 
     def __repr__(self) -> str:
         return f"LLMClient({self.settings!r}, rate_limiter={self.rate_limiter!r})"
+
+
+_tokenizers: dict[str, Any] = {}
+_tokenizers_lock = threading.Lock()
+
+
+def prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None, tokenizer: str | None) -> int:
+    """The prompt's length in tokens: rendered with ``tokenizer``'s chat template (a Hugging Face model
+    folder, loaded once per process) as a server that uses it does, else :func:`estimate_tokens`."""
+    if tokenizer is None:
+        return estimate_tokens(messages, tools)
+    with _tokenizers_lock:
+        loaded = _tokenizers.get(tokenizer)
+        if loaded is None:
+            try:
+                from transformers import AutoTokenizer
+            except ImportError:
+                raise ImportError(
+                    f"counting prompts with the tokenizer {tokenizer!r} needs transformers: pip install transformers, "
+                    "or set tokenizer to null to estimate them"
+                ) from None
+            loaded = _tokenizers[tokenizer] = AutoTokenizer.from_pretrained(tokenizer)
+    ids = loaded.apply_chat_template(
+        [dict(m) for m in messages],
+        tools=list(tools) if tools else None,
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
+    )
+    return len(ids)
 
 
 def _tool_call_dict(tool_call: Any) -> dict[str, Any]:

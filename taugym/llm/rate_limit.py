@@ -350,6 +350,20 @@ class TokenBucketRateLimiter(RateLimiter):
                 bucket.commit(amount, at)
             return at - now
 
+    def start_empty(self, after_s: float = 0.0) -> None:
+        """Empty every bucket as of ``after_s`` seconds from now: nothing is released before then, and
+        after it the budgets refill from zero.
+
+        For a limiter that takes over from one that died (a restarted cluster
+        limiter): reservations the old one granted may still be due up to
+        ``after_s`` from now, and a full bucket would add its burst on top.
+        """
+        with self._lock:
+            at = self._clock() + max(0.0, after_s)
+            for bucket in (self._requests, self._tokens):
+                if bucket is not None:
+                    bucket.commit(bucket.capacity, at)
+
     def acquire(self, tokens: int = 0, max_wait_s: float | None = None) -> float:
         wait = check_wait(self.reserve(tokens, max_wait_s), max_wait_s)
         if wait > 0:

@@ -43,6 +43,17 @@ class LLMSettings:
         requests_per_minute, tokens_per_minute, max_concurrency: limits shared
             by every client of the same endpoint and limits in the process (or
             the job, in a rollout); None: no limit.
+        context_window: the model's context in tokens (e.g. 8192 for
+            SmolLM2), for servers that do not refuse a longer prompt themselves
+            (``transformers serve`` does not). A request whose prompt plus
+            ``max_tokens`` does not fit is not sent: the call fails with an
+            :class:`~taugym.llm.LLMCallError` of kind ``context_window``, which
+            the env and the rollout turn into the termination
+            ``context_length``. None: no check (the server's word only).
+        tokenizer: a Hugging Face model folder whose tokenizer and chat template
+            count the prompt exactly as the server renders it (needs
+            ``transformers``); None: the prompt is estimated at 4 characters a
+            token (:func:`~taugym.llm.estimate_tokens`).
     """
 
     model: str = "gpt-4o"
@@ -56,6 +67,8 @@ class LLMSettings:
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     max_concurrency: int | None = None
+    context_window: int | None = None
+    tokenizer: str | None = None
 
     CALL_OPTIONS = ("timeout_s", "deadline_s", "max_attempts", "backoff_initial_s", "backoff_max_s",
                     "requests_per_minute", "tokens_per_minute", "max_concurrency")  # fmt: skip
@@ -98,6 +111,16 @@ class LLMSettings:
         if self.max_concurrency is not None and not is_positive_int(self.max_concurrency):
             raise ValueError(
                 f"{name('max_concurrency')} must be a positive integer or null (no limit), got {self.max_concurrency!r}"
+            )
+        if self.context_window is not None and not is_positive_int(self.context_window):
+            raise ValueError(
+                f"{name('context_window')} must be the model's context length in tokens (a positive integer) or "
+                f"null (no check), got {self.context_window!r}"
+            )
+        if self.tokenizer is not None and (not isinstance(self.tokenizer, str) or not self.tokenizer.strip()):
+            raise ValueError(
+                f"{name('tokenizer')} must be a Hugging Face model folder whose tokenizer counts the prompt, or null "
+                f"to estimate it, got {self.tokenizer!r}"
             )
         return self
 

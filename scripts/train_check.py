@@ -1,0 +1,138 @@
+"""End-to-end training check (``make train-check``; slow, not part of ``make test``).
+
+On a fixed list of retail ``train``-split tasks whose do-nothing reward is 0:
+
+1. the default rollout (grounded oracle, scripted user) writes their demonstrations;
+2. ``python -m train`` clones them (BC, the tiny model built in code) and prints the loss curve;
+3. ``python -m train evaluate`` plays the checkpoint greedily with the scripted user: it must
+   score 1.0 on at least half of the tasks (the do-nothing baseline is printed beside it, and
+   a few ``test``-split tasks are evaluated too, whatever that shows);
+4. GRPO from that checkpoint, sampling at temperature 1 with fixed seeds and at least 16
+   episodes per iteration: the mean sampled reward of the last 3 iterations must exceed that
+   of the first 3 by at least 0.1 (every iteration's mean is printed).
+
+Exit status 0 when both bars are met, 1 otherwise. ``WORK`` (first argument, default a fresh
+``runs/train-check-<time>``) keeps every dataset and run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: train-split retail tasks whose do-nothing reward is 0, with short oracle episodes (2 to 8 steps)
+TRAIN_TASKS = ["retail-024", "retail-000", "retail-001", "retail-011", "retail-013", "retail-014"]
+#: test-split tasks, evaluated for the record
+TEST_TASKS = ["retail-005", "retail-009", "retail-012"]
+BC_ITERATIONS = int(os.environ.get("TRAIN_CHECK_BC_ITERATIONS", "150"))
+RL_ITERATIONS = int(os.environ.get("TRAIN_CHECK_RL_ITERATIONS", "8"))
+MODEL = ["model.max_action_tokens=192", "model.max_prompt_tokens=8192"]
+
+
+def run(*args: str) -> None:
+    print("$", " ".join(args), flush=True)
+    subprocess.run([sys.executable, *args], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def newest(folder: Path, pattern: str) -> Path:
+    return max(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
+
+
+def main() -> int:
+    work = Path(sys.argv[1] if len(sys.argv) > 1 else f"runs/train-check-{time.strftime('%Y%m%d-%H%M%S')}")
+    work.mkdir(parents=True, exist_ok=True)
+    tasks = "[" + ",".join(TRAIN_TASKS) + "]"
+    data = work / "data"
+    if not (data / "summary.json").exists():
+        run(
+            "-m",
+            "rollout",
+            "--config",
+            "configs/rollout/default.yaml",
+            "--out",
+            str(data),
+            "--no-progress",
+            "domains=[retail]",
+            f"tasks={tasks}",
+            "actors=1",
+        )
+
+    runs = work / "runs"
+    run(
+        "-m",
+        "train",
+        "--config",
+        "configs/train/bc.yaml",
+        "--out",
+        str(runs),
+        f"data={data}",
+        f"iterations={BC_ITERATIONS}",
+        f"checkpoint_every={BC_ITERATIONS}",
+        "minibatch_size=16",
+        "lr=0.003",
+        *MODEL,
+    )
+    bc_run = newest(runs, "bc-*")
+    losses = [json.loads(line)["policy_loss"] for line in (bc_run / "metrics.jsonl").read_text().splitlines()]
+    print("BC loss curve (every 10th iteration):", " ".join(f"{v:.1f}" for v in losses[::10]), f"last {losses[-1]:.2f}")
+    checkpoint = json.loads((bc_run / "metrics.json").read_text())["checkpoint"]
+
+    from rollout.dataset import read_episodes
+
+    run(
+        "-m",
+        "train",
+        "evaluate",
+        "--checkpoint",
+        checkpoint,
+        "--tasks",
+        ",".join(TRAIN_TASKS + TEST_TASKS),
+        "--out",
+        str(work / "eval-bc"),
+        "--max-steps",
+        "20",
+    )
+    rewards = {r["task_id"]: r["reward"] for r in read_episodes(work / "eval-bc", ["task_id", "reward"]).to_pylist()}
+    solved = sum(1 for t in TRAIN_TASKS if (rewards.get(t) or 0.0) >= 1.0)
+    bc_ok = solved * 2 >= len(TRAIN_TASKS)
+    print(
+        f"BC greedy: reward 1.0 on {solved}/{len(TRAIN_TASKS)} train-split tasks (do-nothing: 0/{len(TRAIN_TASKS)})"
+        f" -> {'PASS' if bc_ok else 'FAIL'}"
+    )
+
+    run(
+        "-m",
+        "train",
+        "--config",
+        "configs/train/grpo.yaml",
+        "--out",
+        str(runs),
+        f"init_checkpoint={checkpoint}",
+        f"env.task_ids={tasks}",
+        "env.episodes_per_task=4",
+        "env.max_steps=20",
+        "episodes_per_iteration=16",
+        f"iterations={RL_ITERATIONS}",
+        f"checkpoint_every={RL_ITERATIONS}",
+        "model.temperature=1.0",
+        "seed=0",
+        *MODEL,
+    )
+    rl_run = newest(runs, "grpo-*")
+    means = [
+        json.loads(line).get("episode_return_mean", float("nan"))
+        for line in (rl_run / "metrics.jsonl").read_text().splitlines()
+    ]
+    print("GRPO mean sampled reward per iteration:", " ".join(f"{m:.3f}" for m in means))
+    gain = sum(means[-3:]) / 3 - sum(means[:3]) / 3
+    rl_ok = gain >= 0.1
+    print(f"GRPO: mean of last 3 minus mean of first 3 = {gain:+.3f} -> {'PASS' if rl_ok else 'FAIL'}")
+    return 0 if bc_ok and rl_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

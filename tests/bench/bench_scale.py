@@ -1,0 +1,129 @@
+"""Scale simulation: 2,000 concurrent LLM episodes on this machine against the fake OpenAI server at 20 s latency.
+
+The fake server (tests/fake_llm_server.py, real HTTP on 127.0.0.1) answers
+every call after ``BENCH_SCALE_LATENCY_S`` (20 s): with 2,000 episodes in
+flight that is about 100 calls per second, which a 2-core machine can carry
+(client and server together cost about 10 ms of CPU per call). The job runs
+``actors × episodes_per_actor`` = 2,000 concurrent episodes (4 × 500 by
+default) of the scripted conversation (6 calls each), every slot playing
+about two episodes, and prints:
+
+* throughput in the steady middle of the run (from the C/2-th to the 3C/2-th
+  finished episode) as a fraction of Little's law bound C / (K × L) (C
+  episodes in flight, K calls each, L seconds per call); goal >= 0.9;
+* the peak RSS of each actor, sampled while the episodes run; goal <= 2 GiB;
+* the driver's own peak RSS.
+
+Run: ``make bench-cluster`` (or ``.venv/bin/python tests/bench/bench_scale.py``); about 5 minutes.
+Timings on a shared machine are noisy.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("OPENAI_API_KEY", "sk-bench-not-a-real-key")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the local Ray on loopback only
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the fake server
+
+import ray  # noqa: E402
+from fake_llm_server import FakeLLMServer  # noqa: E402
+from test_llm_env import scripted_conversation  # noqa: E402
+
+from rollout.config import RolloutConfig  # noqa: E402
+from rollout.job import RolloutJob  # noqa: E402
+
+LATENCY_S = float(os.environ.get("BENCH_SCALE_LATENCY_S", "20"))
+ACTORS = int(os.environ.get("BENCH_SCALE_ACTORS", "4"))
+EPISODES_PER_ACTOR = int(os.environ.get("BENCH_SCALE_EPISODES_PER_ACTOR", "500"))
+ROUNDS = float(os.environ.get("BENCH_SCALE_ROUNDS", "2"))  # episodes per slot
+CALLS_PER_EPISODE = 6  # the scripted conversation: 3 user turns, 3 agent turns
+
+
+def main() -> int:
+    import psutil
+
+    concurrent = ACTORS * EPISODES_PER_ACTOR
+    episodes = int(concurrent * ROUNDS)
+    trials = -(-episodes // 114)  # retail has 114 tasks
+    config = RolloutConfig.from_dict(
+        dict(
+            domains=["retail"],
+            tasks="all",
+            trials=trials,
+            actors=ACTORS,
+            cpus_per_actor=0.25,
+            episodes_per_actor=EPISODES_PER_ACTOR,
+            rows_per_file=1024,
+            agent={
+                "name": "llm",
+                "model": "fake-agent",
+                "provider": "openai",
+                "timeout_s": 10 * LATENCY_S,
+            },
+            env={
+                "user_strategy": "llm",
+                "user_model": "fake-user",
+                "user_provider": "openai",
+                "max_steps": 30,
+                "llm_timeout_s": 10 * LATENCY_S,
+            },
+        )
+    )
+    ray.init(address="local", num_cpus=max(2, ACTORS), include_dashboard=False, log_to_driver=False)
+    finished: list[float] = []
+    peak_rss: dict[int, int] = {}
+    with FakeLLMServer() as server:
+        config.agent["base_url"] = server.base_url
+        config.env["user_base_url"] = server.base_url
+        server.set_handler(lambda request: scripted_conversation(request, delay_s=LATENCY_S))
+        last_sample = [0.0]
+
+        def on_result(job: RolloutJob, result: dict) -> None:
+            now = time.monotonic()
+            finished.append(now)
+            if now - last_sample[0] > 15:  # RSS of every actor, now and then while the episodes run
+                last_sample[0] = now
+                for index, rss in enumerate(ray.get([a.rss_bytes.remote() for a in job.actors])):
+                    peak_rss[index] = max(peak_rss.get(index, 0), rss)
+
+        print(
+            f"scale simulation: {ACTORS} actors x {EPISODES_PER_ACTOR} episodes = {concurrent} concurrent, "
+            f"{trials * 114} episodes, {CALLS_PER_EPISODE} calls of {LATENCY_S:.0f}s each"
+        )
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory() as out:
+            summary = RolloutJob(config, out=out, progress=False).run(on_result=on_result)
+        wall = time.monotonic() - started
+        calls = len(server.requests)
+    ray.shutdown()
+    bound = concurrent / (CALLS_PER_EPISODE * LATENCY_S)
+    low, high = concurrent // 2, min(len(finished) - 1, concurrent * 3 // 2)
+    steady = (high - low) / (finished[high] - finished[low])
+    print(
+        f"  {summary['episodes']} episodes ({summary['errors']} errors), {calls} LLM calls, {wall:.0f}s wall; "
+        f"first episode done after {finished[0] - started:.0f}s"
+    )
+    print(
+        f"  steady throughput (episodes {low}..{high}): {steady:.2f} ep/s; Little's law bound {bound:.2f} ep/s; "
+        f"fraction {steady / bound:.2f} (goal >= 0.9)"
+    )
+    whole = summary["episodes"] / wall
+    print(f"  whole run incl. start-up and the first {CALLS_PER_EPISODE * LATENCY_S:.0f}s ramp: {whole:.2f} ep/s")
+    print(
+        "  actor peak RSS: "
+        + ", ".join(f"{rss / 2**30:.2f} GiB" for _, rss in sorted(peak_rss.items()))
+        + f" (goal <= 2 GiB); driver peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+        f" (with the fake server in it); machine: {psutil.cpu_count()} CPUs"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

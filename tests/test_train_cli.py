@@ -1,0 +1,76 @@
+"""``python -m train``: a run folder with metrics and checkpoints, resume, export, evaluation beside the baseline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("ray")
+
+from test_train_rllib import _oracle_steps  # noqa: E402
+
+from rollout.dataset import read_episodes, read_steps  # noqa: E402
+from train.cli import main  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
+from train.policy import ChatPolicy  # noqa: E402
+
+SMALL = ["model.max_action_tokens=16", "model.max_prompt_tokens=256", "minibatch_size=4"]
+
+
+def test_the_train_config_refuses_unknown_keys_and_bad_values():
+    with pytest.raises(ValueError, match="iteratons"):
+        TrainConfig.from_yaml("configs/train/bc.yaml").with_overrides(["iteratons=3"])
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        TrainConfig.from_dict({"algorithm": "dqn"})
+    with pytest.raises(ValueError, match="set data"):
+        TrainConfig.from_dict({"algorithm": "bc"})
+    assert main(["--config", "configs/train/bc.yaml", "iteratons=3"]) == 2
+
+
+def test_train_resume_export_and_evaluate_a_checkpoint(tmp_path, capsys):
+    import ray
+
+    data = tmp_path / "data"
+    _oracle_steps(data)
+    args = ["--config", "configs/train/bc.yaml", "--out", str(tmp_path / "runs"), f"data={data}", *SMALL]
+    try:
+        assert main([*args, "iterations=2", "checkpoint_every=1"]) == 0
+        (run,) = (tmp_path / "runs").glob("bc-*")
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter-00001", "iter-00002"]
+        assert main(["--resume", str(run), "iterations=3"]) == 0
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["iteration"] for r in rows] == [1, 2, 3] and all("policy_loss" in r for r in rows)
+        checkpoint = json.loads((run / "metrics.json").read_text())["checkpoint"]
+        assert checkpoint.endswith("iter-00003")
+
+        assert main(["export", "--checkpoint", checkpoint, "--out", str(tmp_path / "hf")]) == 0
+        exported = ChatPolicy.from_pretrained(tmp_path / "hf")
+        assert exported.tokenizer.chat_template and exported.prompt_ids([{"role": "user", "content": "hi"}])
+
+        out = tmp_path / "eval"
+        capsys.readouterr()
+        tasks = "retail-001,retail-005"  # a train-split and a test-split task
+        code = main(["evaluate", "--checkpoint", checkpoint, "--tasks", tasks, "--out", str(out), "--max-steps", "2"])
+        printed = capsys.readouterr().out
+        assert code == 0
+        assert "do-nothing" in printed and "train-split tasks (trained on: not held-out)" in printed
+        assert "test-split tasks" in printed
+        episodes = read_episodes(out, columns=["task_id", "reward", "agent"]).to_pylist()
+        assert sorted(e["task_id"] for e in episodes) == ["retail-001", "retail-005"]
+        assert all(e["agent"] == "train.agent:CheckpointPolicy" for e in episodes)
+        steps = read_steps(out, columns=["completion_token_ids", "completion_logprobs"]).to_pylist()
+        assert steps and all(s["completion_token_ids"] and s["completion_logprobs"] for s in steps)
+        held_out = [
+            "evaluate",
+            "--checkpoint",
+            checkpoint,
+            "--tasks",
+            tasks,
+            "--out",
+            str(tmp_path / "e2"),
+            "--held-out",
+        ]
+        assert main(held_out) == 2
+    finally:
+        ray.shutdown()

@@ -1,0 +1,166 @@
+"""The chat policy in RLlib: text observations kept whole, BC from step rows, a PPO update, GRPO's advantages."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+ray = pytest.importorskip("ray")
+
+from ray.rllib.core.columns import Columns  # noqa: E402
+from ray.rllib.evaluation.postprocessing import Postprocessing  # noqa: E402
+from ray.rllib.utils.spaces.space_utils import unbatch  # noqa: E402
+
+from train.algorithms import GroupAdvantages, build_config  # noqa: E402
+from train.env import TextVectorEnv, env_creator  # noqa: E402
+
+ENV = {
+    "task_category": "retail",
+    "user_strategy": "scripted",
+    "max_steps": 3,
+    "step_penalty": 0.1,
+    "task_ids": ["retail-001", "retail-002"],
+}
+MODEL = {"max_action_tokens": 8, "max_prompt_tokens": 256}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_text_observations_reach_each_env_whole_through_rllibs_unbatching():
+    env = TextVectorEnv(ENV, num_envs=2)
+    observations, _ = env.reset(seed=0)
+    for observation in unbatch(observations):  # what RLlib's env runner does with a vector env's batch
+        assert isinstance(observation, str)
+        chat = json.loads(observation)
+        assert chat["messages"][0]["role"] == "system" and chat["task_id"] in ENV["task_ids"]
+    actions = np.empty(2, dtype=object)
+    actions[:] = ["[action] What is your zip code?", "[finish]"]
+    observations, rewards, terminated, truncated, _ = env.step(actions)
+    first, second = unbatch(observations)
+    assert json.loads(first)["messages"][-2]["content"] == "What is your zip code?"
+    assert terminated.tolist() == [False, True]
+    observations, *_ = env.step(actions)  # the finished env starts a new episode (NEXT_STEP autoreset)
+    roles = [m["role"] for m in json.loads(unbatch(observations)[1])["messages"]]
+    assert roles == ["system", "assistant", "user"]  # greeting and the user's opening: a fresh conversation
+
+
+def test_env_config_refuses_unknown_keys():
+    with pytest.raises(ValueError, match="max_stepz"):
+        env_creator({**ENV, "max_stepz": 3})
+    with pytest.raises(ValueError, match="retail-999"):
+        env_creator({**ENV, "task_ids": ["retail-999"]})
+
+
+def _oracle_steps(out):
+    from rollout.dataset import ParquetEpisodeWriter
+    from rollout.episode import WorkItem, play_episode
+    from taugym import TauEnv
+    from taugym.agents import OraclePolicy
+
+    env = TauEnv(task_category="retail", user_strategy="scripted")
+    with ParquetEpisodeWriter(out, "bc") as writer:
+        result = asyncio.run(
+            play_episode(
+                env,
+                OraclePolicy(),
+                WorkItem("retail", "retail-001", 0, 1),
+                run_id="bc",
+                agent_name="oracle",
+                agent_model=None,
+            )
+        )
+        writer.write(result["episode"], result["steps"])
+    return len(result["steps"])
+
+
+def test_behaviour_cloning_from_step_rows_lowers_the_loss(local_ray, tmp_path):
+    steps = _oracle_steps(tmp_path)
+    config = build_config(
+        "bc", offline_dir=str(tmp_path), model_config={**MODEL, "max_action_tokens": 64}, minibatch_size=steps, lr=3e-3
+    )
+    algo = config.build_algo()
+    try:
+        losses = [algo.train()["learners"]["default_policy"]["policy_loss"] for _ in range(4)]
+    finally:
+        algo.stop()
+    assert losses[-1] < losses[0] - 10, losses  # nats per demonstrated action
+
+
+def test_one_ppo_update_raises_the_log_prob_of_sampled_actions_with_positive_advantage(local_ray):
+    config = build_config(
+        "ppo",
+        env_config=ENV,
+        model_config=MODEL,
+        num_env_runners=1,
+        episodes_per_iteration=2,
+        minibatch_size=8,
+        lr=1e-3,
+    )
+    algo = config.build_algo()
+    try:
+        episodes = algo.env_runner_group.foreach_env_runner(
+            lambda runner: runner.sample(num_episodes=2, explore=True), local_env_runner=False
+        )[0]
+        for episode in episodes:  # the remote runner's observations arrive as whole chats
+            assert all(json.loads(str(o))["messages"][0]["role"] == "system" for o in episode.get_observations())
+            assert episode.get_extra_model_outputs(Columns.ACTION_LOGP).shape == (len(episode),)
+        learner = algo.learner_group._learner
+        batch = learner._learner_connector(
+            rl_module=learner.module,
+            batch={},
+            episodes=copy.deepcopy(episodes),
+            shared_data={},
+            metrics=learner.metrics,
+        )["default_policy"]
+        module = learner.module["default_policy"]
+        positive = (batch[Postprocessing.ADVANTAGES] > 0) & batch[Columns.LOSS_MASK]
+        assert int(positive.sum()) > 0
+        with torch.no_grad():
+            before = module.forward_train(batch)[Columns.ACTION_DIST_INPUTS].sum(-1)
+        assert torch.allclose(
+            before[batch[Columns.LOSS_MASK]], batch[Columns.ACTION_LOGP][batch[Columns.LOSS_MASK]], atol=1e-3
+        )
+        algo.learner_group.update(episodes=episodes, num_epochs=1, minibatch_size=64)
+        with torch.no_grad():
+            after = module.forward_train(batch)[Columns.ACTION_DIST_INPUTS].sum(-1)
+    finally:
+        algo.stop()
+    assert float((after - before)[positive].mean()) > 0
+
+
+class _Episode:
+    """The part of an episode GroupAdvantages reads."""
+
+    def __init__(self, task, rewards):
+        self.task, self.rewards = task, rewards
+
+    def get_rewards(self):
+        return np.asarray(self.rewards)
+
+    def get_observations(self, index):
+        return json.dumps({"task_id": self.task})
+
+    def __len__(self):
+        return len(self.rewards)
+
+
+def test_grpo_advantages_are_normalised_within_the_episodes_of_a_task():
+    episodes = [_Episode("a", [0, 1.0]), _Episode("a", [0, 0.0]), _Episode("b", [0, 0, 1.0]), _Episode("c", [1.0])]
+    piece = GroupAdvantages()
+    piece.single_agent_episode_iterator = lambda episodes, **kwargs: iter(episodes)
+    batch = piece(rl_module=None, episodes=episodes, batch={"p": {}})["p"]
+    advantages = np.asarray(batch[Postprocessing.ADVANTAGES])
+    assert np.allclose(advantages[:2], 1.0, atol=1e-4) and np.allclose(advantages[2:4], -1.0, atol=1e-4)
+    assert np.allclose(advantages[4:], 0.0)  # a task played once has no group to compare with

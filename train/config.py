@@ -1,0 +1,125 @@
+"""The training job's options (``configs/train/*.yaml``), with ``key=value`` overrides like the rollout's."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from taugym.config import load_yaml_mapping, yaml_problem
+from taugym.llm.settings import options_dataclass
+from train.algorithms import ALGORITHMS
+
+
+@dataclass
+class TrainConfig:
+    """One training run.
+
+    Args:
+        algorithm: ``bc``, ``marwil`` (from ``data``), ``ppo`` or ``grpo`` (online in ``env``).
+        data: a rollout output folder whose ``steps/`` rows BC/MARWIL learn from.
+        env: the ``TauGym-v0`` env_config: TauGymConfig options plus ``task_ids``
+            and ``episodes_per_task`` (a GRPO group).
+        model: the module's ``model_config``: ``model`` (``tiny`` or a local Hugging
+            Face folder), ``max_action_tokens``, ``max_prompt_tokens``,
+            ``temperature`` (sampling), ``hidden_size``/``layers``/``heads`` (tiny),
+            ``dtype``, ``device``.
+        init_checkpoint: start from this checkpoint's weights (e.g. PPO from a BC run).
+        iterations: training iterations.
+        checkpoint_every: save a checkpoint every N iterations (and always at the end).
+        num_env_runners / num_envs_per_env_runner / num_learners / num_gpus_per_learner:
+            RLlib's scale options.
+        episodes_per_iteration, lr, minibatch_size, num_epochs, train_batch_size, seed:
+            the algorithm's (see :func:`train.algorithms.build_config`).
+        training: further ``AlgorithmConfig.training`` options (``beta`` for MARWIL,
+            ``clip_param``...).
+        out: the run folder's parent; each run writes ``out/<algorithm>-<time>``.
+    """
+
+    algorithm: str = "bc"
+    data: str | None = None
+    env: dict = field(default_factory=lambda: {"task_category": "retail", "user_strategy": "scripted"})
+    model: dict = field(default_factory=lambda: {"model": "tiny"})
+    init_checkpoint: str | None = None
+    iterations: int = 10
+    checkpoint_every: int = 5
+    num_env_runners: int = 1
+    num_envs_per_env_runner: int = 1
+    num_learners: int = 0
+    num_gpus_per_learner: float = 0
+    episodes_per_iteration: int = 16
+    lr: float = 1e-4
+    minibatch_size: int = 8
+    num_epochs: int = 1
+    train_batch_size: int | None = None
+    seed: int = 0
+    training: dict = field(default_factory=dict)
+    out: str = "runs/train"
+
+    def validate(self) -> TrainConfig:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {list(ALGORITHMS)}, got {self.algorithm!r}")
+        if self.algorithm in ("bc", "marwil") and not self.data:
+            raise ValueError(f"{self.algorithm} learns from a rollout's step rows: set data: <rollout output folder>")
+        for name in ("iterations", "checkpoint_every", "episodes_per_iteration", "minibatch_size", "num_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("env", "model", "training"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a mapping, got {getattr(self, name)!r}")
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping; unknown keys raise ``ValueError``."""
+        return options_dataclass(cls, values, "train config").validate()
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(load_yaml_mapping(path, "train config", "configs/train/"))
+
+    def with_overrides(self, overrides: list[str]) -> TrainConfig:
+        """Apply ``key=value`` overrides (YAML values; ``env.max_steps=10`` reaches into a mapping)."""
+        values = dataclasses.asdict(self)
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"override {item!r} must look like key=value, e.g. iterations=5 or env.max_steps=10")
+            key, raw = item.split("=", 1)
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"override {item!r}: the value is not valid YAML ({yaml_problem(exc)})") from None
+            target = values
+            *parents, leaf = key.strip().split(".")
+            for parent in parents:
+                if not isinstance(target.get(parent), dict):
+                    raise ValueError(f"override {item!r}: {parent!r} is not a mapping option")
+                target = target[parent]
+            target[leaf] = value
+        return TrainConfig.from_dict(values)
+
+    def algorithm_config(self):
+        """The RLlib ``AlgorithmConfig`` of this run."""
+        from train.algorithms import build_config
+
+        return build_config(
+            self.algorithm,
+            env_config=self.env,
+            model_config=self.model,
+            offline_dir=self.data,
+            num_env_runners=self.num_env_runners,
+            num_envs_per_env_runner=self.num_envs_per_env_runner,
+            num_learners=self.num_learners,
+            num_gpus_per_learner=self.num_gpus_per_learner,
+            episodes_per_iteration=self.episodes_per_iteration,
+            lr=self.lr,
+            minibatch_size=self.minibatch_size,
+            num_epochs=self.num_epochs,
+            train_batch_size=self.train_batch_size,
+            seed=self.seed,
+            training=self.training,
+        )
