@@ -80,8 +80,7 @@ class TauGymConfig:
     ``llm_requests_per_minute``, ``llm_tokens_per_minute``,
     ``llm_max_concurrency``, ``llm_context_window``, ``llm_tokenizer``) are
     the fields of one :class:`taugym.llm.LLMSettings` (:attr:`user_llm`),
-    documented there. A user turn that would not fit ``llm_context_window``
-    ends the episode with the termination ``context_length``.
+    documented there.
     """
 
     # Task selection

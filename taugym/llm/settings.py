@@ -89,6 +89,7 @@ class LLMSettings:
             ("model", "a model name such as 'gpt-4o'", None),
             ("provider", "a litellm provider name such as 'openai'", "to let litellm infer it"),
             ("base_url", "a URL such as 'http://127.0.0.1:8000/v1'", "for the provider's own"),
+            ("tokenizer", "a Hugging Face model folder whose tokenizer counts the prompt", "to estimate it"),
         ):
             value = getattr(self, field)
             if (value is not None or null_means is None) and (not isinstance(value, str) or not value.strip()):
@@ -116,11 +117,6 @@ class LLMSettings:
             raise ValueError(
                 f"{name('context_window')} must be the model's context length in tokens (a positive integer) or "
                 f"null (no check), got {self.context_window!r}"
-            )
-        if self.tokenizer is not None and (not isinstance(self.tokenizer, str) or not self.tokenizer.strip()):
-            raise ValueError(
-                f"{name('tokenizer')} must be a Hugging Face model folder whose tokenizer counts the prompt, or null "
-                f"to estimate it, got {self.tokenizer!r}"
             )
         return self
 
