@@ -359,7 +359,7 @@ class TokenBucketRateLimiter(RateLimiter):
         ``after_s`` from now, and a full bucket would add its burst on top.
         """
         with self._lock:
-            at = self._clock() + max(0.0, after_s)
+            at = time.monotonic() + max(0.0, after_s)
             for bucket in (self._requests, self._tokens):
                 if bucket is not None:
                     bucket.commit(bucket.capacity, at)
