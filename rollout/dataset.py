@@ -89,12 +89,9 @@ loads them for training (TRL, Ray Data); :func:`dataset_card` writes
 
 Writing
 -------
-:class:`ParquetEpisodeWriter` holds finished episodes in memory, per
-domain, and writes a domain's file pair whole and publishes it once it holds
-``max_rows_per_file`` episodes, once its oldest is ``max_seconds_per_file``
-old, or on :meth:`~ParquetEpisodeWriter.close`.
-:func:`episode_row_from_info` builds the episode row from ``TauEnv``'s final
-``info``; :func:`step_row` builds a step row keyed like its episode.
+:class:`ParquetEpisodeWriter` writes the rows (its docstring says when a
+file is published); :func:`episode_row_from_info` builds the episode row
+from ``TauEnv``'s final ``info``; :func:`step_row` a step row keyed like it.
 
 Publishing protocol
 -------------------
@@ -192,11 +189,7 @@ MANIFEST_DIR = "_manifest"
 EPISODES_DIR = "episodes"
 STEPS_DIR = "steps"
 
-#: A JSON value, stored as its text: Arrow's canonical ``arrow.json`` extension type
-#: (Parquet's JSON logical type). Readers that know it (Hugging Face ``datasets``)
-#: give back dicts and lists, one value at a time; the others give the text.
-#: Not a struct: tools differ in their keys, and one struct for all of them
-#: would carry every tool's keys on every call, nulls for the rest.
+#: A JSON value stored as its text: Arrow's ``arrow.json`` type (see "JSON columns" above).
 JSON = pa.json_()
 
 _TOOL_CALL_TYPE = pa.struct(
@@ -490,9 +483,8 @@ def episode_row_from_info(
     across tasks, trials and runs. Build the step rows with :func:`step_row`
     from this row so they carry the same keys.
 
-    Messages are normalised to :data:`MESSAGE_TYPE` (``content`` may be
-    None, ``tool_calls`` None when absent, tool-call ``arguments`` always a
-    JSON string); a message key the column cannot hold raises ValueError.
+    Messages are normalised to the module's ``messages`` format; a message
+    key the column cannot hold raises ValueError.
     ``error``/``error_cause`` come from ``info.get("error")``,
     ``termination`` from ``info["termination"]`` (ValueError if the episode
     is not over), ``reward_breakdown`` is the JSON of ``info["evaluation"]``
@@ -561,14 +553,9 @@ def step_row(
 ) -> dict[str, Any]:
     """A step row keyed like ``episode_row`` (same run_id, episode_id, domain, task_id).
 
-    ``observation`` is ``obs["feedback"]`` before the step, ``next_observation``
-    after it; ``step_index`` counts from 0. ``prompt`` is the conversation
-    the policy acted on (OpenAI chat format, system prompt first) and
-    ``completion`` the assistant message(s) of its action; both are
-    normalised like the episode's ``messages``, and ``tools`` is copied from
-    the episode row. ``completion_token_ids`` / ``completion_logprobs`` are the
-    behaviour policy's sampled tokens and their log-probabilities where its
-    server returned them, else None.
+    The arguments are the module's step columns; ``prompt`` and
+    ``completion`` are normalised like the episode's ``messages``, and
+    ``tools`` is copied from the episode row.
     """
     row = {key: episode_row[key] for key in _KEY_COLUMNS}
     row.update(

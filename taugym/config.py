@@ -75,17 +75,12 @@ class TauGymConfig:
 
     LLM calls (the LLM user's; in a rollout the LLM agent's too, unless its
     options say otherwise): ``user_model``, ``user_provider``, ``user_base_url``
-    and the ``llm_*`` options are the fields of one
-    :class:`taugym.llm.LLMSettings` (:attr:`user_llm`), documented there:
-        llm_timeout_s, llm_deadline_s, llm_max_attempts: per-call timeout,
-            total deadline across retries, attempts before giving up.
-        llm_backoff_initial_s, llm_backoff_max_s: exponential backoff (with
-            jitter) between retries; a provider's Retry-After wins.
-        llm_requests_per_minute, llm_tokens_per_minute, llm_max_concurrency:
-            limits shared by every env in the process (None: unlimited).
-        llm_context_window, llm_tokenizer: the user model's context in tokens
-            and the model folder that counts a prompt; a user turn that would
-            not fit ends the episode with the termination ``context_length``.
+    and ``llm_<field>`` (``llm_timeout_s``, ``llm_deadline_s``,
+    ``llm_max_attempts``, ``llm_backoff_initial_s``, ``llm_backoff_max_s``,
+    ``llm_requests_per_minute``, ``llm_tokens_per_minute``,
+    ``llm_max_concurrency``, ``llm_context_window``, ``llm_tokenizer``) are
+    the fields of one :class:`taugym.llm.LLMSettings` (:attr:`user_llm`),
+    documented there.
     """
 
     # Task selection
@@ -147,8 +142,10 @@ class TauGymConfig:
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not is_finite_number(self.step_penalty) or self.step_penalty < 0:
             raise ValueError(f"step_penalty must be a finite number >= 0, got {self.step_penalty!r}")
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
-            raise ValueError(f"seed must be an integer >= 0 or null, got {self.seed!r}")
+        for name, hint in (("seed", "or null"), ("max_errors", "(0: no limit) or null (the backend's default)")):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"{name} must be an integer >= 0 {hint}, got {value!r}")
         if self.data_source is not None and not isinstance(self.data_source, str):
             raise ValueError(
                 f"data_source must be a task id string such as 'retail-019' or null, got {self.data_source!r}"
@@ -159,12 +156,6 @@ class TauGymConfig:
         if self.task_split is not None and not isinstance(self.task_split, str):
             raise ValueError(
                 f"task_split must be a split name such as 'test' or null (the backend's default), got {self.task_split!r}"
-            )
-        if self.max_errors is not None and (
-            not isinstance(self.max_errors, int) or isinstance(self.max_errors, bool) or self.max_errors < 0
-        ):
-            raise ValueError(
-                f"max_errors must be an integer >= 0 (0: no limit) or null (the backend's default), got {self.max_errors!r}"
             )
         return self
 
@@ -178,20 +169,9 @@ class TauGymConfig:
         """Load a config from a YAML file (a mapping of option names to values)."""
         return cls.from_dict(load_yaml_mapping(path, "config", "configs/env/"))
 
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a plain dict (what ``from_dict`` takes back)."""
-        return asdict(self)
-
-    def to_yaml(self, path: str | Path) -> None:
-        """Write the config to a YAML file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            yaml.safe_dump(self.to_dict(), f, sort_keys=False)
-
     def replace(self, **changes: Any) -> TauGymConfig:
         """A validated copy with some options changed."""
-        return TauGymConfig.from_dict({**self.to_dict(), **changes})
+        return TauGymConfig.from_dict({**asdict(self), **changes})
 
 
 def load_yaml_mapping(path: str | Path, what: str, shipped: str) -> Any:

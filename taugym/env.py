@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import string
 from collections.abc import Generator
@@ -204,22 +205,18 @@ class TauEnv(gym.Env):
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode; see ``## Starting State``. Returns ``(observation, info)``."""
-        if seed is None and self._first_reset:
-            seed = self.config.seed
-        super().reset(seed=seed)
-        self._first_reset = False
-        driver = self._reset_steps(options or {})
-        return _drive_sync(driver, self.user)
+        return _drive_sync(self._reset_steps(seed, options), self.user)
 
     async def reset_async(self, *, seed: int | None = None, options: dict | None = None):
         """``reset`` as a coroutine: the user's first message is awaited, not blocked on."""
+        return await _drive_async(self._reset_steps(seed, options), self.user)
+
+    def _reset_steps(self, seed: int | None, options: dict | None) -> Generator[_UserRequest, str, tuple]:
         if seed is None and self._first_reset:
             seed = self.config.seed
         super().reset(seed=seed)
         self._first_reset = False
-        return await _drive_async(self._reset_steps(options or {}), self.user)
-
-    def _reset_steps(self, options: dict) -> Generator[_UserRequest, str, tuple]:
+        options = options or {}
         if not isinstance(options, dict):
             raise ValueError(
                 f"options must be a dict such as {{'task_id': 'retail-019'}}, got {type(options).__name__}"
@@ -256,7 +253,8 @@ class TauEnv(gym.Env):
             user_history = user_history[:-1]  # the user is about to answer it, as in tau2's orchestrator
         self.user.begin(self.task, int(self.np_random.integers(0, 2**31 - 1)), user_history, device)
         if last is not None and last["role"] != "assistant":  # the history ends with the user's turn: the agent acts
-            self._last_feedback = _history_feedback(last)
+            speaker = f"Tool {last.get('name')}" if last["role"] == "tool" else "User"
+            self._last_feedback = f"{speaker}: {last['content']}"
             return self._observation(), self._info()
         if last is None:
             greeting = self.domain.first_agent_message or ""
@@ -431,18 +429,8 @@ class TauEnv(gym.Env):
             return self.tools_info
         if lowered == "help":
             return PROTOCOL_HELP
-        words = [w for w in lowered.replace("_", " ").split() if w]
-        matches = [
-            schema
-            for schema in self.domain.tool_schemas
-            if all(
-                w
-                in (
-                    schema["function"]["name"].replace("_", " ") + " " + schema["function"].get("description", "")
-                ).lower()
-                for w in words
-            )
-        ]
+        words = lowered.replace("_", " ").split()
+        matches = [schema for schema in self.domain.tool_schemas if all(w in _search_text(schema) for w in words)]
         if not matches:
             return f"No tool matches {query!r}. Send [search] tools for the full list."
         return _format_tools(matches)
@@ -464,7 +452,7 @@ class TauEnv(gym.Env):
                     {
                         "id": call_id,
                         "type": "function",
-                        "function": {"name": call.name, "arguments": _json(call.arguments)},
+                        "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
                     }
                 ],
             }
@@ -579,13 +567,6 @@ async def _drive_async(steps: Generator, user: SimulatedUser):
         return done.value
 
 
-def _history_feedback(message: dict) -> str:
-    """The feedback for the last message of a task's initial history."""
-    if message["role"] == "tool":
-        return f"Tool {message.get('name')}: {message['content']}"
-    return f"User: {message['content']}"
-
-
 def _preview(action: Any) -> str:
     """The start of an action for the log; never raises (``str`` of a huge int does)."""
     if isinstance(action, str):
@@ -596,10 +577,10 @@ def _preview(action: Any) -> str:
         return f"<{type(action).__name__}>"
 
 
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False)
+def _search_text(schema: dict) -> str:
+    """What ``[search]`` matches words against: the tool's name (``_`` as spaces) and description, lower case."""
+    function = schema["function"]
+    return f"{function['name'].replace('_', ' ')} {function.get('description', '')}".lower()
 
 
 def _format_tools(schemas: list[dict]) -> str:

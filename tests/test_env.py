@@ -58,7 +58,7 @@ def test_invalid_config_names_the_valid_choices(options, message):
 
 def test_configs_load_from_yaml(tmp_path):
     path = tmp_path / "env.yaml"
-    TauGymConfig(user_strategy="scripted", task_category="airline", max_steps=12).to_yaml(path)
+    path.write_text("user_strategy: scripted\ntask_category: airline\nmax_steps: 12\n", encoding="utf-8")
     env = TauEnv(str(path))
     assert (env.config.task_category, env.config.max_steps) == ("airline", 12)
     shipped = TauGymConfig.from_yaml("configs/env/offline.yaml")

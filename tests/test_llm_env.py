@@ -109,7 +109,8 @@ def test_llm_user_gets_tau2_guidelines_and_scenario_and_ends_the_conversation(fa
     # the agent used native tool calling and saw the benchmark's policy and tools
     agent_request = next(r for r in fake_llm_server.requests if r.body.get("tools"))
     assert env.domain.policy in agent_request.messages[0]["content"]
-    assert {t["function"]["name"] for t in agent_request.body["tools"]} == set(env.domain.tool_names())
+    domain_tools = {schema["function"]["name"] for schema in env.domain.tool_schemas}
+    assert {t["function"]["name"] for t in agent_request.body["tools"]} == domain_tools
     assert info["llm_usage"]["calls"] == 3 and agent_usage["calls"] == 3
 
 
@@ -257,7 +258,9 @@ def test_telecom_llm_user_calls_its_device_tools_and_only_it_sees_the_results(fa
     # tau2's user gets the tools guidelines and its device tools
     assert get_global_user_sim_guidelines(use_tools=True).strip()[:300] in user_requests[0].messages[0]["content"]
     device_tools = {t["function"]["name"] for t in user_requests[0].body["tools"]}
-    assert "check_status_bar" in device_tools and not device_tools & set(env.domain.tool_names())
+    assert "check_status_bar" in device_tools and not device_tools & {
+        s["function"]["name"] for s in env.domain.tool_schemas
+    }
     # the call ran on the user's device; its result went back to the user model only
     result = user_requests[-1].messages[-1]
     assert result["role"] == "tool"

@@ -169,9 +169,6 @@ class Domain(ABC):
         """Whether the tool only reads (the backend says so; False when it cannot tell)."""
         return False
 
-    def tool_names(self) -> list[str]:
-        return [schema["function"]["name"] for schema in self.tool_schemas]
-
     def check_tool_call(self, name: str, arguments: dict) -> str | None:
         """Why this call must not reach the tools (None when it may).
 

@@ -314,8 +314,7 @@ class Tau2Domain(Domain):
 
     def __init__(self, name: str):
         self.name = name
-        self._constructor = registry.get_env_constructor(name)
-        self._pristine_env = self._constructor()
+        self._pristine_env = registry.get_env_constructor(name)()
         splits_loader = registry.get_task_splits_loader(name)
         native_splits = splits_loader() if splits_loader is not None else {}
         self._tasks = _base_tasks_first(registry.get_tasks_loader(name)(None), native_splits.get("base"))
@@ -344,11 +343,10 @@ class Tau2Domain(Domain):
         self.splits.setdefault("base", list(range(len(self._tasks))))
         self.tasks = [self._task_spec(i, task) for i, task in enumerate(self._tasks)]
         self._agent_db = self._pristine_env.tools.db if self._pristine_env.tools is not None else None
-        self._user_db = user_toolkit.db if user_toolkit is not None else None
         self._pristine_start = _EpisodeStart(self._pristine_env)
         self._task_starts: dict[int, _EpisodeStart] = {}
         self._agent_hasher = DatabaseHasher(self._agent_db) if self._agent_db is not None else None
-        self._user_hasher = DatabaseHasher(self._user_db) if self._user_db is not None else None
+        self._user_hasher = DatabaseHasher(user_toolkit.db) if getattr(user_toolkit, "db", None) is not None else None
         self._gold_hashes: dict[int, tuple[str | None, str | None]] = {}
         self._gold_lock = threading.Lock()
 
@@ -525,19 +523,16 @@ class Tau2Session(Session):
             info = RewardInfo(reward=1.0, reward_basis=None, info={"note": "No evaluation criteria"})
             return verdict(info.model_dump(mode="json"), stop)
         # Environment part, as tau2's EnvironmentEvaluator, from the live state
+        env_checks: list = []
+        env_assertion_reward = 1.0
+        assertion_errors: list[str] = []
         if criteria.actions is None and criteria.env_assertions is None:
             db_check = DBCheck(db_match=True, db_reward=1.0)
-            env_checks: list = []
-            env_assertion_reward = 1.0
-            assertion_errors = []
         else:
             gold_agent, gold_user = self.domain.gold_hashes(self.task_index)
             agent_hash, user_hash = self.domain.db_hashes(self.env)
             match = gold_agent == agent_hash and gold_user == user_hash
             db_check = DBCheck(db_match=match, db_reward=1.0 if match else 0.0)
-            env_checks = []
-            env_assertion_reward = 1.0
-            assertion_errors: list[str] = []
             for assertion in criteria.env_assertions or []:
                 try:
                     met = self.env.run_env_assertion(assertion, raise_assertion_error=False)
@@ -555,18 +550,15 @@ class Tau2Session(Session):
                 "which need an LLM judge that TauGym does not run"
             )
         reward, breakdown = 1.0, {}
-        if RewardType.DB in basis:
-            breakdown[RewardType.DB] = db_check.db_reward
-            reward *= db_check.db_reward
-        if RewardType.ENV_ASSERTION in basis:
-            breakdown[RewardType.ENV_ASSERTION] = env_assertion_reward
-            reward *= env_assertion_reward
-        if RewardType.ACTION in basis:
-            breakdown.update(action_info.reward_breakdown or {})
-            reward *= action_info.reward
-        if RewardType.COMMUNICATE in basis:
-            breakdown.update(communicate_info.reward_breakdown or {})
-            reward *= communicate_info.reward
+        for kind, part_reward, part_breakdown in (  # in tau2's order
+            (RewardType.DB, db_check.db_reward, {RewardType.DB: db_check.db_reward}),
+            (RewardType.ENV_ASSERTION, env_assertion_reward, {RewardType.ENV_ASSERTION: env_assertion_reward}),
+            (RewardType.ACTION, action_info.reward, action_info.reward_breakdown or {}),
+            (RewardType.COMMUNICATE, communicate_info.reward, communicate_info.reward_breakdown or {}),
+        ):
+            if kind in basis:
+                breakdown.update(part_breakdown)
+                reward *= part_reward
         info = RewardInfo(
             reward=reward,
             db_check=db_check,

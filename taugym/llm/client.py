@@ -5,14 +5,12 @@ litellm provider, or any OpenAI-compatible server such as a local vLLM via
 ``provider="openai"`` and ``base_url``) and adds what a long training or
 evaluation run needs:
 
-* retries with tenacity's own combinators (``stop_after_attempt |
-  stop_before_delay``, exponential backoff with jitter) on rate limits (429),
-  server errors (5xx), timeouts, connection errors and malformed replies,
-  waiting at least the provider's ``Retry-After``; litellm's and the OpenAI
-  SDK's own retries are switched off, so this is the only retry layer;
-* no retries for requests that cannot succeed (400, 401, 403, 404, 422,
-  context window exceeded, missing credentials): :class:`LLMCallError` at
-  once, saying what to fix;
+* retries of transient failures with tenacity's own combinators
+  (``stop_after_attempt | stop_before_delay``, exponential backoff with
+  jitter, at least the provider's ``Retry-After``); litellm's and the OpenAI
+  SDK's own retries are off, so this is the only retry layer. A request that
+  cannot succeed fails at once with :class:`LLMCallError` saying what to fix
+  (:class:`LLMClient` says which failures are which);
 * a per-attempt timeout and a total deadline, so a call never hangs;
 * the shared rate limiter of its settings (:mod:`taugym.llm.rate_limit`);
 * tokens and cost per response (:class:`LLMResponse`);
@@ -25,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
 import math
@@ -123,16 +122,9 @@ class LLMUsage:
     def add(self, other: LLMUsage | LLMResponse) -> LLMUsage:
         """Add another total (or one response's numbers) in place; returns self."""
         usage = other.usage if isinstance(other, LLMResponse) else other
-        self.calls += usage.calls
-        self.retries += usage.retries
-        self.failures += usage.failures
-        self.prompt_tokens += usage.prompt_tokens
-        self.completion_tokens += usage.completion_tokens
-        self.cost_usd += usage.cost_usd
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(usage, name))
         return self
-
-    def __add__(self, other: LLMUsage | LLMResponse) -> LLMUsage:
-        return LLMUsage().add(self).add(other)
 
     @property
     def total_tokens(self) -> int:
@@ -162,7 +154,6 @@ class LLMResponse:
     attempts: int = 1
     raw_finish_reason: str | None = None
     model: str | None = None
-    latency_s: float = 0.0
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
 
@@ -184,10 +175,10 @@ class LLMCallError(RuntimeError):
     Attributes: ``attempts`` (requests made), ``status_code`` (HTTP status of
     the last failure, if any), ``retryable`` (whether the last failure was of
     a transient kind, i.e. the call gave up on attempts or deadline rather
-    than on a request that cannot succeed), ``cause_type`` (class name of the
-    last underlying error), ``kind`` (what failed: ``context_window``,
-    ``rate_limit``, ``auth``, ``connection``...; see :attr:`context_overflow`)
-    and ``usage`` (this call's accounting, with ``failures=1``). The message never contains the API key; the underlying
+    than on a request that cannot succeed), ``kind`` (what failed:
+    ``context_window``, ``rate_limit``, ``auth``, ``connection``...; see
+    :attr:`context_overflow`) and ``usage`` (this call's accounting, with
+    ``failures=1``). The message never contains the API key; the underlying
     exception is not chained, for the same reason.
     """
 
@@ -198,39 +189,25 @@ class LLMCallError(RuntimeError):
         attempts: int,
         status_code: int | None = None,
         retryable: bool = False,
-        cause_type: str | None = None,
         usage: LLMUsage | None = None,
         kind: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
-        self.message = message
         self.attempts = attempts
         self.status_code = status_code
         self.retryable = retryable
-        self.cause_type = cause_type
         self.usage = usage or LLMUsage(calls=1, failures=1, retries=max(0, attempts - 1))
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable, e.g. across a Ray boundary
-        kwargs = {
-            "attempts": self.attempts,
-            "status_code": self.status_code,
-            "retryable": self.retryable,
-            "cause_type": self.cause_type,
-            "usage": self.usage,
-            "kind": self.kind,
-        }
-        return (_rebuild_llm_call_error, (self.message, kwargs))
+        fields = {"attempts": self.attempts, "status_code": self.status_code, "retryable": self.retryable}
+        return functools.partial(LLMCallError, str(self), usage=self.usage, kind=self.kind, **fields), ()
 
     @property
     def context_overflow(self) -> bool:
         """Whether the conversation no longer fits the model's context (the server said so, or the
         prompt counted before sending did not fit ``context_window``): retrying cannot help."""
         return self.kind == "context_window"
-
-
-def _rebuild_llm_call_error(message: str, kwargs: dict[str, Any]) -> LLMCallError:
-    return LLMCallError(message, **kwargs)
 
 
 # --------------------------------------------------------------------------
@@ -308,11 +285,10 @@ class LLMClient:
     """Chat completions through litellm, with retries, a deadline and the settings' rate limits.
 
     Args:
-        settings: an :class:`~taugym.llm.LLMSettings` (or just a model name):
-            model, provider, base URL, timeout, deadline, attempts, backoff and
-            limits. No attempt starts or sleeps past ``deadline_s`` (a
-            rate-limit wait that would pass it fails the call at once); the
-            last attempt's timeout is shortened to fit.
+        settings: an :class:`~taugym.llm.LLMSettings` (or just a model name).
+            No attempt starts or sleeps past ``deadline_s`` (a rate-limit wait
+            that would pass it fails the call at once); the last attempt's
+            timeout is shortened to fit.
         api_key: the key; ``None`` lets litellm read the provider's environment
             variable (e.g. ``OPENAI_API_KEY``). Never logged or shown in errors.
         rate_limiter: a :class:`~taugym.llm.rate_limit.RateLimiter`; default:
@@ -502,9 +478,7 @@ class LLMClient:
                 except RateLimitTimeout as exc:
                     raise self._limit_past_deadline(exc, retrying) from None
             timeout = self._attempt_timeout(retrying)
-            start = time.monotonic()
-            response = _litellm().completion(**kwargs, timeout=timeout)
-            return response, est, time.monotonic() - start, retrying
+            return _litellm().completion(**kwargs, timeout=timeout), est, retrying
         finally:
             if limiter is not None:
                 limiter.release_slot()
@@ -520,12 +494,11 @@ class LLMClient:
                 except RateLimitTimeout as exc:
                     raise self._limit_past_deadline(exc, retrying) from None
             timeout = self._attempt_timeout(retrying)
-            start = time.monotonic()
             # the HTTP layer enforces timeout between bytes; the outer cap also cuts a server that trickles forever
             response = await asyncio.wait_for(
                 _litellm().acompletion(**kwargs, timeout=timeout), timeout=timeout + max(1.0, 0.25 * timeout)
             )
-            return response, est, time.monotonic() - start, retrying
+            return response, est, retrying
         finally:
             if limiter is not None:
                 limiter.release_slot()
@@ -540,7 +513,7 @@ class LLMClient:
             usage=LLMUsage(calls=1, failures=1, retries=max(0, sent - 1)),
         )
 
-    def _parse(self, response: Any, est: int, latency: float, retrying: tenacity.BaseRetrying) -> LLMResponse:
+    def _parse(self, response: Any, est: int, retrying: tenacity.BaseRetrying) -> LLMResponse:
         choices = getattr(response, "choices", None) or []
         if not choices:
             import openai
@@ -548,14 +521,13 @@ class LLMClient:
             raise openai.APIError("the provider returned no choices", request=None, body=None)  # type: ignore[arg-type]
         choice = choices[0]
         message = getattr(choice, "message", None)
+        # a model's stray surrogate must not stop a writer; a provider may echo the request (its
+        # Authorization header included): scrub what it says too
+        secrets = [self._api_key]
         content = getattr(message, "content", None)
         if isinstance(content, str):
-            content = valid_unicode(content)  # a model's stray surrogate must not stop a writer
+            content = scrub_secrets(valid_unicode(content), secrets)
         tool_calls = [valid_unicode_deep(_tool_call_dict(tc)) for tc in (getattr(message, "tool_calls", None) or [])]
-        # a provider may echo the request (its Authorization header included): scrub what it says too
-        secrets = [self._api_key]
-        if isinstance(content, str):
-            content = scrub_secrets(content, secrets)
         for call in tool_calls:
             function = call["function"]
             function["arguments"] = scrub_secrets(function["arguments"], secrets)
@@ -571,7 +543,6 @@ class LLMClient:
             attempts=retrying.statistics.get("attempt_number", 1),
             raw_finish_reason=getattr(choice, "finish_reason", None),
             model=getattr(response, "model", None) or self.settings.model,
-            latency_s=latency,
             **_sampled_tokens(choice),
         )
         if self.rate_limiter is not None:
@@ -592,7 +563,6 @@ class LLMClient:
             attempts=attempts,
             status_code=failure.status,
             retryable=failure.retryable,
-            cause_type=type(exc).__name__,
             kind=failure.kind,
         ) from None
 
@@ -684,19 +654,16 @@ def prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | 
 
 
 def _tool_call_dict(tool_call: Any) -> dict[str, Any]:
-    def get(obj: Any, name: str) -> Any:
-        return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-
-    function = get(tool_call, "function")
-    arguments = get(function, "arguments") if function is not None else None
+    function = _field(tool_call, "function")
+    arguments = _field(function, "arguments")
     if arguments is None:
         arguments = "{}"
     elif not isinstance(arguments, str):
         arguments = json.dumps(arguments)
     return {
-        "id": get(tool_call, "id") or f"call_{uuid.uuid4().hex[:24]}",
+        "id": _field(tool_call, "id") or f"call_{uuid.uuid4().hex[:24]}",
         "type": "function",
-        "function": {"name": get(function, "name") if function is not None else None, "arguments": arguments},
+        "function": {"name": _field(function, "name"), "arguments": arguments},
     }
 
 
@@ -722,7 +689,8 @@ def _cost(response: Any) -> float:
 
 
 def _field(value: Any, name: str) -> Any:
-    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+    """``value[name]`` of a mapping, ``value.name`` of an object (None when absent, or when ``value`` is None)."""
+    return value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
 
 
 def _sampled_tokens(choice: Any) -> dict[str, Any]:

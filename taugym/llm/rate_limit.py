@@ -303,7 +303,6 @@ class TokenBucketRateLimiter(RateLimiter):
     Any of the three may be ``None`` (no limit). Callers block (threads) or
     await (coroutines) instead of failing, served in arrival order. One
     instance may be shared by any number of threads and event loops.
-    ``clock``/``sleep`` are injectable for tests.
     """
 
     def __init__(
@@ -314,13 +313,11 @@ class TokenBucketRateLimiter(RateLimiter):
         *,
         burst_requests: float = 1.0,
         burst_tokens: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
         self.max_concurrency = max_concurrency
-        self._clock = clock
-        now = clock()
+        now = time.monotonic()
         self._requests = (
             TokenBucket(requests_per_minute / 60.0, burst_requests, now=now) if requests_per_minute else None
         )
@@ -338,7 +335,7 @@ class TokenBucketRateLimiter(RateLimiter):
 
         A wait longer than ``max_wait_s`` is returned without charging anything."""
         with self._lock:
-            now = self._clock()
+            now = time.monotonic()
             charges = []
             if self._requests is not None:
                 charges.append((self._requests, 1.0))
@@ -362,7 +359,7 @@ class TokenBucketRateLimiter(RateLimiter):
         ``after_s`` from now, and a full bucket would add its burst on top.
         """
         with self._lock:
-            at = self._clock() + max(0.0, after_s)
+            at = time.monotonic() + max(0.0, after_s)
             for bucket in (self._requests, self._tokens):
                 if bucket is not None:
                     bucket.commit(bucket.capacity, at)
@@ -402,7 +399,7 @@ class TokenBucketRateLimiter(RateLimiter):
             return
         delta = actual_tokens - estimated_tokens
         with self._lock:
-            now = self._clock()
+            now = time.monotonic()
             if delta > 0:
                 self._tokens.commit(delta, now)
             elif delta < 0:

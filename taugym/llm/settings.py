@@ -85,18 +85,16 @@ class LLMSettings:
 
     def validate(self, name: Callable[[str], str] = str) -> LLMSettings:
         """Check every value; the ``ValueError`` calls an option ``name(field)`` (e.g. ``llm_timeout_s``)."""
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise ValueError(f"{name('model')} must be a model name such as 'gpt-4o', got {self.model!r}")
-        if self.provider is not None and (not isinstance(self.provider, str) or not self.provider.strip()):
-            raise ValueError(
-                f"{name('provider')} must be a litellm provider name such as 'openai', or null to let litellm "
-                f"infer it, got {self.provider!r}"
-            )
-        if self.base_url is not None and (not isinstance(self.base_url, str) or not self.base_url.strip()):
-            raise ValueError(
-                f"{name('base_url')} must be a URL such as 'http://127.0.0.1:8000/v1', or null for the "
-                f"provider's own, got {self.base_url!r}"
-            )
+        for field, what, null_means in (
+            ("model", "a model name such as 'gpt-4o'", None),
+            ("provider", "a litellm provider name such as 'openai'", "to let litellm infer it"),
+            ("base_url", "a URL such as 'http://127.0.0.1:8000/v1'", "for the provider's own"),
+            ("tokenizer", "a Hugging Face model folder whose tokenizer counts the prompt", "to estimate it"),
+        ):
+            value = getattr(self, field)
+            if (value is not None or null_means is None) and (not isinstance(value, str) or not value.strip()):
+                or_null = f", or null {null_means}" if null_means else ""
+                raise ValueError(f"{name(field)} must be {what}{or_null}, got {value!r}")
         for field in ("timeout_s", "deadline_s"):
             value = getattr(self, field)
             if not is_finite_number(value) or value <= 0:
@@ -119,11 +117,6 @@ class LLMSettings:
             raise ValueError(
                 f"{name('context_window')} must be the model's context length in tokens (a positive integer) or "
                 f"null (no check), got {self.context_window!r}"
-            )
-        if self.tokenizer is not None and (not isinstance(self.tokenizer, str) or not self.tokenizer.strip()):
-            raise ValueError(
-                f"{name('tokenizer')} must be a Hugging Face model folder whose tokenizer counts the prompt, or null "
-                f"to estimate it, got {self.tokenizer!r}"
             )
         return self
 
