@@ -124,6 +124,9 @@ def test_ctrl_c_says_what_was_published_and_how_to_resume(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # a terminal's Ctrl-C reaches a process whose SIGINT is the default; a shell's background job (CI
+        # scripts, nohup) starts its children with SIGINT ignored, and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(completed_keys(out)) < 5 and driver.poll() is None:
