@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from taugym.config import apply_overrides, load_yaml_mapping
-from taugym.llm.settings import options_dataclass
+from taugym.llm.settings import is_positive_int, options_dataclass
 from train.algorithms import ALGORITHMS
 
 
@@ -64,7 +64,7 @@ class TrainConfig:
             raise ValueError(f"{self.algorithm} learns from a rollout's step rows: set data: <rollout output folder>")
         for name in ("iterations", "checkpoint_every", "episodes_per_iteration", "minibatch_size", "num_epochs"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_positive_int(value):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         for name in ("env", "model", "training"):
             if not isinstance(getattr(self, name), dict):
