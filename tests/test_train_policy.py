@@ -72,6 +72,30 @@ def test_the_prompt_equals_the_datasets_prompt_column_token_for_token(policy, tm
     )
 
 
+def test_an_episode_scored_at_once_equals_each_step_scored_alone(policy):
+    """The learner scores an episode's steps in one pass over its last step, reusing the system turn's keys
+    and values: the log-probs are those of every step scored alone over its whole prompt."""
+    env = TauEnv(task_category="retail", user_strategy="scripted")
+    agent = RecordingOracle()
+    item = WorkItem("retail", "retail-011", 0, 7)
+    asyncio.run(play_episode(env, agent, item, run_id="p", agent_name="oracle", agent_model=None))
+    seen = agent.seen[:5]
+    joint = ChatPolicy(policy.model, policy.tokenizer, max_action_tokens=64, max_prompt_tokens=16384)
+    prompts = [joint.prompt_ids(messages, tools) for messages, tools in seen]
+    actions = [
+        joint.action_ids(messages, after[len(messages)], tools) for (messages, tools), (after, _) in zip(seen, seen[1:])
+    ]
+    assert len(actions) == 4 and prompts[1][: len(prompts[0]) + len(actions[0])] == prompts[0] + actions[0]
+    alone = ChatPolicy(policy.model, policy.tokenizer, max_action_tokens=64, max_prompt_tokens=16384)
+    prompts = prompts[:-1]
+    with torch.no_grad():
+        together = joint.score(prompts, actions)
+        each = [alone.score([p], [a])[0] for p, a in zip(prompts, actions)]
+    assert joint._system_turn(prompts[0]) and not alone._system_turn(prompts[0])  # the two paths differ
+    for row, (scored, action) in enumerate(zip(each, actions)):
+        assert torch.allclose(together[row, : len(action)], scored[: len(action)], atol=1e-4)
+
+
 def test_a_demonstrated_turn_tokenizes_as_an_action_the_env_takes(policy):
     policy = ChatPolicy(policy.model, policy.tokenizer, max_action_tokens=64)
     prompt = [{"role": "system", "content": "policy"}, {"role": "user", "content": "hi"}]

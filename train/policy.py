@@ -188,9 +188,9 @@ class ChatPolicy(torch.nn.Module):
         tokenizer: its tokenizer, with a chat template.
         max_action_tokens: the longest action generated; one that reaches it
             without ``eos`` ends there.
-        max_prompt_tokens: prompts longer than this keep their first
-            ``prefix_tokens`` (the system prompt and tools) and their last
-            tokens, the middle of the history dropped.
+        max_prompt_tokens: prompts longer than this keep their system turn
+            (the system prompt and tools) and their last tokens, the start
+            of the history dropped.
     """
 
     def __init__(self, model: Any, tokenizer: Any, max_action_tokens: int = 128, max_prompt_tokens: int = 8192):
@@ -212,6 +212,7 @@ class ChatPolicy(torch.nn.Module):
                 banned[token_id] = True  # PAD, BOS and role markers are never sampled
         self.register_buffer("banned", banned, persistent=False)
         self._prefix: tuple[list[int], Any] | None = None
+        self._system_prompts: dict[str, list[int]] = {}  # digest of (system prompt, tools) -> their token ids
 
     # ---------------------------------------------------------------- text
     def prompt_text(self, messages: Sequence[Mapping[str, Any]], tools: Any = None) -> str:
@@ -221,8 +222,24 @@ class ChatPolicy(torch.nn.Module):
         )
 
     def prompt_ids(self, messages: Sequence[Mapping[str, Any]], tools: Any = None) -> list[int]:
-        """The token ids of :meth:`prompt_text` (the template writes BOS; none is added again)."""
-        return list(self.tokenizer(self.prompt_text(messages, tools), add_special_tokens=False)["input_ids"])
+        """The token ids of :meth:`prompt_text` (the template writes BOS; none is added again).
+
+        Also notes the ids of the chat's system turn (system prompt and
+        tools), which :meth:`score` computes once per batch.
+        """
+        ids = list(self.tokenizer(self.prompt_text(messages, tools), add_special_tokens=False)["input_ids"])
+        if messages and messages[0].get("role") == "system":
+            tools = _tools(tools)
+            key = json.dumps([messages[0].get("content"), tools], sort_keys=True, default=str)
+            digest = hashlib.sha256(key.encode()).hexdigest()
+            if digest not in self._system_prompts:
+                head = self.tokenizer.apply_chat_template(
+                    chat_messages(messages[:1]), tools=tools, tokenize=False, add_generation_prompt=False
+                )
+                head_ids = list(self.tokenizer(head, add_special_tokens=False)["input_ids"])
+                if ids[: len(head_ids)] == head_ids:  # the template writes the system turn as the prompt's start
+                    self._system_prompts[digest] = head_ids
+        return ids
 
     def action_ids(
         self, prompt: Sequence[Mapping[str, Any]], completion: Mapping[str, Any], tools: Any = None
@@ -253,12 +270,16 @@ class ChatPolicy(torch.nn.Module):
             ids = ids[: ids.index(self.eos_id)]
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
-    def clip_prompt(self, ids: list[int], prefix_tokens: int = 0) -> list[int]:
-        """``ids`` within ``max_prompt_tokens``: the first ``prefix_tokens`` and the most recent rest."""
+    def clip_prompt(self, ids: list[int]) -> list[int]:
+        """``ids`` within ``max_prompt_tokens``: the system turn (system prompt and tools) and the most recent
+        rest; only the most recent tokens where the system turn leaves no room for history."""
         if len(ids) <= self.max_prompt_tokens:
             return ids
-        keep = self.max_prompt_tokens - prefix_tokens
-        return ids[:prefix_tokens] + ids[len(ids) - keep :]
+        system = self._system_turn(ids)
+        keep = self.max_prompt_tokens - len(system)
+        if keep < min(256, self.max_prompt_tokens):  # too small a window for the system turn: the recent tokens
+            system, keep = [], self.max_prompt_tokens
+        return system + ids[len(ids) - keep :]
 
     # ---------------------------------------------------------------- model
     @property
@@ -338,27 +359,66 @@ class ChatPolicy(torch.nn.Module):
     def score_and_hidden(
         self, prompts: Sequence[Sequence[int]], actions: Sequence[Sequence[int]], temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`score` and the last hidden state at each prompt's last token (``[B, H]``, for a value head)."""
+        """:meth:`score` and the last hidden state at each prompt's last token (``[B, H]``, for a value head).
+
+        A prompt that starts with a system turn :meth:`prompt_ids` has
+        rendered (a domain's system prompt and tools, the same for every
+        step) reuses that turn's keys and values, computed once per call
+        without gradients: the weights learn from every token after it.
+        The log-probs are those of the whole prompt either way.
+        """
         device = self.device
         actions = [[int(t) for t in a if int(t) >= 0] for a in actions]
         prompts = [[int(t) for t in p] for p in prompts]
         head = self.model.get_output_embeddings()
         horizon = max(1, max(len(a) for a in actions))
         logps = torch.zeros((len(prompts), horizon), device=device)
-        hidden = []
-        for row, (p, a) in enumerate(zip(prompts, actions)):
-            # one sequence at a time, unpadded: causal attention then needs no mask and runs in the fused
-            # kernel; a padded batch of few-thousand-token prompts materialises every attention matrix (GBs).
-            # The decoder alone, then the LM head only where an action token is predicted.
-            tokens = torch.tensor([p + a], device=device)
-            states = self.model.base_model(input_ids=tokens, use_cache=False).last_hidden_state[0]
-            hidden.append(states[len(p) - 1])
-            if not a:
-                continue
-            log_probs = self._log_probs(head(states[len(p) - 1 : len(p) + len(a) - 1]), temperature)
-            target = torch.tensor(a, device=device)
-            logps[row, : len(a)] = log_probs.gather(-1, target[:, None])[:, 0]
+        hidden: list[Any] = [None] * len(prompts)
+        caches: dict[int, Any] = {}
+        computed: list[tuple[list[int], int, torch.Tensor]] = []  # (sequence, its first token in states, states)
+        # Longest first: a step's prompt and action are the start of the episode's later prompts, so one
+        # pass over an episode's last step scores all its steps (causal: the same values and gradients).
+        for row in sorted(range(len(prompts)), key=lambda i: -(len(prompts[i]) + len(actions[i]))):
+            p, a = prompts[row], actions[row]
+            sequence = p + a
+            host = next((c for c in computed if len(c[0]) >= len(sequence) and c[0][: len(sequence)] == sequence), None)
+            if host is None:
+                host = (sequence, *self._decode(sequence, self._system_turn(p), caches))
+                computed.append(host)
+            _, start, states = host
+            last = len(p) - start - 1  # the prompt's last token in ``states``
+            hidden[row] = states[last]
+            if a:
+                log_probs = self._log_probs(head(states[last : last + len(a)]), temperature)
+                target = torch.tensor(a, device=device)
+                logps[row, : len(a)] = log_probs.gather(-1, target[:, None])[:, 0]
         return logps, torch.stack(hidden)
+
+    def _decode(self, sequence: list[int], system: list[int], caches: dict[int, Any]) -> tuple[int, torch.Tensor]:
+        """The decoder's last hidden states of ``sequence`` after its system turn (from ``caches``, filled
+        once without gradients), and the index of the first token they cover.
+
+        One sequence at a time, unpadded: causal attention then needs no mask and runs in the fused
+        kernel; a padded batch of few-thousand-token prompts materialises every attention matrix (GBs).
+        The LM head then runs only where an action token is predicted.
+        """
+        decoder = self.model.base_model
+        device = self.device
+        tokens = torch.tensor([sequence[len(system) :]], device=device)
+        if not system:
+            return 0, decoder(input_ids=tokens, use_cache=False).last_hidden_state[0]
+        if id(system) not in caches:
+            with torch.no_grad():
+                caches[id(system)] = decoder(input_ids=torch.tensor([system], device=device), use_cache=True).cache
+        cache = copy.deepcopy(caches[id(system)])
+        return len(system), decoder(input_ids=tokens, cache=cache, use_cache=True).last_hidden_state[0]
+
+    def _system_turn(self, prompt: list[int]) -> list[int]:
+        """The noted system turn ``prompt`` starts with (shorter than the prompt), or ``[]``."""
+        for ids in self._system_prompts.values():
+            if len(ids) < len(prompt) and prompt[: len(ids)] == ids:
+                return ids
+        return []
 
     # ---------------------------------------------------------------- building
     @classmethod
