@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
+from test_train_rllib import _oracle_steps
 
-pytest.importorskip("ray")
-
-from test_train_rllib import _oracle_steps  # noqa: E402
-
-from rollout.dataset import read_episodes, read_steps  # noqa: E402
-from train.cli import main  # noqa: E402
-from train.config import TrainConfig  # noqa: E402
-from train.policy import ChatPolicy  # noqa: E402
+from rollout.dataset import read_episodes, read_steps
+from train.cli import main
+from train.config import TrainConfig
+from train.policy import ChatPolicy
 
 SMALL = ["model.max_action_tokens=16", "model.max_prompt_tokens=256", "minibatch_size=4"]
 
@@ -26,6 +24,22 @@ def test_the_train_config_refuses_unknown_keys_and_bad_values():
     with pytest.raises(ValueError, match="set data"):
         TrainConfig.from_dict({"algorithm": "bc"})
     assert main(["--config", "configs/train/bc.yaml", "iteratons=3"]) == 2
+
+
+def _tensorboard_scalars(folder) -> dict:
+    """Every scalar of the TensorBoard event files in ``folder``: tag -> [(step, value)] (TFRecord framing)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = Event.FromString(data[at + 12 : at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
 
 
 def test_train_resume_export_and_evaluate_a_checkpoint(tmp_path, capsys):
@@ -41,6 +55,8 @@ def test_train_resume_export_and_evaluate_a_checkpoint(tmp_path, capsys):
         assert main(["--resume", str(run), "iterations=3"]) == 0
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [r["iteration"] for r in rows] == [1, 2, 3] and all("policy_loss" in r for r in rows)
+        logged = _tensorboard_scalars(run / "tensorboard")
+        assert [step for step, _ in logged["ray/tune/learners/default_policy/policy_loss"]] == [1, 2, 3]
         checkpoint = json.loads((run / "metrics.json").read_text())["checkpoint"]
         assert checkpoint.endswith("iter-00003")
 

@@ -8,18 +8,16 @@ import json
 
 import numpy as np
 import pytest
+import ray
 import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.utils.spaces.space_utils import unbatch
+
+from train.algorithms import GroupAdvantages, build_config
+from train.env import TextVectorEnv, env_creator
 
 torch.set_num_threads(1)
-
-ray = pytest.importorskip("ray")
-
-from ray.rllib.core.columns import Columns  # noqa: E402
-from ray.rllib.evaluation.postprocessing import Postprocessing  # noqa: E402
-from ray.rllib.utils.spaces.space_utils import unbatch  # noqa: E402
-
-from train.algorithms import GroupAdvantages, build_config  # noqa: E402
-from train.env import TextVectorEnv, env_creator  # noqa: E402
 
 ENV = {
     "task_category": "retail",

@@ -3,8 +3,10 @@
 * ``python -m train --config configs/train/bc.yaml [key=value ...]``: a run
   folder ``<out>/<algorithm>-<time>/`` with ``config.yaml``,
   ``metrics.jsonl`` (one line per iteration), ``metrics.json`` (the last
-  iteration and the final checkpoint) and RLlib checkpoints under
-  ``checkpoints/``; ``--resume RUN`` goes on from its latest checkpoint.
+  iteration and the final checkpoint), RLlib checkpoints under
+  ``checkpoints/`` and TensorBoard event files under ``tensorboard/``
+  (Ray's own ``TBXLoggerCallback``: ``tensorboard --logdir <out>``);
+  ``--resume RUN`` goes on from its latest checkpoint.
 * ``python -m train evaluate --checkpoint CKPT --tasks retail-001,...``:
   plays the checkpoint through the rollout job (a Parquet dataset in
   ``--out``) and prints the do-nothing baseline (``[finish]`` at once) on
@@ -94,6 +96,18 @@ def start_ray() -> None:
             )
 
 
+class _RunForTensorBoard:
+    """The one thing of a Tune trial that Ray's ``TBXLoggerCallback`` reads: where to write."""
+
+    evaluated_params: dict = {}
+
+    def __init__(self, folder: Path):
+        self.local_path = str(folder)
+
+    def init_local_path(self) -> None:
+        Path(self.local_path).mkdir(parents=True, exist_ok=True)
+
+
 def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool = False) -> dict:
     """Train ``config`` (a :class:`~train.config.TrainConfig`) into ``run_dir``; returns ``metrics.json``'s content."""
     import dataclasses
@@ -110,6 +124,9 @@ def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool =
     )
     (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     start_ray()
+    from ray.tune.logger import TBXLoggerCallback
+
+    tensorboard, board_run = TBXLoggerCallback(), _RunForTensorBoard(run_dir / "tensorboard")
     algo = config.algorithm_config().build_algo()
     try:
         start = 0
@@ -131,6 +148,7 @@ def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool =
                 began = time.monotonic()
                 result = algo.train()
                 row = _iteration_row(iteration, result, time.monotonic() - began)
+                tensorboard.log_trial_result(iteration, board_run, {**result, "training_iteration": iteration})
                 rows.append(row)
                 sink.write(json.dumps(row) + "\n")
                 sink.flush()
@@ -142,6 +160,7 @@ def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool =
         final = (checkpoints / f"iter-{config.iterations:05d}").resolve()
         algo.save_to_path(str(final))
     finally:
+        tensorboard.log_trial_end(board_run)
         algo.stop()
     summary = {"algorithm": config.algorithm, "iterations": len(rows), "last": rows[-1] if rows else None}
     summary["checkpoint"] = str(final)
