@@ -83,10 +83,15 @@ def _oracle_steps(out):
     return len(result["steps"])
 
 
-def test_behaviour_cloning_from_step_rows_lowers_the_loss(local_ray, tmp_path):
+@pytest.mark.parametrize("algorithm", ["bc", "marwil"])
+def test_behaviour_cloning_from_step_rows_lowers_the_loss(local_ray, tmp_path, algorithm):
     steps = _oracle_steps(tmp_path)
     config = build_config(
-        "bc", offline_dir=str(tmp_path), model_config={**MODEL, "max_action_tokens": 64}, minibatch_size=steps, lr=3e-3
+        algorithm,
+        offline_dir=str(tmp_path),
+        model_config={**MODEL, "max_action_tokens": 64},
+        minibatch_size=steps,
+        lr=3e-3,
     )
     algo = config.build_algo()
     try:
