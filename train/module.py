@@ -40,7 +40,9 @@ PAD = -1
 def build_policy(model_config: dict) -> ChatPolicy:
     """The :class:`ChatPolicy` a module's ``model_config`` names: ``model: tiny`` (built from a config with
     the domain tokenizer) or ``model: <local Hugging Face folder>``."""
-    options = {k: model_config[k] for k in ("max_action_tokens", "max_prompt_tokens") if k in model_config}
+    options = {
+        k: model_config[k] for k in ("max_action_tokens", "max_prompt_tokens", "opening_tokens") if k in model_config
+    }
     model = model_config.get("model", "tiny")
     if model == "tiny":
         sizes = {k: model_config[k] for k in ("hidden_size", "layers", "heads") if k in model_config}
@@ -107,7 +109,7 @@ class ChatLMModule(TorchRLModule, ValueFunctionAPI):
     ``model_config``: ``model`` (``tiny`` or a local Hugging Face folder),
     ``domains`` (the tiny model's tokenizer), ``hidden_size``/``layers``/
     ``heads`` (tiny), ``dtype``, ``device``, ``max_action_tokens``,
-    ``max_prompt_tokens``, ``temperature`` (sampling; 0 is greedy),
+    ``max_prompt_tokens``, ``opening_tokens``, ``temperature`` (sampling; 0 is greedy),
     ``seed`` (the sampler's generator).
     """
 

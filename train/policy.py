@@ -195,11 +195,21 @@ class ChatPolicy(torch.nn.Module):
         max_action_tokens: the longest action generated; one that reaches it
             without ``eos`` ends there.
         max_prompt_tokens: prompts longer than this keep their system turn
-            (the system prompt and tools) and their last tokens, the start
-            of the history dropped.
+            (the system prompt and tools), the conversation's opening and its
+            most recent tokens; the middle of the conversation is dropped.
+        opening_tokens: how much of the conversation's start a clipped
+            prompt keeps (where the user says what they want); default 256,
+            or a quarter of ``max_prompt_tokens`` when that is less.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, max_action_tokens: int = 128, max_prompt_tokens: int = 8192):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        max_action_tokens: int = 128,
+        max_prompt_tokens: int = 8192,
+        opening_tokens: int | None = None,
+    ):
         super().__init__()
         if tokenizer.chat_template is None:
             raise ValueError("the tokenizer has no chat template; give one that has (or set tokenizer.chat_template)")
@@ -207,6 +217,11 @@ class ChatPolicy(torch.nn.Module):
         self.tokenizer = tokenizer
         self.max_action_tokens = int(max_action_tokens)
         self.max_prompt_tokens = int(max_prompt_tokens)
+        self.opening_tokens = min(256, self.max_prompt_tokens // 4) if opening_tokens is None else int(opening_tokens)
+        if self.max_prompt_tokens < 2 * self.opening_tokens:
+            raise ValueError(
+                f"max_prompt_tokens ({max_prompt_tokens}) must be at least twice opening_tokens ({opening_tokens})"
+            )
         _no_dropout(model)
         self.model.eval()
         self.eos_id = int(tokenizer.eos_token_id)
@@ -288,15 +303,20 @@ class ChatPolicy(torch.nn.Module):
         return f"[answer] {call.group(1).strip()}" if call else f"[action] {text}"
 
     def clip_prompt(self, ids: list[int]) -> list[int]:
-        """``ids`` within ``max_prompt_tokens``: the system turn (system prompt and tools) and the most recent
-        rest; only the most recent tokens where the system turn leaves no room for history."""
+        """``ids`` within ``max_prompt_tokens``: the system turn (system prompt and tools), the conversation's
+        first ``opening_tokens`` (the user's request) and its most recent rest; without the system turn where
+        it leaves no room for the conversation."""
         if len(ids) <= self.max_prompt_tokens:
             return ids
         system = self._system_turn(ids)
-        keep = self.max_prompt_tokens - len(system)
-        if keep < min(256, self.max_prompt_tokens):  # too small a window for the system turn: the recent tokens
-            system, keep = [], self.max_prompt_tokens
-        return system + ids[len(ids) - keep :]
+        conversation = ids[len(system) :]
+        if self.max_prompt_tokens - len(system) < 2 * self.opening_tokens:  # no room: the conversation alone
+            system = []
+        room = self.max_prompt_tokens - len(system)
+        if len(conversation) <= room:
+            return system + conversation
+        opening = conversation[: self.opening_tokens]
+        return system + opening + conversation[len(conversation) - (room - len(opening)) :]
 
     # ---------------------------------------------------------------- model
     @property
