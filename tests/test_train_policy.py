@@ -175,3 +175,24 @@ def test_a_chat_models_reply_decodes_to_an_action_in_the_envs_protocol(policy):
     assert decoded(f"<tool_call>\n{call}\n</tool_call>") == f"[answer] {call}"  # the Hermes layout
     assert decoded("Could you give me your zip code?") == "[action] Could you give me your zip code?"
     assert decoded("[finish]") == "[finish]"
+
+
+def test_a_clipped_prompt_keeps_the_users_request_and_the_latest_turns(policy):
+    env = TauEnv(task_category="retail", user_strategy="scripted")
+    agent = RecordingOracle()
+    item = WorkItem("retail", "retail-011", 0, 7)
+    asyncio.run(play_episode(env, agent, item, run_id="p", agent_name="oracle", agent_model=None))
+    messages, tools = agent.seen[-1]
+    request = next(m["content"] for m in messages if m["role"] == "user")
+    wide = ChatPolicy(policy.model, policy.tokenizer, max_prompt_tokens=16384)
+    ids = wide.prompt_ids(messages, tools)
+    system = wide._system_turn(ids)
+    assert system and len(ids) > len(system) + 1024
+    for budget, keeps_system in ((len(system) + 1024, True), (1024, False)):
+        clipper = ChatPolicy(policy.model, policy.tokenizer, max_prompt_tokens=budget)
+        clipper.prompt_ids(messages, tools)
+        clipped = clipper.clip_prompt(ids)
+        text = policy.tokenizer.decode(clipped)
+        assert len(clipped) == budget and clipped[-64:] == ids[-64:]  # the most recent turns, up to the prompt's end
+        assert request in text  # the user's request, from the conversation's opening
+        assert (clipped[: len(system)] == system) is keeps_system
