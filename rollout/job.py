@@ -126,26 +126,8 @@ def work_items(config: RolloutConfig) -> list[WorkItem]:
         _refuse_repeats("tasks", config.tasks, "list each task once; trials: N runs every task N times")
     items = []
     for domain in config.domains:
-        env_config = config.env_config(domain)
-        loaded = get_backend(env_config.backend).load_domain(domain)
-        split = loaded.default_split if config.tasks is None else config.tasks
-        if split == "all":
-            task_ids = [t.task_id for t in loaded.tasks]
-        elif isinstance(split, str):
-            if split not in loaded.splits:
-                raise ValueError(
-                    f"tasks: {split!r} is not a split of {domain}; valid: {sorted(loaded.splits)} or 'all'"
-                )
-            task_ids = [loaded.tasks[i].task_id for i in loaded.splits[split]]
-        else:
-            valid = {t.task_id for t in loaded.tasks}
-            task_ids = [t for t in config.tasks if t.startswith(f"{domain}-")]
-            unknown = [t for t in task_ids if t not in valid]
-            if unknown:
-                raise ValueError(
-                    f"unknown task ids {unknown}; valid: {domain}-000 … {domain}-{len(loaded.tasks) - 1:03d}"
-                )
-        for task_id in task_ids:
+        loaded = get_backend(config.env_config(domain).backend).load_domain(domain)
+        for task_id in config.task_ids(loaded):
             for trial in range(config.trials):
                 items.append(WorkItem(domain, task_id, trial, item_seed(config.seed, domain, task_id, trial)))
     return items

@@ -22,6 +22,7 @@ litellm is imported on the first call, with its debug banners off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import json
@@ -29,10 +30,9 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
 
@@ -45,27 +45,21 @@ from taugym.llm.text import valid_unicode, valid_unicode_deep
 __all__ = ["LLMCallError", "LLMClient", "LLMResponse", "LLMUsage", "scrub_secrets"]
 
 logger = logging.getLogger("taugym.llm")
-
-_litellm_module: Any = None
-_litellm_lock = threading.Lock()
+_NO_LIMITS = RateLimiter()  # what a client without a rate limiter goes through: no wait, no slot
 
 
+@functools.cache
 def _litellm() -> Any:
     """Import and quietly configure litellm once (no banners, no INFO line per call)."""
-    global _litellm_module
-    if _litellm_module is None:
-        with _litellm_lock:
-            if _litellm_module is None:
-                import litellm
+    import litellm
 
-                litellm.suppress_debug_info = True
-                litellm.set_verbose = False
-                for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):  # unless the user configured them
-                    litellm_logger = logging.getLogger(name)
-                    if litellm_logger.level == logging.NOTSET:
-                        litellm_logger.setLevel(logging.WARNING)
-                _litellm_module = litellm
-    return _litellm_module
+    litellm.suppress_debug_info = True
+    litellm.set_verbose = False
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):  # unless the user configured them
+        litellm_logger = logging.getLogger(name)
+        if litellm_logger.level == logging.NOTSET:
+            litellm_logger.setLevel(logging.WARNING)
+    return litellm
 
 
 # --------------------------------------------------------------------------
@@ -468,31 +462,21 @@ class LLMClient:
 
     def _attempt_sync(self, retrying: tenacity.Retrying, kwargs: dict[str, Any], est: int) -> tuple:
         """One attempt: a concurrency slot, the rate limits, the request; returns what :meth:`_parse` takes."""
-        limiter = self.rate_limiter
-        if limiter is not None:
-            limiter.acquire_slot()
+        limiter = self.rate_limiter or _NO_LIMITS
+        limiter.acquire_slot()
         try:
-            if limiter is not None:
-                try:
-                    limiter.acquire(est, max_wait_s=self._remaining(retrying))
-                except RateLimitTimeout as exc:
-                    raise self._limit_past_deadline(exc, retrying) from None
-            timeout = self._attempt_timeout(retrying)
-            return _litellm().completion(**kwargs, timeout=timeout), est, retrying
+            with self._within_deadline(retrying):
+                limiter.acquire(est, max_wait_s=self._remaining(retrying))
+            return _litellm().completion(**kwargs, timeout=self._attempt_timeout(retrying)), est, retrying
         finally:
-            if limiter is not None:
-                limiter.release_slot()
+            limiter.release_slot()
 
     async def _attempt_async(self, retrying: tenacity.AsyncRetrying, kwargs: dict[str, Any], est: int) -> tuple:
-        limiter = self.rate_limiter
-        if limiter is not None:
-            await limiter.aacquire_slot()
+        limiter = self.rate_limiter or _NO_LIMITS
+        await limiter.aacquire_slot()
         try:
-            if limiter is not None:
-                try:
-                    await limiter.aacquire(est, max_wait_s=self._remaining(retrying))
-                except RateLimitTimeout as exc:
-                    raise self._limit_past_deadline(exc, retrying) from None
+            with self._within_deadline(retrying):
+                await limiter.aacquire(est, max_wait_s=self._remaining(retrying))
             timeout = self._attempt_timeout(retrying)
             # the HTTP layer enforces timeout between bytes; the outer cap also cuts a server that trickles forever
             response = await asyncio.wait_for(
@@ -500,18 +484,23 @@ class LLMClient:
             )
             return response, est, retrying
         finally:
-            if limiter is not None:
-                limiter.release_slot()
+            limiter.release_slot()
 
-    def _limit_past_deadline(self, exc: RateLimitTimeout, retrying: tenacity.BaseRetrying) -> LLMCallError:
-        sent = retrying.statistics.get("attempt_number", 1) - 1  # this attempt never left
-        return LLMCallError(
-            f"LLM call to {self._target()} gave up after {self._elapsed(retrying):.1f}s: the rate limits would hold "
-            f"it another {exc.wait_s:.1f}s, past its deadline_s={self.settings.deadline_s:g} (llm_deadline_s). Raise "
-            "the requests/tokens per minute limits or the deadline, or run fewer episodes at once.",
-            attempts=sent,
-            usage=LLMUsage(calls=1, failures=1, retries=max(0, sent - 1)),
-        )
+    @contextlib.contextmanager
+    def _within_deadline(self, retrying: tenacity.BaseRetrying) -> Iterator[None]:
+        """Fail the call at once when the rate limits would hold this attempt past the deadline."""
+        try:
+            yield
+        except RateLimitTimeout as exc:
+            sent = retrying.statistics.get("attempt_number", 1) - 1  # this attempt never left
+            raise LLMCallError(
+                f"LLM call to {self._target()} gave up after {self._elapsed(retrying):.1f}s: the rate limits would "
+                f"hold it another {exc.wait_s:.1f}s, past its deadline_s={self.settings.deadline_s:g} "
+                "(llm_deadline_s). Raise the requests/tokens per minute limits or the deadline, or run fewer "
+                "episodes at once.",
+                attempts=sent,
+                usage=LLMUsage(calls=1, failures=1, retries=max(0, sent - 1)),
+            ) from None
 
     def _parse(self, response: Any, est: int, retrying: tenacity.BaseRetrying) -> LLMResponse:
         choices = getattr(response, "choices", None) or []
@@ -623,27 +612,12 @@ class LLMClient:
         return f"LLMClient({self.settings!r}, rate_limiter={self.rate_limiter!r})"
 
 
-_tokenizers: dict[str, Any] = {}
-_tokenizers_lock = threading.Lock()
-
-
 def prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None, tokenizer: str | None) -> int:
     """The prompt's length in tokens: rendered with ``tokenizer``'s chat template (a Hugging Face model
     folder, loaded once per process) as a server that uses it does, else :func:`estimate_tokens`."""
     if tokenizer is None:
         return estimate_tokens(messages, tools)
-    with _tokenizers_lock:
-        loaded = _tokenizers.get(tokenizer)
-        if loaded is None:
-            try:
-                from transformers import AutoTokenizer
-            except ImportError:
-                raise ImportError(
-                    f"counting prompts with the tokenizer {tokenizer!r} needs transformers: pip install transformers, "
-                    "or set tokenizer to null to estimate them"
-                ) from None
-            loaded = _tokenizers[tokenizer] = AutoTokenizer.from_pretrained(tokenizer)
-    ids = loaded.apply_chat_template(
+    ids = _tokenizer(tokenizer).apply_chat_template(
         [dict(m) for m in messages],
         tools=list(tools) if tools else None,
         add_generation_prompt=True,
@@ -651,6 +625,18 @@ def prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | 
         return_dict=False,
     )
     return len(ids)
+
+
+@functools.cache
+def _tokenizer(name: str) -> Any:
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ImportError(
+            f"counting prompts with the tokenizer {name!r} needs transformers: pip install transformers, "
+            "or set tokenizer to null to estimate them"
+        ) from None
+    return AutoTokenizer.from_pretrained(name)
 
 
 def _tool_call_dict(tool_call: Any) -> dict[str, Any]:

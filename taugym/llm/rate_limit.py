@@ -17,7 +17,6 @@ asking the actor for a reservation and sleeping locally.
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import collections
 import json
@@ -233,15 +232,14 @@ class RateLimitTimeout(TimeoutError):
         return (RateLimitTimeout, (self.wait_s, self.max_wait_s))
 
 
-class RateLimiter(abc.ABC):
-    """What the LLM client needs from a rate limiter.
+class RateLimiter:
+    """What the LLM client needs from a rate limiter; this base class limits nothing.
 
     Implementations must be safe to call from many threads and from
     coroutines on several event loops. ``acquire``/``aacquire`` block (or
     await) until the request may be sent and then charge it; they never
     raise because a budget is exhausted. ``acquire_slot``/``aacquire_slot``
-    and ``release_slot`` bound the number of requests in flight. Both
-    acquires return the seconds spent waiting.
+    and ``release_slot`` bound the number of requests in flight.
 
     An implementation backed by a remote service (e.g. a Ray actor hosting
     :class:`TokenBucket` instances for a whole cluster) only has to provide
@@ -251,25 +249,23 @@ class RateLimiter(abc.ABC):
 
     tokens_per_minute: float | None = None
 
-    @abc.abstractmethod
     def acquire(self, tokens: int = 0, max_wait_s: float | None = None) -> float:
         """Block until one request of about ``tokens`` tokens may be sent; charge it.
 
         Returns the seconds waited. When the wait would be longer than
         ``max_wait_s``, charges nothing and raises :class:`RateLimitTimeout` at once.
         """
+        return 0.0
 
-    @abc.abstractmethod
     async def aacquire(self, tokens: int = 0, max_wait_s: float | None = None) -> float:
         """Like :meth:`acquire`, but awaits instead of blocking the event loop."""
+        return 0.0
 
-    def acquire_slot(self) -> float:
+    def acquire_slot(self) -> None:
         """Block until a concurrency slot is held (no cap: returns at once)."""
-        return 0.0
 
-    async def aacquire_slot(self) -> float:
+    async def aacquire_slot(self) -> None:
         """Await a concurrency slot (no cap: returns at once)."""
-        return 0.0
 
     def release_slot(self) -> None:
         """Release a slot taken with :meth:`acquire_slot`/:meth:`aacquire_slot`."""
@@ -376,19 +372,13 @@ class TokenBucketRateLimiter(RateLimiter):
             await asyncio.sleep(wait)
         return wait
 
-    def acquire_slot(self) -> float:
-        if self._concurrency is None:
-            return 0.0
-        start = time.monotonic()
-        self._concurrency.acquire()
-        return time.monotonic() - start
+    def acquire_slot(self) -> None:
+        if self._concurrency is not None:
+            self._concurrency.acquire()
 
-    async def aacquire_slot(self) -> float:
-        if self._concurrency is None:
-            return 0.0
-        start = time.monotonic()
-        await self._concurrency.aacquire()
-        return time.monotonic() - start
+    async def aacquire_slot(self) -> None:
+        if self._concurrency is not None:
+            await self._concurrency.aacquire()
 
     def release_slot(self) -> None:
         if self._concurrency is not None:
