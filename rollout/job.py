@@ -2,33 +2,25 @@
 
 * Each :class:`RolloutWorker` actor holds its own envs (one per concurrent
   episode slot and domain) and its agent; the driver hands out work items
-  (domain, task id, trial, seed) as slots free up.
-* The driver is the only writer: a result is written once, when its episode
-  finished. Ray restarts an actor that dies (``max_restarts``) and re-runs
-  the calls it had not answered (``max_task_retries``: up to
-  ``max_attempts_per_episode`` attempts); an episode whose attempts are
-  spent is an error row. Only results that come back are written, so the
-  dataset ends with exactly one row per (domain, task, trial).
-* The run owns its output (:class:`~rollout.store.OutputLease`) from start
-  to end; a second run into the same folder is refused.
-* Before any actor starts: LLM keys and endpoints are checked, and
-  ``DIR/run.json`` records what defines the results; a resume that changes
-  it is refused (:mod:`rollout.preflight`).
+  (domain, task id, trial, seed) as slots free up, spread over the
+  cluster's nodes (local Ray unless ``address`` or ``RAY_ADDRESS`` names one).
+* The driver is the only writer, and writes only results that come back:
+  Ray restarts a dead actor (``max_restarts``), also on another node, and
+  re-runs its unanswered calls (``max_task_retries``) up to
+  ``max_attempts_per_episode`` times, after which the episode is an error
+  row. So the dataset ends with exactly one row per (domain, task, trial).
+* The run owns its output (:class:`~rollout.store.OutputLease`). Before any
+  actor starts, LLM keys and endpoints are checked and ``DIR/run.json``
+  records what defines the results; a resume that changes it is refused
+  (:mod:`rollout.preflight`).
 * ``resume=True`` skips every (domain, task, trial) already in the dataset;
   ``retry_errors=True`` also re-runs those whose row is an error row, and
   each new row supersedes its error row in the commit that publishes it.
-* ``max_cost_usd`` (the whole dataset's LLM cost, earlier runs included):
-  once reached, no more episodes start; those in flight are written, the
-  summary says ``stopped``, and a resume with a higher cap goes on.
-* Local Ray by default; an existing cluster when ``address`` or
-  ``RAY_ADDRESS`` names one. The actors are spread over the cluster's
-  nodes; a node that dies takes its actors with it, Ray restarts them
-  elsewhere and their episodes run again (only results that come back are
-  written, so still once each).
-* ``out`` is a local folder or a URI of object storage or any filesystem
-  pyarrow or fsspec knows (``s3://bucket/prefix``, ``gs://…``,
-  ``hdfs://…``): the same publishing protocol on its filesystem
-  (:mod:`rollout.store`).
+* ``max_cost_usd`` (the whole dataset's LLM cost): once reached, no more
+  episodes start; the summary says ``stopped``, and a resume with a higher
+  cap goes on.
+* ``out`` is a local folder or a URI any pyarrow or fsspec filesystem knows
+  (``s3://bucket/prefix``, ``gs://…``): the same publishing protocol on it.
 """
 
 from __future__ import annotations

@@ -2,21 +2,12 @@
 
 :class:`LLMClient` wraps ``litellm.completion`` / ``litellm.acompletion`` (any
 litellm provider, or any OpenAI-compatible server such as a local vLLM via
-``provider="openai"`` and ``base_url``) and adds what a long training or
-evaluation run needs:
-
-* retries of transient failures with tenacity's own combinators
-  (``stop_after_attempt | stop_before_delay``, exponential backoff with
-  jitter, at least the provider's ``Retry-After``); litellm's and the OpenAI
-  SDK's own retries are off, so this is the only retry layer. A request that
-  cannot succeed fails at once with :class:`LLMCallError` saying what to fix
-  (:class:`LLMClient` says which failures are which);
-* a per-attempt timeout and a total deadline, so a call never hangs;
-* the shared rate limiter of its settings (:mod:`taugym.llm.rate_limit`);
-* tokens and cost per response (:class:`LLMResponse`);
-* API keys never appear in log lines, exception messages or replies.
-
-litellm is imported on the first call, with its debug banners off.
+``provider="openai"`` and ``base_url``) and adds what a long run needs:
+retries of transient failures with tenacity (litellm's and the OpenAI SDK's
+own are off), a per-attempt timeout and a total deadline, the shared rate
+limiter of its settings, tokens and cost per response, and error messages
+that say what to fix and never show an API key. litellm is imported on the
+first call, with its debug banners off.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """Client-side rate limiting for LLM calls: block callers, never fail them.
 
-Every LLM call TauGym makes can go through a :class:`RateLimiter` (its
-docstring says what one offers) before it is sent.
-:class:`TokenBucketRateLimiter` implements it in-process. It is thread-safe
-and can be shared by coroutines running on several event loops in several
-threads at once. :func:`shared_rate_limiter` hands out one instance per
-provider/model/limits key, so every environment in a process that talks to
-the same endpoint draws from the same budget; :func:`rate_limiter_for` picks
-that limiter (or the one a rollout installs) for an :class:`LLMSettings`.
-
-The bucket arithmetic lives in :class:`TokenBucket`, a pure, clock-free class
-(every method takes ``now``), so a cluster-wide limiter (e.g. a Ray actor)
-can host the same buckets remotely and implement :class:`RateLimiter` by
-asking the actor for a reservation and sleeping locally.
+:class:`TokenBucketRateLimiter` implements :class:`RateLimiter` in-process
+for threads and coroutines on any event loops; :func:`rate_limiter_for`
+gives every client of one endpoint and limits the same one (or one from the
+factory a rollout installs). The bucket arithmetic is :class:`TokenBucket`,
+pure and clock-free, so a cluster-wide limiter (a Ray actor) hosts the same
+buckets and callers sleep locally.
 """
 
 from __future__ import annotations
