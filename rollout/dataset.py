@@ -135,23 +135,19 @@ MANIFEST_DIR = "_manifest"
 EPISODES_DIR = "episodes"
 STEPS_DIR = "steps"
 
-#: A JSON value stored as its text: Arrow's ``arrow.json`` type (see "JSON columns" above).
+#: A JSON value stored as its text: Arrow's ``arrow.json`` type (see "Columns" above).
 JSON = pa.json_()
+
+
+def _f(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable)
+
 
 _TOOL_CALL_TYPE = pa.struct(
     [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("type", pa.string(), nullable=False),
-        pa.field(
-            "function",
-            pa.struct(
-                [
-                    pa.field("name", pa.string(), nullable=False),
-                    pa.field("arguments", JSON, nullable=False),
-                ]
-            ),
-            nullable=False,
-        ),
+        _f("id", pa.string()),
+        _f("type", pa.string()),
+        _f("function", pa.struct([_f("name", pa.string()), _f("arguments", JSON)])),
     ]
 )
 
@@ -165,10 +161,6 @@ MESSAGE_TYPE = pa.struct(
         pa.field("name", pa.string()),
     ]
 )
-
-
-def _f(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
-    return pa.field(name, type_, nullable=nullable)
 
 
 #: One row per finished episode (see the module docstring for each column).
@@ -793,16 +785,6 @@ def _read_file(store: Store, rel: str) -> pa.Table:
 
 
 # ------------------------------------------------------------------- readers
-def _published_files(out_dir: PathLike, kind: str) -> tuple[Store, list[str]]:
-    """The published files of ``kind`` by the manifest (a staged name where a crashed publish is pending)."""
-    store = Store(out_dir)
-    pairs = _live_pairs(_manifest(store))
-    files = []
-    for pair in sorted(pairs.values(), key=lambda p: p[kind]):
-        files.append(pair[kind] if store.exists(pair[kind]) else pair[f"staged_{kind}"])
-    return store, files
-
-
 def _check_version(store: Store, files: list[str], kind: str) -> None:
     """Raise a ValueError that says what to do when the files were written with another schema version."""
     for rel in {files[0], files[-1]}:
@@ -831,7 +813,7 @@ def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Iterable[str
     names = column_names(schema, columns, kind)
     paths = published_files(out_dir, kind)
     if not paths:
-        return checked_table([], pa.schema([schema.field(c) for c in names]), kind)
+        return pa.schema([schema.field(c) for c in names]).empty_table()
     return ds.dataset(paths, schema=schema, format="parquet", filesystem=Store(out_dir).fs).to_table(columns=names)
 
 
@@ -875,8 +857,11 @@ def _rows(table: pa.Table) -> Iterable[tuple]:
 
 
 def published_files(out_dir: PathLike, kind: str = STEPS_DIR) -> list[str]:
-    """The paths of the published files of ``kind`` (``"episodes"`` or ``"steps"``), for readers of file lists."""
-    store, files = _published_files(out_dir, kind)
+    """The paths of the published files of ``kind`` (``"episodes"`` or ``"steps"``), for readers of file lists
+    (a staged name where a crashed publish is not yet rolled forward)."""
+    store = Store(out_dir)
+    pairs = sorted(_live_pairs(_manifest(store)).values(), key=lambda pair: pair[kind])
+    files = [pair[kind] if store.exists(pair[kind]) else pair[f"staged_{kind}"] for pair in pairs]
     if files:
         _check_version(store, files, kind)
     return [store.path(f) for f in files]

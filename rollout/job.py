@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ray
+from tqdm import tqdm
 
 import taugym
 from rollout.config import RolloutConfig
@@ -239,13 +240,15 @@ class RolloutJob:
         load = {i: 0 for i in range(len(self.actors))}
         written: set = set()
         node_losses: dict = {}
-        bar = _progress_bar(len(queue), self.progress)
+        bar = tqdm(
+            total=len(queue), desc="episodes", unit="ep", file=sys.stderr, dynamic_ncols=True, disable=not self.progress
+        )
         started = time.monotonic()
         with ParquetEpisodeWriter(
             self.out, run_id, writer_id=uuid.uuid4().hex[:6], lease=lease, max_rows_per_file=self.config.rows_per_file
         ) as writer:
             while queue or pending:
-                if self._over_budget():
+                if self.config.max_cost_usd is not None and self.spent_usd >= self.config.max_cost_usd:
                     self.stopped = (
                         f"max_cost_usd reached: ${self.spent_usd:.4f} spent of ${self.config.max_cost_usd}; "
                         f"{len(queue)} episode(s) not started"
@@ -279,14 +282,12 @@ class RolloutJob:
                         raise RuntimeError(f"episode {item.key} came back twice; nothing more is written")
                     written.add(item.key)
                     self._write(writer, result, item, run_id, errors.get(item.key))
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(errors=self.errors, refresh=False)
+                    bar.update(1)
+                    bar.set_postfix(errors=self.errors, refresh=False)
                     if on_result is not None:
                         on_result(self, result)
                 writer.publish_due()  # the age limit holds while episodes are slow to finish
-        if bar is not None:
-            bar.close()
+        bar.close()
         pids = ray.get([actor.pid.remote() for actor in self.actors])
         self.restarted_actors = sum(a != b for a, b in zip(pids, self.actor_pids))
         for actor in self.actors:
@@ -305,9 +306,6 @@ class RolloutJob:
         store.put("summary.json", json.dumps(summary, indent=2).encode())
         store.put("README.md", dataset_card(results_record(self.config), summary, run_id).encode())
         return summary
-
-    def _over_budget(self) -> bool:
-        return self.config.max_cost_usd is not None and self.spent_usd >= self.config.max_cost_usd
 
     def _write(
         self, writer: ParquetEpisodeWriter, result: dict, item: WorkItem, run_id: str, supersedes: str | None
@@ -360,11 +358,3 @@ def _node_lost(exc: Exception) -> bool:
 def output_location(out: str | os.PathLike) -> Path | str:
     """A local ``--out`` as a Path; a URI (``s3://bucket/prefix``, ``gs://…``) as given, read through its filesystem."""
     return str(out).rstrip("/") if is_uri(out) else Path(out)
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="episodes", unit="ep", file=sys.stderr, dynamic_ncols=True)

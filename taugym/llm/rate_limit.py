@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -115,19 +115,6 @@ def estimate_tokens(messages: Iterable[Mapping[str, Any]], tools: Iterable[Any] 
 # --------------------------------------------------------------------------
 # Concurrency cap usable from threads and from any number of event loops
 # --------------------------------------------------------------------------
-@dataclass(eq=False)
-class _Waiter:
-    event: threading.Event | None = None
-    loop: asyncio.AbstractEventLoop | None = None
-    future: asyncio.Future[None] | None = None
-    granted: bool = False
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 class ConcurrencyLimiter:
     """At most ``limit`` holders at once, FIFO; for threads and coroutines alike.
 
@@ -150,56 +137,45 @@ class ConcurrencyLimiter:
         self.limit = int(limit)
         self._in_use = 0
         self._lock = threading.Lock()
-        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._waiters: collections.deque[tuple[Future[None], asyncio.AbstractEventLoop | None]] = collections.deque()
+
+    def _queue(self, loop: asyncio.AbstractEventLoop | None = None) -> Future[None] | None:
+        """Take a free slot (None), or join the queue: the future is done when a slot is handed over."""
+        with self._lock:
+            if self._in_use < self.limit and not self._waiters:
+                self._in_use += 1
+                return None
+            waiter: Future[None] = Future()
+            self._waiters.append((waiter, loop))
+            return waiter
 
     def acquire(self) -> None:
         """Block the calling thread until a slot is held."""
-        with self._lock:
-            if self._in_use < self.limit and not self._waiters:
-                self._in_use += 1
-                return
-            waiter = _Waiter(event=threading.Event())
-            self._waiters.append(waiter)
-        assert waiter.event is not None
-        waiter.event.wait()
+        waiter = self._queue()
+        if waiter is not None:
+            waiter.result()
 
     async def aacquire(self) -> None:
         """Await (without blocking the event loop) until a slot is held."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._in_use < self.limit and not self._waiters:
-                self._in_use += 1
-                return
-            waiter = _Waiter(loop=loop, future=loop.create_future())
-            self._waiters.append(waiter)
-        assert waiter.future is not None
+        waiter = self._queue(asyncio.get_running_loop())
+        if waiter is None:
+            return
         try:
-            await waiter.future
+            await asyncio.wrap_future(waiter)  # cancelling this cancels the waiter, unless it was given the slot
         except BaseException:
-            with self._lock:
-                granted = waiter.granted
-                if not granted:
-                    self._waiters.remove(waiter)
-            if granted:
+            if not waiter.cancel():  # the slot was handed over meanwhile: pass it on
                 self.release()
             raise
 
     def release(self) -> None:
-        """Give a slot back; the longest waiter (if any) gets it."""
+        """Give a slot back; the longest waiter still waiting (if any) gets it."""
         with self._lock:
             while self._waiters:
-                waiter = self._waiters.popleft()
-                waiter.granted = True
-                if waiter.event is not None:
-                    waiter.event.set()
+                waiter, loop = self._waiters.popleft()
+                # skip a waiter that was cancelled, or whose event loop is closed (nothing would wake it)
+                if (loop is None or not loop.is_closed()) and waiter.set_running_or_notify_cancel():
+                    waiter.set_result(None)
                     return
-                assert waiter.loop is not None and waiter.future is not None
-                try:
-                    waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
-                    return
-                except RuntimeError:  # its event loop is closed: skip it
-                    waiter.granted = False
-                    continue
             if self._in_use <= 0:
                 raise RuntimeError("ConcurrencyLimiter.release() without a held slot")
             self._in_use -= 1
