@@ -813,7 +813,7 @@ def _read(out_dir: PathLike, kind: str, schema: pa.Schema, columns: Iterable[str
     names = column_names(schema, columns, kind)
     paths = published_files(out_dir, kind)
     if not paths:
-        return pa.schema([schema.field(c) for c in names]).empty_table()
+        return checked_table([], pa.schema([schema.field(c) for c in names]), kind)
     return ds.dataset(paths, schema=schema, format="parquet", filesystem=Store(out_dir).fs).to_table(columns=names)
 
 

@@ -48,11 +48,15 @@ from rollout.dataset import (
     error_rows,
     read_episodes,
 )
-from rollout.episode import WorkItem, episode_id, error_info, item_seed
+from rollout.episode import WorkItem, episode_id, error_info, item_seed, play_episode
 from rollout.preflight import check_llm_access, record_differences, results_record
-from rollout.rate_limit import start_rate_limit_service
+from rollout.rate_limit import cluster_rate_limiter_factory, start_rate_limit_service
 from rollout.store import OutputLease, Store, is_uri
 from rollout.summary import summarize
+from taugym import TauEnv
+from taugym.agents import make_agent
+from taugym.backends import get_backend
+from taugym.llm import install_rate_limiter_factory
 
 _log = logging.getLogger("rollout")
 
@@ -62,9 +66,6 @@ class RolloutWorker:
     """A Ray actor that holds envs and an agent and plays work items."""
 
     def __init__(self, config: dict, run_id: str, rate_service):
-        from rollout.rate_limit import cluster_rate_limiter_factory
-        from taugym.llm import install_rate_limiter_factory
-
         self.config = RolloutConfig.from_dict(config)
         self.run_id = run_id
         self.free_envs: dict[str, list] = {}
@@ -86,15 +87,10 @@ class RolloutWorker:
         return psutil.Process().memory_info().rss
 
     def _env(self, domain: str):
-        from taugym import TauEnv
-
         pool = self.free_envs.setdefault(domain, [])
         return pool.pop() if pool else TauEnv(self.config.env_config(domain))
 
     async def run(self, item: dict, retry: bool = False) -> dict:
-        from rollout.episode import play_episode
-        from taugym.agents import make_agent
-
         work = WorkItem(**item)
         env = self._env(work.domain)
         options = self.config.agent_options()
@@ -112,8 +108,6 @@ class RolloutWorker:
 
 def work_items(config: RolloutConfig) -> list[WorkItem]:
     """Every (domain, task, trial) the config asks for, in a stable order."""
-    from taugym.backends import get_backend
-
     _refuse_repeats("domains", config.domains, "list each domain once")
     if isinstance(config.tasks, list):
         _refuse_repeats("tasks", config.tasks, "list each task once; trials: N runs every task N times")

@@ -599,16 +599,13 @@ def _format_tools(schemas: list[dict]) -> str:
 
 
 def _as_config(config: TauGymConfig | dict | str | Path | None, overrides: dict) -> TauGymConfig:
-    if config is None:
-        base = get_default_config()
-    elif isinstance(config, TauGymConfig):
-        base = config
-    elif isinstance(config, dict):
-        base = TauGymConfig.from_dict(config)
+    if isinstance(config, dict):
+        config = TauGymConfig.from_dict(config)
     elif isinstance(config, (str, Path)):
-        base = TauGymConfig.from_yaml(config)
-    else:
+        config = TauGymConfig.from_yaml(config)
+    elif not isinstance(config, TauGymConfig | None):
         raise ValueError(
             f"config must be a TauGymConfig, a dict of options or a YAML path, got {type(config).__name__}"
         )
-    return base.replace(**overrides) if overrides else base.validate()
+    config = config or get_default_config()
+    return config.replace(**overrides) if overrides else config.validate()

@@ -394,7 +394,6 @@ class LLMClient:
             "conversation no longer fits the model: end the episode (termination context_length), or use fewer "
             "steps, shorter tool results or a model with a longer context.",
             attempts=0,
-            usage=LLMUsage(calls=1, failures=1),
             kind="context_window",
         )
 
@@ -490,7 +489,6 @@ class LLMClient:
                 "(llm_deadline_s). Raise the requests/tokens per minute limits or the deadline, or run fewer "
                 "episodes at once.",
                 attempts=sent,
-                usage=LLMUsage(calls=1, failures=1, retries=max(0, sent - 1)),
             ) from None
 
     def _parse(self, response: Any, est: int, retrying: tenacity.BaseRetrying) -> LLMResponse:

@@ -42,18 +42,13 @@ __all__ = [
 class TokenBucket:
     """A token bucket that hands out reservations; pure arithmetic, no clock, no locks.
 
-    The bucket holds at most ``capacity`` units and refills at
-    ``rate_per_s``; it starts full. Internally it keeps the time at which it
-    will be full again (the "theoretical arrival time" of the generic cell
-    rate algorithm), which lets it commit a request at a future release time.
-
-    :meth:`earliest` says when ``amount`` may be taken and :meth:`commit`
-    reserves it at that time; the caller sleeps until then. Callers are served
-    in the order they reserve, a request larger than ``capacity`` still goes
-    through (once the bucket has refilled enough), and a waiting caller needs
-    no polling: one call, one sleep. For several buckets at once (requests and
-    tokens), take the latest :meth:`earliest` over the buckets and
-    :meth:`commit` to each at that time.
+    The bucket holds at most ``capacity`` units, refills at ``rate_per_s`` and
+    starts full. It keeps the time at which it will be full again (the generic
+    cell rate algorithm's "theoretical arrival time"), so a caller reserves at
+    :meth:`earliest` and sleeps once, served in the order it reserved; a
+    request larger than ``capacity`` still goes through once the bucket has
+    refilled enough. For several buckets (requests and tokens), commit to each
+    at the latest of their :meth:`earliest`.
 
     Guarantee: over any time window of length ``W``, requests released by the
     bucket take at most ``capacity + rate_per_s * W`` units. With a capacity
