@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import string
 from collections.abc import Generator
@@ -23,7 +22,7 @@ from taugym.actions import (
     parse_action,
     strip_reasoning,
 )
-from taugym.backends import USER_STOP_TOKENS, Domain, Evaluation, Session, TaskSpec, get_backend
+from taugym.backends import USER_STOP_TOKENS, Domain, Evaluation, Session, TaskSpec, get_backend, openai_tool_call
 from taugym.config import TauGymConfig, get_default_config
 from taugym.users import SimulatedUser, UserDevice, make_user
 
@@ -444,19 +443,8 @@ class TauEnv(gym.Env):
         call_id = call.call_id or f"call_{self._call_counter}"
         result = self.session.call_tool(call.name, call.arguments, call_id)
         self.tool_errors += result.error
-        self.messages.append(
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": call_id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
-                    }
-                ],
-            }
-        )
+        tool_call = openai_tool_call(call_id, call.name, call.arguments)
+        self.messages.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
         self.messages.append({"role": "tool", "tool_call_id": call_id, "name": call.name, "content": result.content})
         content = result.content
         limit = self.config.max_feedback_chars

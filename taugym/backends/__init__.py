@@ -14,6 +14,7 @@ from taugym.backends.base import (
     StopReason,
     TaskSpec,
     ToolResult,
+    openai_tool_call,
 )
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "TaskSpec",
     "ToolResult",
     "get_backend",
+    "openai_tool_call",
 ]
 
 
