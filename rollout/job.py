@@ -43,7 +43,6 @@ from rollout.config import RolloutConfig
 from rollout.dataset import (
     ParquetEpisodeWriter,
     completed_keys,
-    dataset_card,
     episode_row_from_info,
     error_rows,
     read_episodes,
@@ -52,7 +51,7 @@ from rollout.episode import WorkItem, episode_id, error_info, item_seed, play_ep
 from rollout.preflight import check_llm_access, record_differences, results_record
 from rollout.rate_limit import cluster_rate_limiter_factory, start_rate_limit_service
 from rollout.store import OutputLease, Store, is_uri
-from rollout.summary import summarize
+from rollout.summary import dataset_card, summarize
 from taugym import TauEnv
 from taugym.agents import make_agent
 from taugym.backends import get_backend

@@ -343,10 +343,10 @@ class Tau2Domain(Domain):
         }
         self.splits.setdefault("base", list(range(len(self._tasks))))
         self.tasks = [self._task_spec(i, task) for i, task in enumerate(self._tasks)]
+        self._agent_db = self._pristine_env.tools.db if self._pristine_env.tools is not None else None
         self._pristine_start = _EpisodeStart(self._pristine_env)
         self._task_starts: dict[int, _EpisodeStart] = {}
-        agent_toolkit = self._pristine_env.tools
-        self._agent_hasher = DatabaseHasher(agent_toolkit.db) if agent_toolkit is not None else None
+        self._agent_hasher = DatabaseHasher(self._agent_db) if self._agent_db is not None else None
         self._user_hasher = DatabaseHasher(user_toolkit.db) if getattr(user_toolkit, "db", None) is not None else None
         self._gold_hashes: dict[int, tuple[str | None, str | None]] = {}
         self._gold_lock = threading.Lock()
