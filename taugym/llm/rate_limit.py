@@ -278,14 +278,9 @@ class TokenBucketRateLimiter(RateLimiter):
         self.tokens_per_minute = tokens_per_minute
         self.max_concurrency = max_concurrency
         now = time.monotonic()
-        self._requests = (
-            TokenBucket(requests_per_minute / 60.0, burst_requests, now=now) if requests_per_minute else None
-        )
-        if tokens_per_minute:
-            capacity = burst_tokens if burst_tokens is not None else max(1.0, tokens_per_minute / 60.0)
-            self._tokens: TokenBucket | None = TokenBucket(tokens_per_minute / 60.0, capacity, now=now)
-        else:
-            self._tokens = None
+        token_capacity = burst_tokens if burst_tokens is not None else max(1.0, (tokens_per_minute or 0) / 60.0)
+        self._requests = TokenBucket(requests_per_minute / 60, burst_requests, now=now) if requests_per_minute else None
+        self._tokens = TokenBucket(tokens_per_minute / 60, token_capacity, now=now) if tokens_per_minute else None
         self._concurrency = ConcurrencyLimiter(max_concurrency) if max_concurrency else None
         self._lock = threading.Lock()
 
@@ -410,7 +405,7 @@ def reset_shared_rate_limiters() -> None:
 # The limiter of a client's settings
 # --------------------------------------------------------------------------
 RateLimiterFactory = Callable[[str, float | None, float | None, int | None], RateLimiter]
-_factory: RateLimiterFactory | None = None
+_factory: RateLimiterFactory = shared_rate_limiter
 
 
 def install_rate_limiter_factory(factory: RateLimiterFactory | None) -> None:
@@ -421,16 +416,11 @@ def install_rate_limiter_factory(factory: RateLimiterFactory | None) -> None:
     has. ``None`` goes back to limiters shared within the process.
     """
     global _factory
-    with _SHARED_LOCK:
-        _factory = factory
+    _factory = factory or shared_rate_limiter
 
 
 def rate_limiter_for(settings: LLMSettings) -> RateLimiter | None:
     """The limiter shared by clients of ``settings``' endpoint and limits; None when it sets no limit."""
     if all(limit is None for limit in settings.limits):
         return None
-    with _SHARED_LOCK:
-        factory = _factory
-    if factory is not None:
-        return factory(settings.endpoint, *settings.limits)
-    return shared_rate_limiter(settings.endpoint, *settings.limits)
+    return _factory(settings.endpoint, *settings.limits)
