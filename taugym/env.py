@@ -66,13 +66,6 @@ TERMINATIONS = frozenset({"agent", "user", "max_steps", "max_errors", "error"})
 """The terminations the env gives itself (``truncate`` names others)."""
 
 
-class _UserRequest:
-    """What the step logic asks of the user: a reply to ``message``."""
-
-    def __init__(self, message: str):
-        self.message = message
-
-
 class TauEnv(gym.Env):
     """A customer-support conversation from tau-bench: an agent, a simulated user and tools.
 
@@ -210,7 +203,7 @@ class TauEnv(gym.Env):
         """``reset`` as a coroutine: the user's first message is awaited, not blocked on."""
         return await _drive_async(self._reset_steps(seed, options), self.user)
 
-    def _reset_steps(self, seed: int | None, options: dict | None) -> Generator[_UserRequest, str, tuple]:
+    def _reset_steps(self, seed: int | None, options: dict | None) -> Generator[str, str, tuple]:
         if seed is None and self._first_reset:
             seed = self.config.seed
         super().reset(seed=seed)
@@ -263,7 +256,7 @@ class TauEnv(gym.Env):
         else:
             greeting = last["content"] or ""
         try:
-            first = yield _UserRequest(greeting)
+            first = yield greeting  # the step logic asks the user to reply to it
         except Exception as exc:
             self.session = None
             raise EpisodeStartError(
@@ -322,7 +315,7 @@ class TauEnv(gym.Env):
         if self.episode_complete:
             raise RuntimeError("the episode is over; call reset() to start a new one")
 
-    def _step_steps(self, action: Any) -> Generator[_UserRequest, str, tuple]:
+    def _step_steps(self, action: Any) -> Generator[str, str, tuple]:
         self.step_count += 1
         stop: str | None = None  # who ended the episode
         error: dict | None = None
@@ -352,7 +345,7 @@ class TauEnv(gym.Env):
                 self.session.record_agent_message(message)
                 self.messages.append({"role": "assistant", "content": message})
                 try:
-                    reply = yield _UserRequest(message=message)
+                    reply = yield message
                 except Exception as exc:
                     if getattr(exc, "context_overflow", False):  # the user model's context is full: not a fault
                         stop = CONTEXT_LENGTH
@@ -526,39 +519,37 @@ class TauEnv(gym.Env):
 
 
 def _drive_sync(steps: Generator, user: SimulatedUser):
-    """Run step logic, answering its user requests with blocking calls."""
+    """Run step logic, answering each message it yields with the user's reply, blocking."""
     try:
-        request = next(steps)
+        message = next(steps)
         while True:
             try:
-                reply = user.respond(request.message)
+                reply = user.respond(message)
             except Exception as exc:
-                request = steps.throw(exc)
+                message = steps.throw(exc)
             else:
-                request = steps.send(reply)
+                message = steps.send(reply)
     except StopIteration as done:
         return done.value
 
 
 async def _drive_async(steps: Generator, user: SimulatedUser):
-    """Run step logic, awaiting its user requests."""
+    """Run step logic, answering each message it yields with the user's reply, awaited."""
     try:
-        request = next(steps)
+        message = next(steps)
         while True:
             try:
-                reply = await user.arespond(request.message)
+                reply = await user.arespond(message)
             except Exception as exc:
-                request = steps.throw(exc)
+                message = steps.throw(exc)
             else:
-                request = steps.send(reply)
+                message = steps.send(reply)
     except StopIteration as done:
         return done.value
 
 
 def _preview(action: Any) -> str:
     """The start of an action for the log; never raises (``str`` of a huge int does)."""
-    if isinstance(action, str):
-        return action[:200]
     try:
         return str(action)[:200]
     except Exception:
