@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from taugym.agents import AGENTS
-from taugym.backends import Domain, get_backend
+from taugym.backends import get_backend
+from taugym.backends.base import Domain
 from taugym.config import TauGymConfig, apply_overrides, check_options, load_yaml_mapping
 from taugym.llm.settings import LLMSettings, is_finite_number, options_dataclass
 

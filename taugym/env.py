@@ -22,7 +22,8 @@ from taugym.actions import (
     parse_action,
     strip_reasoning,
 )
-from taugym.backends import USER_STOP_TOKENS, Domain, Evaluation, Session, TaskSpec, get_backend, openai_tool_call
+from taugym.backends import get_backend
+from taugym.backends.base import USER_STOP_TOKENS, Domain, Evaluation, Session, TaskSpec, openai_tool_call
 from taugym.config import TauGymConfig, get_default_config
 from taugym.users import SimulatedUser, UserDevice, make_user
 

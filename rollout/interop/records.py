@@ -328,7 +328,7 @@ def _v1_task_id(loaded: Any, domain: str, number: int, task: dict) -> tuple[str,
 
 
 def _v1_termination(messages: list[dict]) -> str:
-    from taugym.backends import USER_STOP_TOKENS
+    from taugym.backends.base import USER_STOP_TOKENS
 
     last = messages[-1]
     if last["role"] == "user" and any(token in (last["content"] or "") for token in USER_STOP_TOKENS):

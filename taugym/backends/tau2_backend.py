@@ -46,8 +46,17 @@ from tau2.user.base import is_valid_user_history_message
 from tau2.user.user_simulator import SYSTEM_PROMPT as USER_SYSTEM_PROMPT
 from tau2.user.user_simulator import get_global_user_sim_guidelines
 
-from taugym.backends import openai_tool_call
-from taugym.backends.base import Backend, Domain, Evaluation, Session, StopReason, TaskSpec, ToolResult, verdict
+from taugym.backends.base import (
+    Backend,
+    Domain,
+    Evaluation,
+    Session,
+    StopReason,
+    TaskSpec,
+    ToolResult,
+    openai_tool_call,
+    verdict,
+)
 
 _log = logging.getLogger(__name__)
 
