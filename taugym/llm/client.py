@@ -111,13 +111,9 @@ class LLMUsage:
             setattr(self, name, getattr(self, name) + getattr(usage, name))
         return self
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
     def as_dict(self) -> dict[str, float | int]:
         """A plain dict (for logging/metrics), including ``total_tokens``."""
-        return {**asdict(self), "total_tokens": self.total_tokens}
+        return {**asdict(self), "total_tokens": self.prompt_tokens + self.completion_tokens}
 
 
 @dataclass

@@ -22,19 +22,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from taugym.llm.settings import LLMSettings
 
-__all__ = [
-    "ConcurrencyLimiter",
-    "RateLimitTimeout",
-    "RateLimiter",
-    "TokenBucket",
-    "TokenBucketRateLimiter",
-    "estimate_tokens",
-    "install_rate_limiter_factory",
-    "rate_limiter_for",
-    "reset_shared_rate_limiters",
-    "shared_rate_limiter",
-]
-
 
 # --------------------------------------------------------------------------
 # Pure bucket math
