@@ -36,7 +36,6 @@ from taugym.llm.text import valid_unicode, valid_unicode_deep
 __all__ = ["LLMCallError", "LLMClient", "LLMResponse", "LLMUsage", "scrub_secrets"]
 
 logger = logging.getLogger("taugym.llm")
-_NO_LIMITS = RateLimiter()  # what a client without a rate limiter goes through: no wait, no slot
 
 
 @functools.cache
@@ -273,10 +272,11 @@ class LLMClient:
         api_key: the key; ``None`` lets litellm read the provider's environment
             variable (e.g. ``OPENAI_API_KEY``). Never logged or shown in errors.
         rate_limiter: a :class:`~taugym.llm.rate_limit.RateLimiter`; default:
-            the one shared by the settings' endpoint and limits (None without
-            limits). Every attempt takes a concurrency slot and is charged one
-            request and its estimated prompt tokens (plus ``max_tokens`` if
-            set); a request larger than a whole minute's tokens fails at once.
+            the one shared by the settings' endpoint and limits (one that
+            limits nothing without limits). Every attempt takes a concurrency
+            slot and is charged one request and its estimated prompt tokens
+            (plus ``max_tokens`` if set); a request larger than a whole
+            minute's tokens fails at once.
         **default_params: default sampling parameters passed to litellm with
             every call (``temperature``, ``max_tokens``, ``top_p``, ``stop``...);
             per-call keyword arguments override them.
@@ -365,7 +365,7 @@ class LLMClient:
             est += max_tokens
         if settings.context_window is not None:
             self._check_context(kwargs, max_tokens if isinstance(max_tokens, int) else 0)
-        limit = getattr(self.rate_limiter, "tokens_per_minute", None)
+        limit = self.rate_limiter.tokens_per_minute
         if limit and est > limit:  # it would wait minutes per call: refuse it now
             raise LLMCallError(
                 f"LLM call to {self._target()} not sent: it needs about {est} tokens, more than the "
@@ -448,21 +448,19 @@ class LLMClient:
 
     def _attempt_sync(self, retrying: tenacity.Retrying, kwargs: dict[str, Any], est: int) -> tuple:
         """One attempt: a concurrency slot, the rate limits, the request; returns what :meth:`_parse` takes."""
-        limiter = self.rate_limiter or _NO_LIMITS
-        limiter.acquire_slot()
+        self.rate_limiter.acquire_slot()
         try:
             with self._within_deadline(retrying):
-                limiter.acquire(est, max_wait_s=self._remaining(retrying))
+                self.rate_limiter.acquire(est, max_wait_s=self._remaining(retrying))
             return _litellm().completion(**kwargs, timeout=self._attempt_timeout(retrying)), est, retrying
         finally:
-            limiter.release_slot()
+            self.rate_limiter.release_slot()
 
     async def _attempt_async(self, retrying: tenacity.AsyncRetrying, kwargs: dict[str, Any], est: int) -> tuple:
-        limiter = self.rate_limiter or _NO_LIMITS
-        await limiter.aacquire_slot()
+        await self.rate_limiter.aacquire_slot()
         try:
             with self._within_deadline(retrying):
-                await limiter.aacquire(est, max_wait_s=self._remaining(retrying))
+                await self.rate_limiter.aacquire(est, max_wait_s=self._remaining(retrying))
             timeout = self._attempt_timeout(retrying)
             # the HTTP layer enforces timeout between bytes; the outer cap also cuts a server that trickles forever
             response = await asyncio.wait_for(
@@ -470,7 +468,7 @@ class LLMClient:
             )
             return response, est, retrying
         finally:
-            limiter.release_slot()
+            self.rate_limiter.release_slot()
 
     @contextlib.contextmanager
     def _within_deadline(self, retrying: tenacity.BaseRetrying) -> Iterator[None]:
@@ -519,8 +517,7 @@ class LLMClient:
             model=getattr(response, "model", None) or self.settings.model,
             **_sampled_tokens(choice),
         )
-        if self.rate_limiter is not None:
-            self.rate_limiter.record_usage(est, parsed.prompt_tokens + parsed.completion_tokens)
+        self.rate_limiter.record_usage(est, parsed.prompt_tokens + parsed.completion_tokens)
         return parsed
 
     def _raise_failed(self, exc: Exception, retrying: tenacity.BaseRetrying) -> NoReturn:

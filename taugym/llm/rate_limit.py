@@ -406,8 +406,9 @@ def install_rate_limiter_factory(factory: RateLimiterFactory | None) -> None:
     _factory = factory or shared_rate_limiter
 
 
-def rate_limiter_for(settings: LLMSettings) -> RateLimiter | None:
-    """The limiter shared by clients of ``settings``' endpoint and limits; None when it sets no limit."""
+def rate_limiter_for(settings: LLMSettings) -> RateLimiter:
+    """The limiter shared by clients of ``settings``' endpoint and limits; a :class:`RateLimiter` that limits
+    nothing when it sets no limit."""
     if all(limit is None for limit in settings.limits):
-        return None
+        return RateLimiter()
     return _factory(settings.endpoint, *settings.limits)
