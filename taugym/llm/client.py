@@ -378,9 +378,17 @@ class LLMClient:
         return kwargs, est
 
     def _check_context(self, kwargs: dict[str, Any], max_tokens: int) -> None:
-        """Refuse a request whose prompt plus ``max_tokens`` does not fit ``context_window`` (no request is sent)."""
+        """Refuse a request whose prompt plus ``max_tokens`` does not fit ``context_window`` (no request is sent).
+
+        The prompt is rendered with the settings' tokenizer's chat template (loaded once per process) as a
+        server that uses it does, else estimated (:func:`estimate_tokens`)."""
         settings = self.settings
-        prompt = prompt_tokens(kwargs["messages"], kwargs.get("tools"), settings.tokenizer)
+        messages, tools = kwargs["messages"], kwargs.get("tools")
+        if settings.tokenizer is None:
+            prompt = estimate_tokens(messages, tools)
+        else:
+            template = _tokenizer(settings.tokenizer).apply_chat_template
+            prompt = len(template(messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False))
         if prompt + max_tokens <= settings.context_window:
             return
         counted = "counted with its tokenizer" if settings.tokenizer else "estimated at 4 characters a token"
@@ -592,21 +600,6 @@ class LLMClient:
 
     def __repr__(self) -> str:
         return f"LLMClient({self.settings!r}, rate_limiter={self.rate_limiter!r})"
-
-
-def prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None, tokenizer: str | None) -> int:
-    """The prompt's length in tokens: rendered with ``tokenizer``'s chat template (a Hugging Face model
-    folder, loaded once per process) as a server that uses it does, else :func:`estimate_tokens`."""
-    if tokenizer is None:
-        return estimate_tokens(messages, tools)
-    ids = _tokenizer(tokenizer).apply_chat_template(
-        [dict(m) for m in messages],
-        tools=list(tools) if tools else None,
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=False,
-    )
-    return len(ids)
 
 
 @functools.cache
