@@ -527,12 +527,7 @@ def _live_pairs(records: list[dict]) -> dict[str, dict]:
 
 
 def _apply(store: Store, record: dict) -> None:
-    """Make a committed record visible (idempotent: also rolls a crashed publish forward).
-
-    Removed pairs go first, episodes before steps; added pairs follow, steps
-    before episodes: at no moment does a plain reader see an episode row
-    without its steps, a row twice, or a row of an uncommitted set.
-    """
+    """Make a committed record visible: step 3 of the protocol (idempotent: also rolls a crashed publish forward)."""
     for pair in record.get("remove", []):
         store.delete(pair["episodes"])
         store.delete(pair["steps"])
@@ -621,7 +616,6 @@ class ParquetEpisodeWriter:
         self.max_seconds_per_file = float(max_seconds_per_file)
         self._held: dict[str, _Held] = {}
         self._lock = threading.RLock()
-        self._closed = True  # until the lease is ours
         self.store = lease.store if lease is not None else Store(out_dir, filesystem)
         self._own_lease = lease is None
         self.lease = lease if lease is not None else OutputLease(self.store).acquire()

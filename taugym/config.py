@@ -76,12 +76,8 @@ class TauGymConfig:
 
     LLM calls (the LLM user's; in a rollout the LLM agent's too, unless its
     options say otherwise): ``user_model``, ``user_provider``, ``user_base_url``
-    and ``llm_<field>`` (``llm_timeout_s``, ``llm_deadline_s``,
-    ``llm_max_attempts``, ``llm_backoff_initial_s``, ``llm_backoff_max_s``,
-    ``llm_requests_per_minute``, ``llm_tokens_per_minute``,
-    ``llm_max_concurrency``, ``llm_context_window``, ``llm_tokenizer``) are
-    the fields of one :class:`taugym.llm.LLMSettings` (:attr:`user_llm`),
-    documented there.
+    and the ``llm_<field>`` options below are the fields of one
+    :class:`taugym.llm.LLMSettings` (:attr:`user_llm`), documented there.
     """
 
     # Task selection

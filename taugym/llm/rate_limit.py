@@ -80,8 +80,7 @@ def estimate_tokens(messages: Iterable[Mapping[str, Any]], tools: Iterable[Any] 
     """
     chars = 0
     n = 0
-    for message in messages:
-        n += 1
+    for n, message in enumerate(messages, 1):
         content = message.get("content")
         if isinstance(content, str):
             chars += len(content)
@@ -409,6 +408,7 @@ def install_rate_limiter_factory(factory: RateLimiterFactory | None) -> None:
 def rate_limiter_for(settings: LLMSettings) -> RateLimiter:
     """The limiter shared by clients of ``settings``' endpoint and limits; a :class:`RateLimiter` that limits
     nothing when it sets no limit."""
-    if all(limit is None for limit in settings.limits):
+    limits = settings.requests_per_minute, settings.tokens_per_minute, settings.max_concurrency
+    if all(limit is None for limit in limits):
         return RateLimiter()
-    return _factory(settings.endpoint, *settings.limits)
+    return _factory(settings.endpoint, *limits)
