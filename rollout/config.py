@@ -9,7 +9,8 @@ from typing import Any
 
 from taugym.agents import AGENTS
 from taugym.backends import get_backend
-from taugym.config import TauGymConfig, apply_overrides, load_yaml_mapping
+from taugym.backends.base import Domain
+from taugym.config import TauGymConfig, apply_overrides, check_options, load_yaml_mapping
 from taugym.llm.settings import LLMSettings, is_finite_number, options_dataclass
 
 
@@ -77,18 +78,12 @@ class RolloutConfig:
                 "tasks must be null (the backend's default split), 'all', a split name, or a list of task ids "
                 f"such as [retail-000, airline-001], got {tasks!r}"
             )
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
-        for name in ("trials", "actors", "episodes_per_actor", "max_attempts_per_episode", "rows_per_file"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_cost_usd is not None and (
-            isinstance(self.max_cost_usd, bool)
-            or not isinstance(self.max_cost_usd, (int, float))
-            or not self.max_cost_usd > 0
-            or self.max_cost_usd == float("inf")
-        ):
+        check_options(
+            self,
+            counts=("seed",),
+            positive_ints=("trials", "actors", "episodes_per_actor", "max_attempts_per_episode", "rows_per_file"),
+        )
+        if self.max_cost_usd is not None and not (is_finite_number(self.max_cost_usd) and self.max_cost_usd > 0):
             raise ValueError(
                 f"max_cost_usd must be a number of dollars > 0 (or null for no cap), got {self.max_cost_usd!r}"
             )
@@ -150,18 +145,26 @@ class RolloutConfig:
                     "add its domain to domains or remove the task"
                 )
         for domain in self.domains:
-            loaded = TauEnv(self.env_config(domain)).domain
-            if isinstance(self.tasks, list):
-                valid = {task.task_id for task in loaded.tasks}
-                unknown = [t for t in self.tasks if t.rpartition("-")[0] == domain and t not in valid]
-                if unknown:
-                    raise ValueError(
-                        f"unknown task id(s) {unknown}; valid: {domain}-000 … {domain}-{len(loaded.tasks) - 1:03d}"
-                    )
-            elif self.tasks not in (None, "all") and self.tasks not in loaded.splits:
+            self.task_ids(TauEnv(self.env_config(domain)).domain)
+
+    def task_ids(self, loaded: Domain) -> list[str]:
+        """The ids of the tasks ``tasks`` names in the loaded domain; ValueError for a split or id it lacks."""
+        domain, tasks = loaded.name, self.tasks
+        if isinstance(tasks, list):
+            valid = {task.task_id for task in loaded.tasks}
+            chosen = [t for t in tasks if t.rpartition("-")[0] == domain]
+            unknown = [t for t in chosen if t not in valid]
+            if unknown:
                 raise ValueError(
-                    f"tasks: {self.tasks!r} is not a split of {domain}; valid: {sorted(loaded.splits)} or 'all'"
+                    f"unknown task id(s) {unknown}; valid: {domain}-000 … {domain}-{len(loaded.tasks) - 1:03d}"
                 )
+            return chosen
+        if tasks == "all":
+            return [task.task_id for task in loaded.tasks]
+        split = loaded.default_split if tasks is None else tasks
+        if split not in loaded.splits:
+            raise ValueError(f"tasks: {split!r} is not a split of {domain}; valid: {sorted(loaded.splits)} or 'all'")
+        return [loaded.tasks[i].task_id for i in loaded.splits[split]]
 
     def env_config(self, domain: str | None = None) -> TauGymConfig:
         """The TauGymConfig of the envs (for ``domain`` when given).

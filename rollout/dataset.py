@@ -4,94 +4,51 @@ Finished trajectories go to two Parquet datasets under an output folder ``DIR``:
 
     DIR/episodes/retail/part-<run_id>-<writer_id>-<seq>.parquet   one row per episode
     DIR/steps/retail/part-<run_id>-<writer_id>-<seq>.parquet      one row per env step
-    DIR/README.md                                                  the dataset card
+    DIR/README.md                                                  the dataset card (:mod:`rollout.summary`)
 
 One folder per domain, and the ``domain`` column in every file: readers that
 know nothing of folders (Hugging Face ``datasets``) have it, and no reader
 sees it twice (folders are not ``domain=…``: a hive column beside the file's
 own makes pandas refuse to merge the two). An episodes file and the steps
 file with the same name are a pair: the steps of every episode in the one
-are in the other. Schema version :data:`SCHEMA_VERSION` (2) is in each
-file's metadata; the readers here refuse version-1 folders with a message
-saying how to read them.
+are in the other. :data:`SCHEMA_VERSION` is in each file's metadata; the
+readers here refuse files of another version with a message saying how to
+read them.
 
-JSON columns
-------------
-Tool-call ``arguments``, ``tools`` and ``reward_breakdown`` are
-:data:`JSON`: Arrow's canonical ``arrow.json`` extension type over text
-(Parquet's JSON logical type). Hugging Face ``datasets`` (>= 5.2) decodes
-them to dicts and lists, value by value, so TRL's chat templates get
-argument *objects*; pyarrow, pandas, polars and Ray Data give the text
-(``json.loads`` it). Not Arrow structs: tools differ in their argument
-keys, and one struct would give every call every tool's keys, null for
-the rest.
-
-Episodes (:data:`EPISODE_SCHEMA`)
----------------------------------
-``run_id``, ``episode_id``, ``backend``, ``domain``, ``task_id`` (strings),
-``trial`` (int32), ``seed`` (int64), ``agent``, ``agent_model`` (nullable),
-``user_model`` (nullable), ``user_strategy``, ``reward`` (float64, nullable:
-no score for an errored episode), ``reward_breakdown`` (JSON: the backend's
-own breakdown, ``info["evaluation"]``; its shape differs by backend, null
-when there was none), ``terminated``, ``truncated``, ``error`` (bools),
-``error_cause`` (nullable), ``termination`` (``agent``, ``user``,
-``max_steps`` or ``error``), ``num_steps`` (int32), ``messages``, ``tools``
-(JSON: the OpenAI tool schemas), ``llm_calls``, ``llm_retries``,
-``prompt_tokens``, ``completion_tokens`` (int64), ``cost_usd``,
-``duration_s`` (float64), ``taugym_version``, and where a row was imported from a benchmark's results
-file (``taugym import``; all three null for TauGym's own runs):
-``source_format`` (``tau-bench-v1`` or ``tau2``), ``source_file`` (the
-file's path as given) and ``source_position`` (int64: the record's index in
-the file's list: v1's top-level list, tau2's ``simulations``). For an
-imported row ``reward`` is the reward the file recorded.
-
-``messages`` is the conversation in OpenAI chat format, system prompt first:
-a list of ``{role, content, tool_calls, tool_call_id, name}`` where
-``content`` may be null (an assistant turn that only calls tools),
-``tool_calls`` is null or a list of ``{id, type, function: {name,
-arguments}}`` with ``arguments`` JSON (an object), and tool results have
-``role="tool"`` with ``tool_call_id`` and ``name``. An episode the agent
-ended with ``[finish]`` ends with the assistant turn ``"[finish]"`` (what a
-native-tools ``LLMAgent`` replies to finish); one the user ended ends with
-the user's turn. It is the conversational format of Hugging Face
-``datasets``/TRL, so the column loads straight into chat fine-tuning::
-
-    datasets.load_dataset("parquet", data_files="DIR/episodes/*/*.parquet", split="train")  # dicts
-    pyarrow.dataset.dataset("DIR/episodes").to_table()["messages"].to_pylist()
-    pandas.read_parquet("DIR/episodes", dtype_backend="pyarrow")["messages"][0]   # a list of dicts
-
-(With pandas' default numpy backend a cell is a numpy array of dicts: a
-sequence, not a list.)
-
-Steps (:data:`STEP_SCHEMA`), for offline RL and prompt-completion training
----------------------------------------------------------------------------
-``run_id``, ``episode_id``, ``domain``, ``task_id``, ``step_index`` (int32,
-0 for the first action), ``observation`` (the env's ``obs["feedback"]``
-before acting), ``action`` (the action string sent), ``reward`` (float64),
-``next_observation`` (``obs["feedback"]`` after the step), ``terminated``,
-``truncated``, ``prompt`` (the conversation the agent acted on, in the
-``messages`` format: a Markov observation), ``completion`` (a list of one
-assistant message: the turn the action added, or the action's text for
-one that added none, such as ``[finish]`` or a refused action), ``tools``
-(JSON), ``completion_token_ids`` and ``completion_logprobs`` (the behaviour
-policy's sampled tokens and their log-probs where its server returned them,
-else null). ``prompt``/``completion``/``tools`` make ``steps/`` a TRL
-prompt-completion dataset. The history repeats from step to step; Parquet's
-dictionary encoding and zstd keep the files small (``make bench`` prints
-bytes per step).
-
-Reading
+Columns
 -------
-:func:`read_episodes` / :func:`read_steps` (Arrow tables of what is
-published), :func:`published_files` (their paths); :mod:`rollout.training_data`
-loads them for training (TRL, Ray Data); :func:`dataset_card` writes
-``DIR/README.md``.
+:data:`EPISODE_SCHEMA` and :data:`STEP_SCHEMA` give each column's type.
+Tool-call ``arguments``, ``tools`` (the OpenAI tool schemas) and
+``reward_breakdown`` (the backend's own ``info["evaluation"]``, null when
+there was none) are :data:`JSON`: Arrow's canonical ``arrow.json`` type over
+text (Parquet's JSON logical type). Hugging Face ``datasets`` (>= 5.2)
+decodes them to dicts and lists, so TRL's chat templates get argument
+*objects*; pyarrow, pandas, polars and Ray Data give the text. Not Arrow
+structs: tools differ in their argument keys, and one struct would give
+every call every tool's keys, null for the rest.
 
-Writing
--------
-:class:`ParquetEpisodeWriter` writes the rows (its docstring says when a
-file is published); :func:`episode_row_from_info` builds the episode row
-from ``TauEnv``'s final ``info``; :func:`step_row` a step row keyed like it.
+An episode's ``reward`` is null for an errored episode; ``termination`` is
+``agent``, ``user``, ``max_steps``, ``max_errors``, ``context_length`` or
+``error``. ``source_format`` (``tau-bench-v1`` or ``tau2``),
+``source_file`` and ``source_position`` (the record's index in the file)
+say where a row imported with ``taugym import`` came from (null for
+TauGym's own runs; ``reward`` is then the reward the file recorded).
+``messages`` is the conversation in OpenAI / Hugging Face chat format,
+system prompt first: ``{role, content, tool_calls, tool_call_id, name}``
+with ``content`` null for an assistant turn that only calls tools. An
+episode the agent ended ends with the assistant turn ``"[finish]"``; one the
+user ended, with the user's turn.
+
+A step row is one action, keyed like its episode: ``step_index`` (0 for the
+first), ``observation``/``next_observation`` (the env's ``obs["feedback"]``
+before and after), ``action`` (the string sent), and, for prompt-completion
+training (TRL), ``prompt`` (the conversation the agent acted on: a Markov
+observation), ``completion`` (one assistant message: the turn the action
+added, or the action's text for one that added none, such as ``[finish]``)
+and ``tools``; ``completion_token_ids``/``completion_logprobs`` are the
+behaviour policy's sampled tokens where its server returned them. The
+history repeats from step to step; Parquet's dictionary encoding and zstd
+keep the files small (``make bench`` prints bytes per step).
 
 Publishing protocol
 -------------------
@@ -99,44 +56,33 @@ One protocol for every ``pyarrow.fs`` filesystem (local disk today, object
 storage by adding its filesystem: it needs no atomic rename and no lock,
 see :mod:`rollout.store`):
 
-1. A file pair is written under staged names that plain readers skip
-   (``.part-….parquet.tmp`` in its final folder: pyarrow, pandas, Ray Data
-   and ``datasets`` skip names starting with ``.``, and a ``*.parquet`` glob
-   does not match them).
+1. A file pair is written whole under staged names that plain readers skip
+   (``.part-….parquet.tmp`` in its final folder: names starting with ``.``).
 2. The commit: one small JSON record ``DIR/_manifest/<set>.json``, written
-   whole (a hidden name, then moved), lists the pairs the set adds (and,
-   for ``--retry-errors``, the pairs it removes). The manifest, all records
-   together, is the record of what is published; :func:`read_episodes`,
-   :func:`read_steps` and :func:`completed_keys` read
-   only what it names.
+   whole, lists the pairs the set adds (and, for ``--retry-errors``, the
+   pairs it removes). The records together say what is published;
+   :func:`read_episodes`, :func:`read_steps` and :func:`completed_keys`
+   read only what they name.
 3. The staged files are moved to their final names, steps before episodes
    (removed pairs are deleted first, episodes before steps).
 
 So every file a plain reader sees belongs to exactly one committed set, and
 an episode row is never visible without its steps. A crash before the
 commit leaves only staged files (removed by the next writer); a crash after
-it leaves a committed set whose moves the next writer finishes (until then
-a raw reader of ``episodes/`` misses it, the readers here already see it).
-A crash loses only rows not yet committed: per domain the rows in memory,
-at most ``max_rows_per_file`` episodes or ``max_seconds_per_file`` of them.
-Lost episodes are absent from :func:`completed_keys`, so ``--resume`` runs
-them again. The writer owns the folder (a lease, see
-:class:`~rollout.store.OutputLease`): a second writer is refused while the
-first lives, and the next one after a crash starts at once.
+it leaves a committed set whose moves the next writer finishes. A crash
+loses only the rows not yet committed (see :class:`ParquetEpisodeWriter`);
+they are absent from :func:`completed_keys`, so ``--resume`` runs them
+again. The writer owns the folder (:class:`~rollout.store.OutputLease`).
 
-Superseding error rows
-----------------------
-An error row (``error=True``) is the one kind of row that may be replaced:
-``--retry-errors`` runs its (domain, task, trial) again and the new row
-carries a new ``episode_id`` (``…:retry-<time>``). The commit that
-publishes the new row also removes the error row: the pair that held it is
-rewritten without it (and without its steps) and the old pair is listed as
-removed. Every reader, plain or not, sees each (domain, task, trial) once.
+An error row is the one kind of row that may be replaced: ``--retry-errors``
+runs its (domain, task, trial) again under a new ``episode_id``
+(``…:retry-<time>``), and the commit that publishes the new row rewrites
+the pair that held the error row without it (and its steps), listing the
+old pair as removed. Every reader sees each (domain, task, trial) once.
 
 No row holds secrets: the rows carry the conversation, tool schemas,
-scores and counters only, never environment variables or configuration
-dumps (and :func:`episode_row_from_info` masks secrets in ``error_cause``
-with :func:`taugym.llm.scrub_secrets`).
+scores and counters only, and :func:`episode_row_from_info` masks secrets
+in ``error_cause`` with :func:`taugym.llm.scrub_secrets`.
 """
 
 from __future__ import annotations
@@ -176,7 +122,6 @@ __all__ = [
     "checked_table",
     "column_names",
     "JSON",
-    "dataset_card",
 ]
 
 PathLike = str | os.PathLike
@@ -189,23 +134,19 @@ MANIFEST_DIR = "_manifest"
 EPISODES_DIR = "episodes"
 STEPS_DIR = "steps"
 
-#: A JSON value stored as its text: Arrow's ``arrow.json`` type (see "JSON columns" above).
+#: A JSON value stored as its text: Arrow's ``arrow.json`` type (see "Columns" above).
 JSON = pa.json_()
+
+
+def _f(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable)
+
 
 _TOOL_CALL_TYPE = pa.struct(
     [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("type", pa.string(), nullable=False),
-        pa.field(
-            "function",
-            pa.struct(
-                [
-                    pa.field("name", pa.string(), nullable=False),
-                    pa.field("arguments", JSON, nullable=False),
-                ]
-            ),
-            nullable=False,
-        ),
+        _f("id", pa.string()),
+        _f("type", pa.string()),
+        _f("function", pa.struct([_f("name", pa.string()), _f("arguments", JSON)])),
     ]
 )
 
@@ -219,10 +160,6 @@ MESSAGE_TYPE = pa.struct(
         pa.field("name", pa.string()),
     ]
 )
-
-
-def _f(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
-    return pa.field(name, type_, nullable=nullable)
 
 
 #: One row per finished episode (see the module docstring for each column).
@@ -284,14 +221,9 @@ STEP_SCHEMA = pa.schema(
     ]
 )
 
-#: ``AlgorithmConfig.offline_data(input_read_schema=...)`` for ``DIR/steps``:
-#: keys are ``ray.rllib.core.columns.Columns`` values (``Columns.EPS_ID``,
-#: ``OBS``, ``ACTIONS``, ``REWARDS``, ``NEXT_OBS``, ``TERMINATEDS``,
-#: ``TRUNCATEDS``), values are our column names. Plain strings, so importing
-#: this module does not import RLlib. Observations and actions are text, and
-#: RLlib's ``OfflinePreLearner`` unpacks string observations as compressed
-#: ones: tokenise them first (a ``map_batches`` over :func:`load_steps_ray`,
-#: which also reads only the columns asked for and bounds the read tasks).
+#: ``AlgorithmConfig.offline_data(input_read_schema=...)`` for ``DIR/steps``: RLlib's
+#: ``Columns`` values to our column names (plain strings: importing this module does not
+#: import RLlib). The text rows still need tokenising first: see ``train.offline``.
 RLLIB_INPUT_READ_SCHEMA: dict[str, str] = {
     "eps_id": "episode_id",
     "obs": "observation",
@@ -471,26 +403,16 @@ def episode_row_from_info(
 ) -> dict[str, Any]:
     """The episode row for a finished ``TauEnv`` episode, from its final ``info``.
 
-    ``reward`` is the episode's score as the caller reports it (the last
-    step's reward; ``None`` for an errored episode). ``llm_usage`` is the
-    episode's LLM accounting, agent and user together: a dict (``LLMUsage.as_dict()``)
-    with ``calls``, ``retries``, ``prompt_tokens``,
-    ``completion_tokens`` and ``cost_usd``; absent numbers count as 0.
-
-    ``episode_id`` defaults to ``"<run_id>:<task_id>:<trial>:<env id>"``:
-    the env's own ``info["episode_id"]`` depends on the reset seed only, so
-    two tasks reset with the same seed share it; the composed id is unique
-    across tasks, trials and runs. Build the step rows with :func:`step_row`
-    from this row so they carry the same keys.
-
-    Messages are normalised to the module's ``messages`` format; a message
-    key the column cannot hold raises ValueError.
-    ``error``/``error_cause`` come from ``info.get("error")``,
-    ``termination`` from ``info["termination"]`` (ValueError if the episode
-    is not over), ``reward_breakdown`` is the JSON of ``info["evaluation"]``
-    and ``tools`` the JSON of ``info["tools"]``. ``source`` is where an
-    imported episode came from: ``{"format", "file", "position"}`` (None for
-    an episode TauGym ran).
+    ``reward`` is the episode's score as the caller reports it (``None`` for
+    an errored episode). ``llm_usage`` is the episode's LLM accounting, agent
+    and user together (``LLMUsage.as_dict()``; absent numbers count as 0).
+    ``episode_id`` defaults to ``"<run_id>:<task_id>:<trial>:<env id>"``,
+    unique across tasks, trials and runs (the env's own id depends on the
+    reset seed only). ``source`` is where an imported episode came from:
+    ``{"format", "file", "position"}`` (None for an episode TauGym ran).
+    Build the step rows from this row with :func:`step_row`. Raises
+    ValueError when ``info`` is not that of an episode's last step, or holds
+    a message key the ``messages`` column cannot hold.
     """
     for key in ("task_id", "domain", "backend", "messages", "tools"):
         if key not in info:
@@ -605,12 +527,7 @@ def _live_pairs(records: list[dict]) -> dict[str, dict]:
 
 
 def _apply(store: Store, record: dict) -> None:
-    """Make a committed record visible (idempotent: also rolls a crashed publish forward).
-
-    Removed pairs go first, episodes before steps; added pairs follow, steps
-    before episodes: at no moment does a plain reader see an episode row
-    without its steps, a row twice, or a row of an uncommitted set.
-    """
+    """Make a committed record visible: step 3 of the protocol (idempotent: also rolls a crashed publish forward)."""
     for pair in record.get("remove", []):
         store.delete(pair["episodes"])
         store.delete(pair["steps"])
@@ -655,35 +572,26 @@ class _Held:
 class ParquetEpisodeWriter:
     """Writes finished episodes and their steps to ``out_dir/episodes`` and ``out_dir/steps``.
 
-    ``write(episode_row, step_rows)`` checks the rows against
-    :data:`EPISODE_SCHEMA` / :data:`STEP_SCHEMA` (a missing or unknown column,
-    or a value of the wrong type, raises ValueError naming it; nothing is
-    dropped silently) and holds them in memory with the domain's other
-    unpublished episodes. A domain's episodes are written as one file pair,
-    whole, and published (see the module's publishing protocol) once they are
-    ``max_rows_per_file``, once the oldest is ``max_seconds_per_file`` old
-    (checked on each write and by :meth:`publish_due`, which a caller whose
-    episodes finish rarely calls on its own timer), and on :meth:`close`. So
-    memory holds at most ``max_rows_per_file`` episodes per domain, and a
-    crash loses only those. Use it as a context manager.
+    ``write(episode_row, step_rows)`` checks the rows against the schemas (a
+    missing or unknown column, or a value of the wrong type, raises
+    ValueError naming it) and holds them in memory with the domain's other
+    unpublished episodes. ``step_rows`` are the episode's steps in order, one
+    per env step, keyed like the episode. ``supersedes`` names the
+    ``episode_id`` of a published error row the episode replaces
+    (``--retry-errors``).
 
-    ``step_rows`` must be the episode's steps in order: one per env step
-    (``len(step_rows) == episode_row["num_steps"]``, ``step_index`` 0, 1, …)
-    with the episode's run_id, episode_id, domain and task_id.
-    ``supersedes`` names the ``episode_id`` of a published error row this
-    episode replaces (``--retry-errors``): the error row leaves the dataset
-    in the same commit that publishes its replacement.
+    A domain's episodes are written as one file pair and published (see the
+    module's publishing protocol) once they are ``max_rows_per_file``, once
+    the oldest is ``max_seconds_per_file`` old (checked on each write and by
+    :meth:`publish_due`), and on :meth:`close`; a crash loses only those.
 
-    A writer owns its output: it takes the folder's :class:`~rollout.store.OutputLease`
-    (or uses the one passed in), so a second writer on the same folder is
-    refused while the first lives. On start it finishes what a crashed
-    writer committed and removes what it left uncommitted.
-    ``run_id`` and ``writer_id`` name the files
-    (``part-<run_id>-<writer_id>-<seq>.parquet``). ``filesystem`` is a
-    ``pyarrow.fs`` filesystem holding ``out_dir`` (default: the local disk).
-
-    Thread-safe within a process. A writer dropped without :meth:`close`
-    publishes nothing more (it warns), as after a crash.
+    A writer owns its output through the folder's
+    :class:`~rollout.store.OutputLease` (or the one passed in); on start it
+    finishes what a crashed writer committed and removes what it left
+    uncommitted. ``run_id`` and ``writer_id`` name the files;
+    ``filesystem`` is a ``pyarrow.fs`` filesystem holding ``out_dir``
+    (default: the local disk). Thread-safe; use it as a context manager. A
+    writer dropped without :meth:`close` publishes nothing more (it warns).
     """
 
     def __init__(
@@ -708,7 +616,6 @@ class ParquetEpisodeWriter:
         self.max_seconds_per_file = float(max_seconds_per_file)
         self._held: dict[str, _Held] = {}
         self._lock = threading.RLock()
-        self._closed = True  # until the lease is ours
         self.store = lease.store if lease is not None else Store(out_dir, filesystem)
         self._own_lease = lease is None
         self.lease = lease if lease is not None else OutputLease(self.store).acquire()
@@ -871,16 +778,6 @@ def _read_file(store: Store, rel: str) -> pa.Table:
 
 
 # ------------------------------------------------------------------- readers
-def _published_files(out_dir: PathLike, kind: str) -> tuple[Store, list[str]]:
-    """The published files of ``kind`` by the manifest (a staged name where a crashed publish is pending)."""
-    store = Store(out_dir)
-    pairs = _live_pairs(_manifest(store))
-    files = []
-    for pair in sorted(pairs.values(), key=lambda p: p[kind]):
-        files.append(pair[kind] if store.exists(pair[kind]) else pair[f"staged_{kind}"])
-    return store, files
-
-
 def _check_version(store: Store, files: list[str], kind: str) -> None:
     """Raise a ValueError that says what to do when the files were written with another schema version."""
     for rel in {files[0], files[-1]}:
@@ -953,102 +850,11 @@ def _rows(table: pa.Table) -> Iterable[tuple]:
 
 
 def published_files(out_dir: PathLike, kind: str = STEPS_DIR) -> list[str]:
-    """The paths of the published files of ``kind`` (``"episodes"`` or ``"steps"``), for readers of file lists."""
-    store, files = _published_files(out_dir, kind)
+    """The paths of the published files of ``kind`` (``"episodes"`` or ``"steps"``), for readers of file lists
+    (a staged name where a crashed publish is not yet rolled forward)."""
+    store = Store(out_dir)
+    pairs = sorted(_live_pairs(_manifest(store)).values(), key=lambda pair: pair[kind])
+    files = [pair[kind] if store.exists(pair[kind]) else pair[f"staged_{kind}"] for pair in pairs]
     if files:
         _check_version(store, files, kind)
     return [store.path(f) for f in files]
-
-
-# -------------------------------------------------------------- dataset card
-_CARD_GOOD_FOR = {
-    "oracle": (
-        "Demonstrations of tau2's ground truth: the oracle makes every gold tool call of the task, asks the user for "
-        "what it needs first (identification, order ids, choices) and tells the user what the task requires. Good "
-        "for checking a training pipeline end to end, for supervised warm starts on tool use and for step-level "
-        "behaviour cloning. Not good for: preference or reward learning (every episode scores 1.0, there are no "
-        "negatives), natural dialogue (the scripted user answers in templated sentences) or measuring an agent. "
-        "About 3% of tool calls use a value that is the agent's own (a transfer summary, a date worked out from "
-        "the user's words, an id said in another form) and appears nowhere earlier in the conversation."
-    ),
-    "llm": (
-        "Rollouts of an LLM agent: filter by `reward` for supervised fine-tuning, pair trials of the same task "
-        "for preference learning (`load_preferences`), or use the step rows (with the behaviour policy's "
-        "log-probs where the server returned them) for off-policy RL."
-    ),
-}
-
-
-def dataset_card(results: Mapping[str, Any], summary: Mapping[str, Any], run_id: str) -> str:
-    """The ``README.md`` a rollout writes into its output folder: what the data is and how to load it.
-
-    ``results`` is the run's ``run.json`` record of what defines the results,
-    ``summary`` the run's summary (episodes, errors, rewards per domain).
-    """
-    agent = dict(results.get("agent") or {})
-    env = dict(results.get("env") or {})
-    name = agent.get("name", "?")
-    domains = "\n".join(
-        f"| {d} | {e['episodes']} | {e['errors']} | {'' if e['mean_reward'] is None else format(e['mean_reward'], '.3f')} |"
-        for d, e in (summary.get("domains") or {}).items()
-    )
-
-    def columns(schema: pa.Schema) -> str:
-        return ", ".join(f"`{f.name}` ({'JSON' if f.type == JSON else f.type})" for f in schema)
-
-    return f"""---
-configs:
-- config_name: episodes
-  data_files: "episodes/*/*.parquet"
-  default: true
-- config_name: steps
-  data_files: "steps/*/*.parquet"
-tags: [tau-bench, tool-use, agents, conversational]
----
-# TauGym rollouts `{run_id}`
-
-Episodes of tau-bench tool-agent-user tasks played in TauGym, written by
-`python -m rollout` (TauGym {(results.get("versions") or {}).get("taugym", "?")}), dataset schema
-version **{SCHEMA_VERSION}** (in each file's metadata, `taugym.dataset_schema_version`).
-
-## How it was produced
-- agent: `{name}`{f" (model `{agent['model']}`)" if agent.get("model") else ""}; user: `{env.get("user_strategy", "?")}`{f" (model `{env.get('user_model')}`)" if env.get("user_strategy") == "llm" else ""}; backend `{env.get("backend", "?")}`
-- domains {", ".join(results.get("domains") or [])}; tasks `{results.get("tasks")}`; trials {results.get("trials")}; seed {results.get("seed")}
-- the whole record of what defines the results is `run.json`; counts and pass^k are in `summary.json`
-
-| domain | episodes | errors | mean reward |
-|---|---|---|---|
-{domains}
-
-## What it is good for
-{_CARD_GOOD_FOR.get(name, _CARD_GOOD_FOR["llm"])}
-
-## Layout and columns
-- `episodes/<domain>/*.parquet`: one row per episode: {columns(EPISODE_SCHEMA)}.
-- `steps/<domain>/*.parquet`: one row per action: {columns(STEP_SCHEMA)}.
-
-`messages` is the conversation in OpenAI / Hugging Face chat format, system prompt
-first; tool calls are `{{id, type, function: {{name, arguments}}}}` with `arguments` a
-JSON object. An episode the agent ended shows its `[finish]` as the last assistant
-turn; one the user ended shows the user's last turn (`###STOP###`, `###TRANSFER###`).
-JSON columns (`arguments`, `tools`, `reward_breakdown`) are Arrow's `arrow.json` type
-(Parquet's JSON logical type): Hugging Face `datasets` gives dicts and lists, pyarrow,
-pandas and Ray Data give the text (`json.loads` it).
-
-A step row's `prompt` is the conversation the agent acted on and `completion` the
-assistant message of its action (an action that added no turn, such as `[finish]` or a
-refused action, is shown as its text); `completion_token_ids` / `completion_logprobs`
-are the behaviour policy's tokens and log-probs where its server returned them, else
-null. `observation` / `next_observation` are the env's feedback text before and after.
-
-## Loading
-```python
-import datasets
-sft = datasets.load_dataset("parquet", data_files="episodes/*/*.parquet", split="train")
-# TRL: SFTTrainer(model, train_dataset=sft, args=SFTConfig(max_length=8192, assistant_only_loss=True))
-# TRL's default max_length=1024 drops every episode: the system prompt and tools alone are longer.
-steps = datasets.load_dataset("parquet", data_files="steps/*/*.parquet", split="train")  # prompt/completion
-import pandas; df = pandas.read_parquet("episodes", dtype_backend="pyarrow")  # cells as lists of dicts
-from rollout.training_data import load_sft, load_prompt_completion, load_preferences, load_steps_ray
-```
-"""

@@ -2,33 +2,25 @@
 
 * Each :class:`RolloutWorker` actor holds its own envs (one per concurrent
   episode slot and domain) and its agent; the driver hands out work items
-  (domain, task id, trial, seed) as slots free up.
-* The driver is the only writer: a result is written once, when its episode
-  finished. Ray restarts an actor that dies (``max_restarts``) and re-runs
-  the calls it had not answered (``max_task_retries``: up to
-  ``max_attempts_per_episode`` attempts); an episode whose attempts are
-  spent is an error row. Only results that come back are written, so the
-  dataset ends with exactly one row per (domain, task, trial).
-* The run owns its output (:class:`~rollout.store.OutputLease`) from start
-  to end; a second run into the same folder is refused.
-* Before any actor starts: LLM keys and endpoints are checked, and
-  ``DIR/run.json`` records what defines the results; a resume that changes
-  it is refused (:mod:`rollout.preflight`).
+  (domain, task id, trial, seed) as slots free up, spread over the
+  cluster's nodes (local Ray unless ``address`` or ``RAY_ADDRESS`` names one).
+* The driver is the only writer, and writes only results that come back:
+  Ray restarts a dead actor (``max_restarts``), also on another node, and
+  re-runs its unanswered calls (``max_task_retries``) up to
+  ``max_attempts_per_episode`` times, after which the episode is an error
+  row. So the dataset ends with exactly one row per (domain, task, trial).
+* The run owns its output (:class:`~rollout.store.OutputLease`). Before any
+  actor starts, LLM keys and endpoints are checked and ``DIR/run.json``
+  records what defines the results; a resume that changes it is refused
+  (:mod:`rollout.preflight`).
 * ``resume=True`` skips every (domain, task, trial) already in the dataset;
   ``retry_errors=True`` also re-runs those whose row is an error row, and
   each new row supersedes its error row in the commit that publishes it.
-* ``max_cost_usd`` (the whole dataset's LLM cost, earlier runs included):
-  once reached, no more episodes start; those in flight are written, the
-  summary says ``stopped``, and a resume with a higher cap goes on.
-* Local Ray by default; an existing cluster when ``address`` or
-  ``RAY_ADDRESS`` names one. The actors are spread over the cluster's
-  nodes; a node that dies takes its actors with it, Ray restarts them
-  elsewhere and their episodes run again (only results that come back are
-  written, so still once each).
-* ``out`` is a local folder or a URI of object storage or any filesystem
-  pyarrow or fsspec knows (``s3://bucket/prefix``, ``gs://…``,
-  ``hdfs://…``): the same publishing protocol on its filesystem
-  (:mod:`rollout.store`).
+* ``max_cost_usd`` (the whole dataset's LLM cost): once reached, no more
+  episodes start; the summary says ``stopped``, and a resume with a higher
+  cap goes on.
+* ``out`` is a local folder or a URI any pyarrow or fsspec filesystem knows
+  (``s3://bucket/prefix``, ``gs://…``): the same publishing protocol on it.
 """
 
 from __future__ import annotations
@@ -44,22 +36,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ray
+from tqdm import tqdm
 
 import taugym
 from rollout.config import RolloutConfig
 from rollout.dataset import (
     ParquetEpisodeWriter,
     completed_keys,
-    dataset_card,
     episode_row_from_info,
     error_rows,
     read_episodes,
 )
-from rollout.episode import WorkItem, episode_id, error_info, item_seed
+from rollout.episode import WorkItem, episode_id, error_info, item_seed, play_episode
 from rollout.preflight import check_llm_access, record_differences, results_record
-from rollout.rate_limit import start_rate_limit_service
+from rollout.rate_limit import cluster_rate_limiter_factory, start_rate_limit_service
 from rollout.store import OutputLease, Store, is_uri
-from rollout.summary import summarize
+from rollout.summary import dataset_card, summarize
+from taugym import TauEnv
+from taugym.agents import make_agent
+from taugym.backends import get_backend
+from taugym.llm import install_rate_limiter_factory
 
 _log = logging.getLogger("rollout")
 
@@ -69,9 +65,6 @@ class RolloutWorker:
     """A Ray actor that holds envs and an agent and plays work items."""
 
     def __init__(self, config: dict, run_id: str, rate_service):
-        from rollout.rate_limit import cluster_rate_limiter_factory
-        from taugym.llm import install_rate_limiter_factory
-
         self.config = RolloutConfig.from_dict(config)
         self.run_id = run_id
         self.free_envs: dict[str, list] = {}
@@ -93,15 +86,10 @@ class RolloutWorker:
         return psutil.Process().memory_info().rss
 
     def _env(self, domain: str):
-        from taugym import TauEnv
-
         pool = self.free_envs.setdefault(domain, [])
         return pool.pop() if pool else TauEnv(self.config.env_config(domain))
 
     async def run(self, item: dict, retry: bool = False) -> dict:
-        from rollout.episode import play_episode
-        from taugym.agents import make_agent
-
         work = WorkItem(**item)
         env = self._env(work.domain)
         options = self.config.agent_options()
@@ -119,33 +107,13 @@ class RolloutWorker:
 
 def work_items(config: RolloutConfig) -> list[WorkItem]:
     """Every (domain, task, trial) the config asks for, in a stable order."""
-    from taugym.backends import get_backend
-
     _refuse_repeats("domains", config.domains, "list each domain once")
     if isinstance(config.tasks, list):
         _refuse_repeats("tasks", config.tasks, "list each task once; trials: N runs every task N times")
     items = []
     for domain in config.domains:
-        env_config = config.env_config(domain)
-        loaded = get_backend(env_config.backend).load_domain(domain)
-        split = loaded.default_split if config.tasks is None else config.tasks
-        if split == "all":
-            task_ids = [t.task_id for t in loaded.tasks]
-        elif isinstance(split, str):
-            if split not in loaded.splits:
-                raise ValueError(
-                    f"tasks: {split!r} is not a split of {domain}; valid: {sorted(loaded.splits)} or 'all'"
-                )
-            task_ids = [loaded.tasks[i].task_id for i in loaded.splits[split]]
-        else:
-            valid = {t.task_id for t in loaded.tasks}
-            task_ids = [t for t in config.tasks if t.startswith(f"{domain}-")]
-            unknown = [t for t in task_ids if t not in valid]
-            if unknown:
-                raise ValueError(
-                    f"unknown task ids {unknown}; valid: {domain}-000 … {domain}-{len(loaded.tasks) - 1:03d}"
-                )
-        for task_id in task_ids:
+        loaded = get_backend(config.env_config(domain).backend).load_domain(domain)
+        for task_id in config.task_ids(loaded):
             for trial in range(config.trials):
                 items.append(WorkItem(domain, task_id, trial, item_seed(config.seed, domain, task_id, trial)))
     return items
@@ -265,13 +233,15 @@ class RolloutJob:
         load = {i: 0 for i in range(len(self.actors))}
         written: set = set()
         node_losses: dict = {}
-        bar = _progress_bar(len(queue), self.progress)
+        bar = tqdm(
+            total=len(queue), desc="episodes", unit="ep", file=sys.stderr, dynamic_ncols=True, disable=not self.progress
+        )
         started = time.monotonic()
         with ParquetEpisodeWriter(
             self.out, run_id, writer_id=uuid.uuid4().hex[:6], lease=lease, max_rows_per_file=self.config.rows_per_file
         ) as writer:
             while queue or pending:
-                if self._over_budget():
+                if self.config.max_cost_usd is not None and self.spent_usd >= self.config.max_cost_usd:
                     self.stopped = (
                         f"max_cost_usd reached: ${self.spent_usd:.4f} spent of ${self.config.max_cost_usd}; "
                         f"{len(queue)} episode(s) not started"
@@ -305,14 +275,12 @@ class RolloutJob:
                         raise RuntimeError(f"episode {item.key} came back twice; nothing more is written")
                     written.add(item.key)
                     self._write(writer, result, item, run_id, errors.get(item.key))
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(errors=self.errors, refresh=False)
+                    bar.update(1)
+                    bar.set_postfix(errors=self.errors, refresh=False)
                     if on_result is not None:
                         on_result(self, result)
                 writer.publish_due()  # the age limit holds while episodes are slow to finish
-        if bar is not None:
-            bar.close()
+        bar.close()
         pids = ray.get([actor.pid.remote() for actor in self.actors])
         self.restarted_actors = sum(a != b for a, b in zip(pids, self.actor_pids))
         for actor in self.actors:
@@ -331,9 +299,6 @@ class RolloutJob:
         store.put("summary.json", json.dumps(summary, indent=2).encode())
         store.put("README.md", dataset_card(results_record(self.config), summary, run_id).encode())
         return summary
-
-    def _over_budget(self) -> bool:
-        return self.config.max_cost_usd is not None and self.spent_usd >= self.config.max_cost_usd
 
     def _write(
         self, writer: ParquetEpisodeWriter, result: dict, item: WorkItem, run_id: str, supersedes: str | None
@@ -386,11 +351,3 @@ def _node_lost(exc: Exception) -> bool:
 def output_location(out: str | os.PathLike) -> Path | str:
     """A local ``--out`` as a Path; a URI (``s3://bucket/prefix``, ``gs://…``) as given, read through its filesystem."""
     return str(out).rstrip("/") if is_uri(out) else Path(out)
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="episodes", unit="ep", file=sys.stderr, dynamic_ncols=True)

@@ -122,17 +122,13 @@ class ClusterRateLimiter(RateLimiter):
             if granted:
                 return waited
 
-    def acquire_slot(self) -> float:
-        if self.max_concurrency is None:
-            return 0.0
-        started = time.monotonic()
-        ray.get(self.service.acquire_slot.remote(self.ident))
-        return time.monotonic() - started
+    def acquire_slot(self) -> None:
+        if self.max_concurrency is not None:
+            ray.get(self.service.acquire_slot.remote(self.ident))
 
-    async def aacquire_slot(self) -> float:
+    async def aacquire_slot(self) -> None:
         if self.max_concurrency is None:
-            return 0.0
-        started = time.monotonic()
+            return
         granted = self.service.acquire_slot.remote(self.ident)
         try:
             await asyncio.shield(asyncio.wrap_future(granted.future()))
@@ -140,7 +136,6 @@ class ClusterRateLimiter(RateLimiter):
             ray.cancel(granted)
             granted.future().add_done_callback(lambda done: done.cancelled() or done.exception() or self.release_slot())
             raise
-        return time.monotonic() - started
 
     def release_slot(self) -> None:
         if self.max_concurrency is not None:

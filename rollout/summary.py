@@ -1,14 +1,19 @@
 """The end-of-run summary: episodes, errors, mean reward and pass^k per domain,
-counted as the benchmarks count them (an errored episode is a failed run)."""
+counted as the benchmarks count them (an errored episode is a failed run),
+for the terminal (:func:`format_summary`) and as the dataset card, the
+output folder's ``README.md`` (:func:`dataset_card`)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from math import comb
 from pathlib import Path
+from typing import Any
 
-from rollout.dataset import read_episodes
+import pyarrow as pa
+
+from rollout.dataset import EPISODE_SCHEMA, JSON, SCHEMA_VERSION, STEP_SCHEMA, read_episodes
 
 
 def is_success(reward: float | None) -> bool:
@@ -77,3 +82,96 @@ def format_summary(summary: dict) -> str:
         if passes:
             lines[-1] += f", {passes}"
     return "\n".join(lines)
+
+
+_CARD_GOOD_FOR = {
+    "oracle": (
+        "Demonstrations of tau2's ground truth: the oracle makes every gold tool call of the task, asks the user for "
+        "what it needs first (identification, order ids, choices) and tells the user what the task requires. Good "
+        "for checking a training pipeline end to end, for supervised warm starts on tool use and for step-level "
+        "behaviour cloning. Not good for: preference or reward learning (every episode scores 1.0, there are no "
+        "negatives), natural dialogue (the scripted user answers in templated sentences) or measuring an agent. "
+        "About 3% of tool calls use a value that is the agent's own (a transfer summary, a date worked out from "
+        "the user's words, an id said in another form) and appears nowhere earlier in the conversation."
+    ),
+    "llm": (
+        "Rollouts of an LLM agent: filter by `reward` for supervised fine-tuning, pair trials of the same task "
+        "for preference learning (`load_preferences`), or use the step rows (with the behaviour policy's "
+        "log-probs where the server returned them) for off-policy RL."
+    ),
+}
+
+
+def dataset_card(results: Mapping[str, Any], summary: Mapping[str, Any], run_id: str) -> str:
+    """The ``README.md`` a rollout writes into its output folder: what the data is and how to load it.
+
+    ``results`` is the run's ``run.json`` record of what defines the results,
+    ``summary`` the run's summary (episodes, errors, rewards per domain).
+    """
+    agent = dict(results.get("agent") or {})
+    env = dict(results.get("env") or {})
+    name = agent.get("name", "?")
+    domains = "\n".join(
+        f"| {d} | {e['episodes']} | {e['errors']} | {'' if e['mean_reward'] is None else format(e['mean_reward'], '.3f')} |"
+        for d, e in (summary.get("domains") or {}).items()
+    )
+
+    def columns(schema: pa.Schema) -> str:
+        return ", ".join(f"`{f.name}` ({'JSON' if f.type == JSON else f.type})" for f in schema)
+
+    return f"""---
+configs:
+- config_name: episodes
+  data_files: "episodes/*/*.parquet"
+  default: true
+- config_name: steps
+  data_files: "steps/*/*.parquet"
+tags: [tau-bench, tool-use, agents, conversational]
+---
+# TauGym rollouts `{run_id}`
+
+Episodes of tau-bench tool-agent-user tasks played in TauGym, written by
+`python -m rollout` (TauGym {(results.get("versions") or {}).get("taugym", "?")}), dataset schema
+version **{SCHEMA_VERSION}** (in each file's metadata, `taugym.dataset_schema_version`).
+
+## How it was produced
+- agent: `{name}`{f" (model `{agent['model']}`)" if agent.get("model") else ""}; user: `{env.get("user_strategy", "?")}`{f" (model `{env.get('user_model')}`)" if env.get("user_strategy") == "llm" else ""}; backend `{env.get("backend", "?")}`
+- domains {", ".join(results.get("domains") or [])}; tasks `{results.get("tasks")}`; trials {results.get("trials")}; seed {results.get("seed")}
+- the whole record of what defines the results is `run.json`; counts and pass^k are in `summary.json`
+
+| domain | episodes | errors | mean reward |
+|---|---|---|---|
+{domains}
+
+## What it is good for
+{_CARD_GOOD_FOR.get(name, _CARD_GOOD_FOR["llm"])}
+
+## Layout and columns
+- `episodes/<domain>/*.parquet`: one row per episode: {columns(EPISODE_SCHEMA)}.
+- `steps/<domain>/*.parquet`: one row per action: {columns(STEP_SCHEMA)}.
+
+`messages` is the conversation in OpenAI / Hugging Face chat format, system prompt
+first; tool calls are `{{id, type, function: {{name, arguments}}}}` with `arguments` a
+JSON object. An episode the agent ended shows its `[finish]` as the last assistant
+turn; one the user ended shows the user's last turn (`###STOP###`, `###TRANSFER###`).
+JSON columns (`arguments`, `tools`, `reward_breakdown`) are Arrow's `arrow.json` type
+(Parquet's JSON logical type): Hugging Face `datasets` gives dicts and lists, pyarrow,
+pandas and Ray Data give the text (`json.loads` it).
+
+A step row's `prompt` is the conversation the agent acted on and `completion` the
+assistant message of its action (an action that added no turn, such as `[finish]` or a
+refused action, is shown as its text); `completion_token_ids` / `completion_logprobs`
+are the behaviour policy's tokens and log-probs where its server returned them, else
+null. `observation` / `next_observation` are the env's feedback text before and after.
+
+## Loading
+```python
+import datasets
+sft = datasets.load_dataset("parquet", data_files="episodes/*/*.parquet", split="train")
+# TRL: SFTTrainer(model, train_dataset=sft, args=SFTConfig(max_length=8192, assistant_only_loss=True))
+# TRL's default max_length=1024 drops every episode: the system prompt and tools alone are longer.
+steps = datasets.load_dataset("parquet", data_files="steps/*/*.parquet", split="train")  # prompt/completion
+import pandas; df = pandas.read_parquet("episodes", dtype_backend="pyarrow")  # cells as lists of dicts
+from rollout.training_data import load_sft, load_prompt_completion, load_preferences, load_steps_ray
+```
+"""

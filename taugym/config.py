@@ -7,6 +7,7 @@ which raises a ``ValueError`` naming the valid choices.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -75,12 +76,8 @@ class TauGymConfig:
 
     LLM calls (the LLM user's; in a rollout the LLM agent's too, unless its
     options say otherwise): ``user_model``, ``user_provider``, ``user_base_url``
-    and ``llm_<field>`` (``llm_timeout_s``, ``llm_deadline_s``,
-    ``llm_max_attempts``, ``llm_backoff_initial_s``, ``llm_backoff_max_s``,
-    ``llm_requests_per_minute``, ``llm_tokens_per_minute``,
-    ``llm_max_concurrency``, ``llm_context_window``, ``llm_tokenizer``) are
-    the fields of one :class:`taugym.llm.LLMSettings` (:attr:`user_llm`),
-    documented there.
+    and the ``llm_<field>`` options below are the fields of one
+    :class:`taugym.llm.LLMSettings` (:attr:`user_llm`), documented there.
     """
 
     # Task selection
@@ -133,19 +130,13 @@ class TauGymConfig:
             raise ValueError(f"data_mode must be one of {list(DATA_MODES)}, got {self.data_mode!r}")
         if self.user_strategy not in USER_STRATEGIES:
             raise ValueError(f"user_strategy must be one of {list(USER_STRATEGIES)}, got {self.user_strategy!r}")
-        for name in ("max_steps", "max_action_chars", "max_feedback_chars"):
-            value = getattr(self, name)
-            if not is_positive_int(value):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("verbose", "normalize_rewards"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        check_options(self, positive_ints=("max_steps", "max_action_chars", "max_feedback_chars"))
+        check_options(self, flags=("verbose", "normalize_rewards"))
         if not is_finite_number(self.step_penalty) or self.step_penalty < 0:
             raise ValueError(f"step_penalty must be a finite number >= 0, got {self.step_penalty!r}")
-        for name, hint in (("seed", "or null"), ("max_errors", "(0: no limit) or null (the backend's default)")):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise ValueError(f"{name} must be an integer >= 0 {hint}, got {value!r}")
+        for name, hint in (("seed", " or null"), ("max_errors", " (0: no limit) or null (the backend's default)")):
+            if getattr(self, name) is not None:
+                check_options(self, counts=(name,), hint=hint)
         if self.data_source is not None and not isinstance(self.data_source, str):
             raise ValueError(
                 f"data_source must be a task id string such as 'retail-019' or null, got {self.data_source!r}"
@@ -172,6 +163,29 @@ class TauGymConfig:
     def replace(self, **changes: Any) -> TauGymConfig:
         """A validated copy with some options changed."""
         return TauGymConfig.from_dict({**asdict(self), **changes})
+
+
+def check_options(
+    options: Any,
+    *,
+    positive_ints: Iterable[str] = (),
+    counts: Iterable[str] = (),
+    flags: Iterable[str] = (),
+    mappings: Iterable[str] = (),
+    hint: str = "",
+) -> None:
+    """Raise ``ValueError`` for the first of the named attributes of ``options`` that is not what its group
+    says: a positive integer, an integer >= 0 (a count), true or false, or a mapping; ``hint`` ends the message."""
+    for names, valid, what in (
+        (positive_ints, is_positive_int, "a positive integer"),
+        (counts, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+        (flags, lambda v: isinstance(v, bool), "true or false"),
+        (mappings, lambda v: isinstance(v, dict), "a mapping"),
+    ):
+        for name in names:
+            value = getattr(options, name)
+            if not valid(value):
+                raise ValueError(f"{name} must be {what}{hint}, got {value!r}")
 
 
 def load_yaml_mapping(path: str | Path, what: str, shipped: str) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import string
 from collections.abc import Generator
@@ -23,7 +22,8 @@ from taugym.actions import (
     parse_action,
     strip_reasoning,
 )
-from taugym.backends import USER_STOP_TOKENS, Domain, Evaluation, Session, TaskSpec, get_backend
+from taugym.backends import get_backend
+from taugym.backends.base import USER_STOP_TOKENS, Domain, Evaluation, Session, TaskSpec, openai_tool_call
 from taugym.config import TauGymConfig, get_default_config
 from taugym.users import SimulatedUser, UserDevice, make_user
 
@@ -65,13 +65,6 @@ CONTEXT_LENGTH = "context_length"
 
 TERMINATIONS = frozenset({"agent", "user", "max_steps", "max_errors", "error"})
 """The terminations the env gives itself (``truncate`` names others)."""
-
-
-class _UserRequest:
-    """What the step logic asks of the user: a reply to ``message``."""
-
-    def __init__(self, message: str):
-        self.message = message
 
 
 class TauEnv(gym.Env):
@@ -211,7 +204,7 @@ class TauEnv(gym.Env):
         """``reset`` as a coroutine: the user's first message is awaited, not blocked on."""
         return await _drive_async(self._reset_steps(seed, options), self.user)
 
-    def _reset_steps(self, seed: int | None, options: dict | None) -> Generator[_UserRequest, str, tuple]:
+    def _reset_steps(self, seed: int | None, options: dict | None) -> Generator[str, str, tuple]:
         if seed is None and self._first_reset:
             seed = self.config.seed
         super().reset(seed=seed)
@@ -264,7 +257,7 @@ class TauEnv(gym.Env):
         else:
             greeting = last["content"] or ""
         try:
-            first = yield _UserRequest(greeting)
+            first = yield greeting  # the step logic asks the user to reply to it
         except Exception as exc:
             self.session = None
             raise EpisodeStartError(
@@ -323,7 +316,7 @@ class TauEnv(gym.Env):
         if self.episode_complete:
             raise RuntimeError("the episode is over; call reset() to start a new one")
 
-    def _step_steps(self, action: Any) -> Generator[_UserRequest, str, tuple]:
+    def _step_steps(self, action: Any) -> Generator[str, str, tuple]:
         self.step_count += 1
         stop: str | None = None  # who ended the episode
         error: dict | None = None
@@ -353,7 +346,7 @@ class TauEnv(gym.Env):
                 self.session.record_agent_message(message)
                 self.messages.append({"role": "assistant", "content": message})
                 try:
-                    reply = yield _UserRequest(message=message)
+                    reply = yield message
                 except Exception as exc:
                     if getattr(exc, "context_overflow", False):  # the user model's context is full: not a fault
                         stop = CONTEXT_LENGTH
@@ -444,19 +437,8 @@ class TauEnv(gym.Env):
         call_id = call.call_id or f"call_{self._call_counter}"
         result = self.session.call_tool(call.name, call.arguments, call_id)
         self.tool_errors += result.error
-        self.messages.append(
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": call_id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
-                    }
-                ],
-            }
-        )
+        tool_call = openai_tool_call(call_id, call.name, call.arguments)
+        self.messages.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
         self.messages.append({"role": "tool", "tool_call_id": call_id, "name": call.name, "content": result.content})
         content = result.content
         limit = self.config.max_feedback_chars
@@ -538,39 +520,37 @@ class TauEnv(gym.Env):
 
 
 def _drive_sync(steps: Generator, user: SimulatedUser):
-    """Run step logic, answering its user requests with blocking calls."""
+    """Run step logic, answering each message it yields with the user's reply, blocking."""
     try:
-        request = next(steps)
+        message = next(steps)
         while True:
             try:
-                reply = user.respond(request.message)
+                reply = user.respond(message)
             except Exception as exc:
-                request = steps.throw(exc)
+                message = steps.throw(exc)
             else:
-                request = steps.send(reply)
+                message = steps.send(reply)
     except StopIteration as done:
         return done.value
 
 
 async def _drive_async(steps: Generator, user: SimulatedUser):
-    """Run step logic, awaiting its user requests."""
+    """Run step logic, answering each message it yields with the user's reply, awaited."""
     try:
-        request = next(steps)
+        message = next(steps)
         while True:
             try:
-                reply = await user.arespond(request.message)
+                reply = await user.arespond(message)
             except Exception as exc:
-                request = steps.throw(exc)
+                message = steps.throw(exc)
             else:
-                request = steps.send(reply)
+                message = steps.send(reply)
     except StopIteration as done:
         return done.value
 
 
 def _preview(action: Any) -> str:
     """The start of an action for the log; never raises (``str`` of a huge int does)."""
-    if isinstance(action, str):
-        return action[:200]
     try:
         return str(action)[:200]
     except Exception:
@@ -599,16 +579,13 @@ def _format_tools(schemas: list[dict]) -> str:
 
 
 def _as_config(config: TauGymConfig | dict | str | Path | None, overrides: dict) -> TauGymConfig:
-    if config is None:
-        base = get_default_config()
-    elif isinstance(config, TauGymConfig):
-        base = config
-    elif isinstance(config, dict):
-        base = TauGymConfig.from_dict(config)
+    if isinstance(config, dict):
+        config = TauGymConfig.from_dict(config)
     elif isinstance(config, (str, Path)):
-        base = TauGymConfig.from_yaml(config)
-    else:
+        config = TauGymConfig.from_yaml(config)
+    elif not isinstance(config, TauGymConfig | None):
         raise ValueError(
             f"config must be a TauGymConfig, a dict of options or a YAML path, got {type(config).__name__}"
         )
-    return base.replace(**overrides) if overrides else base.validate()
+    config = config or get_default_config()
+    return config.replace(**overrides) if overrides else config.validate()

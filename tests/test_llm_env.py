@@ -10,7 +10,7 @@ import pytest
 
 from taugym import TauEnv
 from taugym.agents.llm import LLMAgent
-from taugym.llm import reset_shared_rate_limiters
+from taugym.llm import TokenBucketRateLimiter, reset_shared_rate_limiters
 
 try:
     from fake_llm_server import FakeLLMServer, RecordedRequest, Reply, fake_llm_server, random_failures
@@ -227,7 +227,8 @@ def test_llm_user_and_agent_settings_load_from_yaml(tmp_path, fake_llm_server):
         "llm_requests_per_minute: 1200\nllm_max_attempts: 3\ndata_source: retail-000\n"
     )
     env = TauEnv(str(path))
-    assert env.user.client.settings.max_attempts == 3 and env.user.client.rate_limiter is not None
+    assert env.user.client.settings.max_attempts == 3
+    assert isinstance(env.user.client.rate_limiter, TokenBucketRateLimiter)  # the limits are applied
     observation, _ = env.reset(seed=0)
     assert observation["feedback"] == "User: I want to check my order #W2378156."
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taugym.config import apply_overrides, load_yaml_mapping
-from taugym.llm.settings import is_positive_int, options_dataclass
+from taugym.config import apply_overrides, check_options, load_yaml_mapping
+from taugym.llm.settings import options_dataclass
 from train.algorithms import ALGORITHMS
 
 
@@ -62,13 +62,11 @@ class TrainConfig:
             raise ValueError(f"algorithm must be one of {list(ALGORITHMS)}, got {self.algorithm!r}")
         if self.algorithm in ("bc", "marwil") and not self.data:
             raise ValueError(f"{self.algorithm} learns from a rollout's step rows: set data: <rollout output folder>")
-        for name in ("iterations", "checkpoint_every", "episodes_per_iteration", "minibatch_size", "num_epochs"):
-            value = getattr(self, name)
-            if not is_positive_int(value):
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("env", "model", "training"):
-            if not isinstance(getattr(self, name), dict):
-                raise ValueError(f"{name} must be a mapping, got {getattr(self, name)!r}")
+        check_options(
+            self,
+            positive_ints=("iterations", "checkpoint_every", "episodes_per_iteration", "minibatch_size", "num_epochs"),
+            mappings=("env", "model", "training"),
+        )
         return self
 
     @classmethod

@@ -10,18 +10,29 @@ from pathlib import Path
 from rollout.interop.records import FORMATS
 
 
-def import_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="python -m rollout import")
-    parser.description = (
-        "Import tau-bench v1 results files and tau2 Results files into DIR/episodes and DIR/steps. "
-        "Exit status: 0 every record imported, 1 some records refused (the rest imported), 2 misuse."
-    )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="results files (JSON)")
-    parser.add_argument("--out", required=True, help="dataset folder (new, or one to add to)")
+def _results_files_parser(
+    parser: argparse.ArgumentParser | None, command: str, description: str, files: str
+) -> argparse.ArgumentParser:
+    """The parser of a command that reads results files: ``FILE...``, ``--format`` and ``--domain``."""
+    parser = parser or argparse.ArgumentParser(prog=f"python -m rollout {command}")
+    parser.description = description
+    parser.add_argument("files", nargs="+", metavar="FILE", help=files)
     parser.add_argument(
         "--format", default="auto", choices=["auto", *FORMATS], help="the files' format (default: %(default)s)"
     )
     parser.add_argument("--domain", help="v1 files: the domain, where the system prompt does not say it")
+    return parser
+
+
+def import_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = _results_files_parser(
+        parser,
+        "import",
+        "Import tau-bench v1 results files and tau2 Results files into DIR/episodes and DIR/steps. "
+        "Exit status: 0 every record imported, 1 some records refused (the rest imported), 2 misuse.",
+        "results files (JSON)",
+    )
+    parser.add_argument("--out", required=True, help="dataset folder (new, or one to add to)")
     parser.add_argument("--agent-model", help="the agent's model, for files that do not name it (v1)")
     parser.add_argument("--user-model", help="the user simulator's model, for files that do not name it (v1)")
     parser.add_argument("--run-id", help="the run_id of the imported rows (default: import-<time>)")
@@ -53,18 +64,15 @@ def run_import_command(args: argparse.Namespace) -> int:
 
 
 def rescore_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="python -m rollout rescore")
-    parser.description = (
+    parser = _results_files_parser(
+        parser,
+        "rescore",
         "Replay recorded trajectories through TauEnv (recorded agent actions, replay user) and score "
-        "them again. Exit status 0 when the input could be processed, 2 when none of it could."
+        "them again. Exit status 0 when the input could be processed, 2 when none of it could.",
+        "results files (v1 or tau2 JSON)",
     )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="results files (v1 or tau2 JSON)")
     parser.add_argument("--backend", required=True, choices=["tau_bench", "tau2"], help="the backend that scores them")
     parser.add_argument("--report", help="write the per-trajectory report here (a JSON list)")
-    parser.add_argument(
-        "--format", default="auto", choices=["auto", *FORMATS], help="the files' format (default: %(default)s)"
-    )
-    parser.add_argument("--domain", help="v1 files: the domain, where the system prompt does not say it")
     return parser
 
 

@@ -245,17 +245,9 @@ def _read_v1(read: FileRead, text: str, domain: str | None, domains: _Domains) -
 
 
 def _v1_trajectory(read: FileRead, position: int, record: Any, domain: str | None, domains: _Domains) -> Trajectory:
-    if not isinstance(record, dict):
-        raise _Bad(f"a v1 record must be a JSON object, got {_json_type(record)}")
-    if "traj" not in record:
-        hint = " (it looks like a tau2 simulation: pass the tau2 Results file)" if "messages" in record else ""
-        raise _Bad(f"the record has no 'traj' (the conversation){hint}")
-    task_number = record.get("task_id")
-    if not _is_int(task_number) or task_number < 0:
-        raise _Bad(f"'task_id' must be a non-negative integer, got {_json_type(task_number)} {task_number!r:.40}")
-    trial = record.get("trial", 0)
-    if not _is_int(trial) or trial < 0:
-        raise _Bad(f"'trial' must be a non-negative integer, got {_json_type(trial)} {trial!r:.40}")
+    _check_record(record, "a v1 record", "traj", "messages", "a tau2 simulation: pass the tau2 Results file")
+    task_number = _count(record, "task_id", None)
+    trial = _count(record, "trial", 0)
     reward = record.get("reward")
     if not _is_number(reward):
         raise _Bad(f"'reward' must be a number, got {_json_type(reward)} {reward!r:.40}")
@@ -336,7 +328,7 @@ def _v1_task_id(loaded: Any, domain: str, number: int, task: dict) -> tuple[str,
 
 
 def _v1_termination(messages: list[dict]) -> str:
-    from taugym.backends import USER_STOP_TOKENS
+    from taugym.backends.base import USER_STOP_TOKENS
 
     last = messages[-1]
     if last["role"] == "user" and any(token in (last["content"] or "") for token in USER_STOP_TOKENS):
@@ -393,6 +385,23 @@ def _read_tau2(read: FileRead, text: str, domains: _Domains) -> None:
         read.trajectories.append(trajectory)
 
 
+def _check_record(record: Any, what: str, key: str, other_key: str, other: str) -> None:
+    """Refuse a record that is not a JSON object holding ``key``, saying when it looks like the other format's."""
+    if not isinstance(record, dict):
+        raise _Bad(f"{what} must be a JSON object, got {_json_type(record)}")
+    if key not in record:
+        hint = f" (it looks like {other})" if other_key in record else ""
+        raise _Bad(f"the {what.split()[-1]} has no {key!r}{hint}")
+
+
+def _count(record: dict, key: str, default: Any, optional: bool = False) -> Any:
+    """``record[key]`` (or ``default`` where absent), refused unless an integer >= 0 (or None, if ``optional``)."""
+    value = record.get(key, default)
+    if not (optional and value is None) and (not _is_int(value) or value < 0):
+        raise _Bad(f"{key!r} must be a non-negative integer, got {_json_type(value)} {value!r:.40}")
+    return value
+
+
 def _tau2_trajectory(
     read: FileRead, position: int, simulation: Any, loaded: Any, by_native: dict, system: str
 ) -> Trajectory:
@@ -401,14 +410,8 @@ def _tau2_trajectory(
 
     from taugym.backends.tau2_backend import openai_messages
 
-    if not isinstance(simulation, dict):
-        raise _Bad(f"a tau2 simulation must be a JSON object, got {_json_type(simulation)}")
-    if "messages" not in simulation:
-        hint = " (it looks like a v1 record: pass the v1 results file)" if "traj" in simulation else ""
-        raise _Bad(f"the simulation has no 'messages'{hint}")
-    trial = simulation.get("trial")
-    if trial is not None and (not _is_int(trial) or trial < 0):
-        raise _Bad(f"'trial' must be a non-negative integer, got {_json_type(trial)} {trial!r:.40}")
+    _check_record(simulation, "a tau2 simulation", "messages", "traj", "a v1 record: pass the v1 results file")
+    _count(simulation, "trial", None, optional=True)  # checked here; the trial is read from the parsed run
     reward_info = simulation.get("reward_info")
     if reward_info is not None and (not isinstance(reward_info, dict) or not _is_number(reward_info.get("reward"))):
         raise _Bad("'reward_info.reward' must be a number")

@@ -1,32 +1,11 @@
-"""Backends: the benchmark packages TauGym runs on. One module each."""
+"""Backends: the benchmark packages TauGym runs on. One module each; what they share is in ``base``."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 
-from taugym.backends.base import (
-    USER_STOP_TOKENS,
-    Backend,
-    Domain,
-    Evaluation,
-    Session,
-    StopReason,
-    TaskSpec,
-    ToolResult,
-)
-
-__all__ = [
-    "USER_STOP_TOKENS",
-    "Backend",
-    "Domain",
-    "Evaluation",
-    "Session",
-    "StopReason",
-    "TaskSpec",
-    "ToolResult",
-    "get_backend",
-]
+from taugym.backends.base import Backend
 
 
 def get_backend(name: str) -> Backend:

@@ -17,6 +17,7 @@ Adding a backend is one module that implements ``load_domain``.
 from __future__ import annotations
 
 import ast
+import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -83,6 +84,12 @@ def verdict(breakdown: dict, stop: StopReason | None) -> Evaluation:
         breakdown["reward_if_ended"] = breakdown["reward"]
         return Evaluation(reward=0.0, breakdown={**breakdown, "reward": 0.0})
     return Evaluation(reward=float(breakdown["reward"]), breakdown=breakdown)
+
+
+def openai_tool_call(call_id: str, name: str, arguments: Any) -> dict[str, Any]:
+    """A tool call as an OpenAI chat message holds it, ``arguments`` as JSON text."""
+    function = {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}
+    return {"id": call_id, "type": "function", "function": function}
 
 
 class Session(ABC):

@@ -46,7 +46,17 @@ from tau2.user.base import is_valid_user_history_message
 from tau2.user.user_simulator import SYSTEM_PROMPT as USER_SYSTEM_PROMPT
 from tau2.user.user_simulator import get_global_user_sim_guidelines
 
-from taugym.backends.base import Backend, Domain, Evaluation, Session, StopReason, TaskSpec, ToolResult, verdict
+from taugym.backends.base import (
+    Backend,
+    Domain,
+    Evaluation,
+    Session,
+    StopReason,
+    TaskSpec,
+    ToolResult,
+    openai_tool_call,
+    verdict,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -590,14 +600,7 @@ def openai_messages(messages: list) -> list[dict]:
         if message.tool_calls:
             for call in message.tool_calls:
                 names[call.id] = call.name
-            entry["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
-                }
-                for call in message.tool_calls
-            ]
+            entry["tool_calls"] = [openai_tool_call(call.id, call.name, call.arguments) for call in message.tool_calls]
         converted.append(entry)
     return converted
 

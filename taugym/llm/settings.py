@@ -79,10 +79,6 @@ class LLMSettings:
         """``provider/model@base_url``: clients of one endpoint and the same limits share one limiter."""
         return f"{self.provider or ''}/{self.model}@{self.base_url or 'default'}"
 
-    @property
-    def limits(self) -> tuple[float | None, float | None, int | None]:
-        return self.requests_per_minute, self.tokens_per_minute, self.max_concurrency
-
     def validate(self, name: Callable[[str], str] = str) -> LLMSettings:
         """Check every value; the ``ValueError`` calls an option ``name(field)`` (e.g. ``llm_timeout_s``)."""
         for field, what, null_means in (

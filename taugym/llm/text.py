@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["valid_unicode", "valid_unicode_deep"]
-
 
 def valid_unicode(text: str) -> str:
     """``text`` with each unpaired surrogate replaced by U+FFFD; pairs are joined, the rest kept."""
