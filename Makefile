@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 
 test: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q; status=$$?; [ $$status -ne 5 ] || echo 'pytest collected no tests: that is a failure'; exit $$status
+	$(PY) -m pytest -q --durations=20; status=$$?; [ $$status -ne 5 ] || echo 'pytest collected no tests: that is a failure'; exit $$status
 
 # each run writes a new folder under runs/; resume one with: .venv/bin/python -m rollout --out DIR --resume
 rollout: install

@@ -123,8 +123,7 @@ def main() -> int:
         "episodes_per_iteration=16",
         f"train_batch_size={16 * MAX_STEPS}",  # complete episodes: at least 16 of them per iteration
         f"minibatch_size={16 * MAX_STEPS}",
-        "lr=0.001",
-        "num_epochs=2",
+        "lr=0.0003",
         f"iterations={RL_ITERATIONS}",
         f"checkpoint_every={RL_ITERATIONS}",
         "model.temperature=1.0",

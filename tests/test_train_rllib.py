@@ -167,3 +167,14 @@ def test_grpo_advantages_are_normalised_within_the_episodes_of_a_task():
     advantages = np.asarray(batch[Postprocessing.ADVANTAGES])
     assert np.allclose(advantages[:2], 1.0, atol=1e-4) and np.allclose(advantages[2:4], -1.0, atol=1e-4)
     assert np.allclose(advantages[4:], 0.0)  # a task played once has no group to compare with
+
+
+def test_grpo_weighs_each_episode_the_same_whatever_its_length():
+    """A failing episode that runs long must not push down shared tokens more than a short success pushes them up."""
+    episodes = [_Episode("a", [0, 1.0]), _Episode("a", [0, 0, 0, 0, 0, 0.0])]
+    piece = GroupAdvantages()
+    piece.single_agent_episode_iterator = lambda episodes, **kwargs: iter(episodes)
+    advantages = np.asarray(piece(rl_module=None, episodes=episodes, batch={"p": {}})["p"][Postprocessing.ADVANTAGES])
+    success, failure = advantages[:2], advantages[2:]
+    assert len(failure) == 6 and success.min() > 0 > failure.max()
+    assert abs(success.sum() + failure.sum()) < 1e-3  # the two episodes' steps weigh the same in total

@@ -10,7 +10,11 @@ pipeline.
 GRPO is PPO's clipped objective with no critic, and advantages computed
 per group of episodes of the same task: each step of an episode gets
 ``(R - mean(R_group)) / (std(R_group) + 1e-6)`` (0 for a group of one),
-where ``R`` is the episode's return (:class:`GroupAdvantages`, which
+where ``R`` is the episode's return, times ``mean episode length / its
+length``, so that each episode weighs the same whatever its length (a
+failing episode that runs to ``max_steps`` would otherwise push down the
+tokens it shares with the successful ones more often than those push them
+up) (:class:`GroupAdvantages`, which
 replaces RLlib's GAE piece in :class:`GRPOLearner`). Groups come from
 ``env_config.episodes_per_task`` (consecutive episodes of one env play
 the same task).
@@ -60,10 +64,12 @@ class GroupAdvantages(ConnectorV2):
         for task, value in zip(tasks, returns):
             groups[task].append(value)
         advantages = []
+        mean_length = float(np.mean([len(e) for e in episodes])) if episodes else 1.0
         for task, value, episode in zip(tasks, returns, episodes):
             group = np.asarray(groups[task])
             advantage = 0.0 if len(group) < 2 else (value - group.mean()) / (group.std() + 1e-6)
-            advantages.append(np.full(len(episode), advantage, dtype=np.float32))
+            weight = mean_length / len(episode)  # an episode's steps weigh the same together, whatever its length
+            advantages.append(np.full(len(episode), advantage * weight, dtype=np.float32))
         for module_id in batch:
             flat = np.concatenate(advantages) if advantages else np.zeros(0, dtype=np.float32)
             batch[module_id][Postprocessing.ADVANTAGES] = flat
