@@ -54,6 +54,19 @@ def test_text_observations_reach_each_env_whole_through_rllibs_unbatching():
     assert roles == ["system", "assistant", "user"]  # greeting and the user's opening: a fresh conversation
 
 
+def test_episodes_play_every_task_once_per_round_in_groups():
+    from train.env import make_chat_env
+
+    tasks = ["retail-001", "retail-002", "retail-005"]
+    env = make_chat_env({**ENV, "task_ids": tasks, "episodes_per_task": 2})
+    played = [json.loads(env.reset()[0])["task_id"] for _ in range(12)]
+    groups = played[::2]
+    assert played[1::2] == groups  # a group: consecutive episodes of one task
+    assert sorted(groups[:3]) == sorted(groups[3:]) == tasks  # each round plays every task once
+    again = make_chat_env({**ENV, "task_ids": tasks, "episodes_per_task": 2})
+    assert [json.loads(again.reset()[0])["task_id"] for _ in range(12)] == played  # the seed fixes the order
+
+
 def test_env_config_refuses_unknown_keys():
     with pytest.raises(ValueError, match="max_stepz"):
         env_creator({**ENV, "max_stepz": 3})

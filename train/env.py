@@ -4,7 +4,8 @@
 work: ``env_config`` takes :class:`~taugym.config.TauGymConfig` fields
 (``task_category``, ``user_strategy``, ``max_steps``, ...) plus
 
-* ``task_ids``: the tasks episodes are drawn from (default: the env's split),
+* ``task_ids``: the tasks episodes play (default: the env's split), in
+  rounds: every task once per round, in a shuffled order,
 * ``episodes_per_task``: how many episodes in a row play the same task (a
   GRPO group; default 1),
 
@@ -76,6 +77,7 @@ class ChatObservation(gym.Wrapper):
         self.episodes = 0
         self._rng = np.random.default_rng(self.base_seed)
         self._task: str | None = None
+        self._round: list[str] = []
         self.observation_space = UnicodeText(max_length=10**8)
         self.action_space = env.action_space
 
@@ -89,7 +91,9 @@ class ChatObservation(gym.Wrapper):
         options = dict(options or {})
         if "task_id" not in options:
             if self.episodes % self.episodes_per_task == 0:
-                self._task = self.task_ids[int(self._rng.integers(len(self.task_ids)))]
+                if not self._round:  # every task once per round, in a shuffled order
+                    self._round = [self.task_ids[i] for i in self._rng.permutation(len(self.task_ids))]
+                self._task = self._round.pop()
             options["task_id"] = self._task
         if seed is None:
             seed = zlib.crc32(f"{self.base_seed}/{self.episodes}".encode())
