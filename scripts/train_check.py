@@ -118,12 +118,12 @@ def main() -> int:
         str(runs),
         f"init_checkpoint={checkpoint}",
         f"env.task_ids={tasks}",
-        "env.episodes_per_task=4",
+        "env.episodes_per_task=3",  # a round of the 6 tasks: 18 episodes, about one iteration
         f"env.max_steps={MAX_STEPS}",
         "episodes_per_iteration=16",
         f"train_batch_size={16 * MAX_STEPS}",  # complete episodes: at least 16 of them per iteration
         f"minibatch_size={16 * MAX_STEPS}",
-        "lr=0.0003",
+        "lr=0.0001",
         f"iterations={RL_ITERATIONS}",
         f"checkpoint_every={RL_ITERATIONS}",
         "model.temperature=1.0",
