@@ -96,11 +96,10 @@ def _oracle_steps(out):
     return len(result["steps"])
 
 
-@pytest.mark.parametrize("algorithm", ["bc", "marwil"])
-def test_behaviour_cloning_from_step_rows_lowers_the_loss(local_ray, tmp_path, algorithm):
+def test_behaviour_cloning_from_step_rows_lowers_the_loss(local_ray, tmp_path):
     steps = _oracle_steps(tmp_path)
     config = build_config(
-        algorithm,
+        "bc",
         offline_dir=str(tmp_path),
         model_config={**MODEL, "max_action_tokens": 64},
         minibatch_size=steps,
