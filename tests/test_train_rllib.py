@@ -14,7 +14,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.spaces.space_utils import unbatch
 
-from train.algorithms import GroupAdvantages, build_config
+from train.algorithms import GroupAdvantages, build_config, grpo_token_loss
 from train.env import TextVectorEnv, env_creator
 
 torch.set_num_threads(1)
@@ -113,10 +113,12 @@ def test_behaviour_cloning_from_step_rows_lowers_the_loss(local_ray, tmp_path):
     assert losses[-1] < losses[0] - 10, losses  # nats per demonstrated action
 
 
-def test_one_ppo_update_raises_the_log_prob_of_sampled_actions_with_positive_advantage(local_ray):
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
+def test_one_update_raises_the_log_prob_of_sampled_actions_with_positive_advantage(local_ray, algorithm):
+    """PPO (GAE over its critic) and GRPO (advantages within a group of one task's episodes, token-level loss)."""
     config = build_config(
-        "ppo",
-        env_config=ENV,
+        algorithm,
+        env_config={**ENV, "episodes_per_task": 2},  # GRPO's groups: the 2 episodes of one task
         model_config=MODEL,
         num_env_runners=1,
         episodes_per_iteration=2,
@@ -131,6 +133,10 @@ def test_one_ppo_update_raises_the_log_prob_of_sampled_actions_with_positive_adv
         for episode in episodes:  # the remote runner's observations arrive as whole chats
             assert all(json.loads(str(o))["messages"][0]["role"] == "system" for o in episode.get_observations())
             assert episode.get_extra_model_outputs(Columns.ACTION_LOGP).shape == (len(episode),)
+        if algorithm == "grpo":  # the two episodes play one task: the first one scored, the other did not
+            assert len({json.loads(str(e.get_observations(0)))["task_id"] for e in episodes}) == 1
+            episodes = copy.deepcopy(episodes)  # writable copies of what the remote runner sent
+            episodes[0].set_rewards(new_data=1.0, at_indices=-1)
         learner = algo.learner_group._learner
         batch = learner._learner_connector(
             rl_module=learner.module,
@@ -190,3 +196,36 @@ def test_grpo_weighs_each_episode_the_same_whatever_its_length():
     success, failure = advantages[:2], advantages[2:]
     assert len(failure) == 6 and success.min() > 0 > failure.max()
     assert abs(success.sum() + failure.sum()) < 1e-3  # the two episodes' steps weigh the same in total
+
+
+def _token_loss_gradient(old, actions, advantages, shift=0.0, clip_param=0.2):
+    """The gradient of GRPO's token loss with respect to the learner's token log-probs (``old + shift``)."""
+    new = (torch.as_tensor(old, dtype=torch.float32) + shift).requires_grad_(True)
+    loss, _ = grpo_token_loss(
+        new_token_logps=new,
+        old_token_logps=torch.as_tensor(old, dtype=torch.float32),
+        actions=torch.as_tensor(actions),
+        advantages=torch.as_tensor(advantages, dtype=torch.float32),
+        clip_param=clip_param,
+    )
+    loss.backward()
+    return new.grad
+
+
+def test_grpo_loss_weighs_each_step_the_same_whatever_its_action_length():
+    """A long action sampled in a failing episode must not outweigh a short correct one, token for token."""
+    old = [[-0.1, -0.2, 0.0, 0.0], [-1.0, -2.0, -3.0, -4.0]]
+    actions = [[5, 6, -1, -1], [7, 8, 9, 10]]  # a 2-token action and a 4-token one (-1 pads)
+    grad = _token_loss_gradient(old, actions, advantages=[1.0, -1.0])
+    # descent raises the short, positive step's tokens and lowers the long, negative one's
+    assert (grad[0, :2] < 0).all() and (grad[1] > 0).all()
+    assert torch.all(grad[0, 2:] == 0)  # padding gets no gradient
+    # each step's tokens together carry the same weight: 1/steps, spread over its own tokens
+    assert torch.allclose(grad.abs().sum(-1), torch.tensor([0.5, 0.5]))
+
+
+def test_grpo_loss_stops_pushing_a_token_once_its_ratio_leaves_the_clip_range():
+    old, actions = [[-1.0, -1.0]], [[3, 4]]
+    inside = _token_loss_gradient(old, actions, advantages=[1.0], shift=0.1)
+    beyond = _token_loss_gradient(old, actions, advantages=[1.0], shift=0.5)  # ratio e^0.5 > 1.2
+    assert (inside < 0).all() and torch.all(beyond == 0)

@@ -7,7 +7,10 @@ env-to-module and module-to-env pieces are off: they batch and unbatch text
 as nested structures), and the learner connector first in the learner
 pipeline.
 
-GRPO is PPO's clipped objective with no critic, and advantages computed
+GRPO is PPO's clipped objective with no critic, taken per token as in
+GRPO's own loss (each action token's ratio to the sampler's log-prob,
+clipped, averaged over the action's tokens, then over steps:
+:func:`grpo_token_loss`), with advantages computed
 per group of episodes of the same task: each step of an episode gets
 ``(R - mean(R_group)) / (std(R_group) + 1e-6)`` (0 for a group of one),
 where ``R`` is the episode's return, times ``mean episode length / its
@@ -27,9 +30,11 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+import torch
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.connectors.learner import GeneralAdvantageEstimation
+from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
@@ -54,6 +59,10 @@ def tokenize_chat_for_learner(observation_space: Any = None, action_space: Any =
 class GroupAdvantages(ConnectorV2):
     """GRPO's advantages: each episode's return normalised within the episodes of its task (see the module docstring)."""
 
+    def __init__(self, negative_weight: float = 1.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.negative_weight = float(negative_weight)
+
     def __call__(self, *, rl_module, episodes, batch, **kwargs):
         from ray.rllib.connectors.common.numpy_to_tensor import NumpyToTensor
 
@@ -68,6 +77,8 @@ class GroupAdvantages(ConnectorV2):
         for task, value, episode in zip(tasks, returns, episodes):
             group = np.asarray(groups[task])
             advantage = 0.0 if len(group) < 2 else (value - group.mean()) / (group.std() + 1e-6)
+            if advantage < 0:
+                advantage *= self.negative_weight
             weight = mean_length / len(episode)  # an episode's steps weigh the same together, whatever its length
             advantages.append(np.full(len(episode), advantage * weight, dtype=np.float32))
         for module_id in batch:
@@ -87,17 +98,93 @@ class GroupAdvantages(ConnectorV2):
         return batch
 
 
+def grpo_token_loss(
+    *,
+    new_token_logps: torch.Tensor,
+    old_token_logps: torch.Tensor,
+    actions: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_param: float,
+    loss_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GRPO's clipped objective, per token: ``-mean_steps( mean_tokens( min(r_t A, clip(r_t) A) ) )``.
+
+    ``r_t = exp(logp_t - old_logp_t)`` is each action token's ratio to the
+    sampler's log-prob (the episode keeps them, ``action_dist_inputs``);
+    ``A`` is the step's advantage; tokens are the action's (``actions`` not
+    :data:`~train.module.PAD`), averaged within each step, so a step weighs
+    the same whatever its length: a long, rambling action sampled in a
+    failing episode does not outweigh a short correct tool call. Returns the
+    loss and statistics (``token_nll``: mean ``-logp_t``; ``approx_kl``:
+    mean ``old_logp_t - logp_t``; ``clip_fraction``).
+    """
+    width = min(new_token_logps.shape[-1], old_token_logps.shape[-1], actions.shape[-1])
+    new, old = new_token_logps[..., :width], old_token_logps[..., :width].to(new_token_logps.dtype)
+    tokens = (actions[..., :width] >= 0).to(new.dtype)
+    counts = tokens.sum(-1).clamp(min=1.0)
+    ratio = torch.exp((new - old) * tokens)
+    advantage = advantages.to(new.dtype).unsqueeze(-1)
+    surrogate = torch.min(advantage * ratio, advantage * ratio.clamp(1 - clip_param, 1 + clip_param))
+    per_step = (surrogate * tokens).sum(-1) / counts
+    steps = torch.ones_like(per_step, dtype=torch.bool) if loss_mask is None else loss_mask.bool()
+    n = steps.sum().clamp(min=1)
+
+    def mean_over_steps(values: torch.Tensor) -> torch.Tensor:
+        return values[steps].sum() / n
+
+    with torch.no_grad():
+        stats = {
+            "token_nll": mean_over_steps((-new * tokens).sum(-1) / counts),
+            "approx_kl": mean_over_steps(((old - new) * tokens).sum(-1) / counts),
+            "clip_fraction": mean_over_steps(
+                (((ratio - 1).abs() > clip_param).to(new.dtype) * tokens).sum(-1) / counts
+            ),
+        }
+    return -mean_over_steps(per_step), stats
+
+
 def _grpo_learner_class():
     from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+    from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 
     class GRPOLearner(PPOTorchLearner):
-        """PPO's learner with :class:`GroupAdvantages` in place of GAE."""
+        """PPO's learner with :class:`GroupAdvantages` in place of GAE and GRPO's token-level loss."""
 
         def build(self) -> None:
             super().build()
             if self._learner_connector is not None:
                 self._learner_connector.remove(GeneralAdvantageEstimation)
-                self._learner_connector.append(GroupAdvantages())
+                weight = self.config.learner_config_dict.get("negative_advantage_weight", 1.0)
+                self._learner_connector.append(GroupAdvantages(negative_weight=weight))
+
+        def configure_optimizers_for_module(self, module_id, config=None) -> None:
+            optimizer = (config or self.config).learner_config_dict.get("optimizer", "adam")
+            if optimizer == "adam":
+                return super().configure_optimizers_for_module(module_id, config)
+            params = self.get_parameters(self._module[module_id])
+            self.register_optimizer(
+                module_id=module_id,
+                optimizer=torch.optim.SGD(params, lr=config.lr, momentum=0.9 if optimizer == "momentum" else 0.0),
+                params=params,
+                lr_or_lr_schedule=config.lr,
+            )
+
+        def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+            loss, stats = grpo_token_loss(
+                new_token_logps=fwd_out[Columns.ACTION_DIST_INPUTS],
+                old_token_logps=batch[Columns.ACTION_DIST_INPUTS],
+                actions=batch[Columns.ACTIONS],
+                advantages=batch[Postprocessing.ADVANTAGES],
+                clip_param=config.clip_param,
+                loss_mask=batch.get(Columns.LOSS_MASK),
+            )
+            zero = torch.zeros((), device=loss.device)
+            self.metrics.log_dict(
+                {POLICY_LOSS_KEY: loss, VF_LOSS_KEY: zero, ENTROPY_KEY: stats["token_nll"], **stats},
+                key=module_id,
+                window=1,
+            )
+            return loss
 
     return GRPOLearner
 
@@ -184,7 +271,14 @@ def build_config(
             "entropy_coeff": 0.0,
         }
         if algorithm == "grpo":
-            options.update(use_critic=False, vf_loss_coeff=0.0, learner_class=_grpo_learner_class())
+            options.update(use_critic=False, vf_loss_coeff=0.0)
+            config.learners(
+                learner_class=_grpo_learner_class(),
+                learner_config_dict={
+                    "optimizer": extra.pop("optimizer", "adam"),
+                    "negative_advantage_weight": float(extra.pop("negative_advantage_weight", 1.0)),
+                },
+            )
         options.update(extra)
         config.training(**options)
     config.rl_module(rl_module_spec=module_spec(model_config))
@@ -198,4 +292,4 @@ def build_config(
     return config
 
 
-__all__ = ["ALGORITHMS", "ChatObservation", "GroupAdvantages", "build_config", "module_spec"]
+__all__ = ["ALGORITHMS", "ChatObservation", "GroupAdvantages", "build_config", "grpo_token_loss", "module_spec"]

@@ -61,9 +61,12 @@ def _iteration_row(iteration: int, result: dict, seconds: float) -> dict:
     learner = result.get("learners", {}).get("default_policy", {})
     runners = result.get("env_runners", {})
     row: dict[str, Any] = {"iteration": iteration, "seconds": round(seconds, 3)}
-    for key in ("policy_loss", "vf_loss", "total_loss", "entropy", "mean_kl_loss"):
+    for key in ("policy_loss", "vf_loss", "total_loss", "entropy", "mean_kl_loss", "approx_kl", "clip_fraction"):
         if key in learner:
             row[key] = float(learner[key])
+    norms = [v for k, v in learner.items() if k.startswith("gradients_") and k.endswith("_global_norm")]
+    if norms:
+        row["gradient_norm"] = float(norms[0])
     for key in ("episode_return_mean", "episode_len_mean", "num_episodes", "num_env_steps_sampled"):
         if key in runners:
             row[key] = float(runners[key])
