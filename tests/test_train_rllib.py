@@ -229,3 +229,34 @@ def test_grpo_loss_stops_pushing_a_token_once_its_ratio_leaves_the_clip_range():
     inside = _token_loss_gradient(old, actions, advantages=[1.0], shift=0.1)
     beyond = _token_loss_gradient(old, actions, advantages=[1.0], shift=0.5)  # ratio e^0.5 > 1.2
     assert (inside < 0).all() and torch.all(beyond == 0)
+
+
+def test_grpo_loss_without_length_normalisation_weighs_every_token_the_same():
+    old, actions = [[-0.1, -0.2, 0.0, 0.0], [-1.0, -2.0, -3.0, -4.0]], [[5, 6, -1, -1], [7, 8, 9, 10]]
+    new = torch.tensor(old).requires_grad_(True)
+    loss, _ = grpo_token_loss(
+        new_token_logps=new,
+        old_token_logps=torch.tensor(old),
+        actions=torch.tensor(actions),
+        advantages=torch.tensor([1.0, 1.0]),
+        clip_param=0.2,
+        length_normalized=False,
+    )
+    loss.backward()
+    valid = new.grad[torch.tensor(actions) >= 0]
+    assert torch.allclose(valid, torch.full_like(valid, -1 / (2 * 4)))  # 1/steps/action budget, for every token
+
+
+def test_grpo_can_learn_from_the_better_than_group_episodes_only():
+    episodes = [_Episode("a", [0, 1.0]), _Episode("a", [0, 0.0])]
+    piece = GroupAdvantages(negative_weight=0.0)
+    piece.single_agent_episode_iterator = lambda episodes, **kwargs: iter(episodes)
+    advantages = np.asarray(piece(rl_module=None, episodes=episodes, batch={"p": {}})["p"][Postprocessing.ADVANTAGES])
+    assert np.allclose(advantages[:2], 1.0, atol=1e-4) and np.all(advantages[2:] == 0)
+
+
+def test_grpo_options_out_of_range_are_refused():
+    with pytest.raises(ValueError, match="negative_advantage_weight must be in"):
+        build_config("grpo", env_config=ENV, model_config=MODEL, training={"negative_advantage_weight": -1})
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        build_config("grpo", env_config=ENV, model_config=MODEL, training={"optimizer": "adagrad"})

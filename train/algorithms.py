@@ -42,6 +42,8 @@ from train.env import ChatObservation, register
 from train.module import ChatLMModule, DecodeActions, TokenizeChat, TokenizeChatForLearner
 
 ALGORITHMS = ("bc", "marwil", "ppo", "grpo")
+#: GRPO's optimizers (``training.optimizer``): Adam (RLlib's default), plain SGD, SGD with momentum 0.9.
+OPTIMIZERS = ("adam", "sgd", "momentum")
 
 
 def tokenize_chat(env: Any = None, spaces: Any = None, device: Any = None) -> ConnectorV2:
@@ -106,6 +108,7 @@ def grpo_token_loss(
     advantages: torch.Tensor,
     clip_param: float,
     loss_mask: torch.Tensor | None = None,
+    length_normalized: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO's clipped objective, per token: ``-mean_steps( mean_tokens( min(r_t A, clip(r_t) A) ) )``.
 
@@ -114,7 +117,11 @@ def grpo_token_loss(
     ``A`` is the step's advantage; tokens are the action's (``actions`` not
     :data:`~train.module.PAD`), averaged within each step, so a step weighs
     the same whatever its length: a long, rambling action sampled in a
-    failing episode does not outweigh a short correct tool call. Returns the
+    failing episode does not outweigh a short correct tool call. With
+    ``length_normalized=False`` each step's sum is divided by the action
+    budget (the columns' width) instead, as Dr. GRPO does: every token
+    weighs the same, so a long correct tool call is learnt as much per
+    token as a short one. Returns the
     loss and statistics (``token_nll``: mean ``-logp_t``; ``approx_kl``:
     mean ``old_logp_t - logp_t``; ``clip_fraction``).
     """
@@ -125,7 +132,7 @@ def grpo_token_loss(
     ratio = torch.exp((new - old) * tokens)
     advantage = advantages.to(new.dtype).unsqueeze(-1)
     surrogate = torch.min(advantage * ratio, advantage * ratio.clamp(1 - clip_param, 1 + clip_param))
-    per_step = (surrogate * tokens).sum(-1) / counts
+    per_step = (surrogate * tokens).sum(-1) / (counts if length_normalized else width)
     steps = torch.ones_like(per_step, dtype=torch.bool) if loss_mask is None else loss_mask.bool()
     n = steps.sum().clamp(min=1)
 
@@ -177,6 +184,7 @@ def _grpo_learner_class():
                 advantages=batch[Postprocessing.ADVANTAGES],
                 clip_param=config.clip_param,
                 loss_mask=batch.get(Columns.LOSS_MASK),
+                length_normalized=self.config.learner_config_dict.get("length_normalized", True),
             )
             zero = torch.zeros((), device=loss.device)
             self.metrics.log_dict(
@@ -219,7 +227,10 @@ def build_config(
     ``episodes_per_iteration`` sets the env steps per iteration from
     ``env_config.max_steps`` unless ``train_batch_size`` is given.
     ``training`` passes further ``.training(...)`` options (e.g. ``beta``
-    for MARWIL, ``clip_param`` for PPO).
+    for MARWIL, ``clip_param`` for PPO); GRPO also takes ``optimizer``
+    (one of :data:`OPTIMIZERS`) and ``negative_advantage_weight`` (in
+    [0, 1]; 1, the default, is GRPO's own: negative advantages are scaled by
+    it, so 0 learns from the better-than-group episodes only).
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {list(ALGORITHMS)}, got {algorithm!r}")
@@ -272,11 +283,20 @@ def build_config(
         }
         if algorithm == "grpo":
             options.update(use_critic=False, vf_loss_coeff=0.0)
+            optimizer = extra.pop("optimizer", "adam")
+            if optimizer not in OPTIMIZERS:
+                raise ValueError(f"training.optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+            negative_weight = float(extra.pop("negative_advantage_weight", 1.0))
+            if not 0.0 <= negative_weight <= 1.0:
+                raise ValueError(
+                    f"training.negative_advantage_weight must be in [0, 1] (1 is GRPO's own), got {negative_weight}"
+                )
             config.learners(
                 learner_class=_grpo_learner_class(),
                 learner_config_dict={
-                    "optimizer": extra.pop("optimizer", "adam"),
-                    "negative_advantage_weight": float(extra.pop("negative_advantage_weight", 1.0)),
+                    "optimizer": optimizer,
+                    "negative_advantage_weight": negative_weight,
+                    "length_normalized": bool(extra.pop("length_normalized", True)),
                 },
             )
         options.update(extra)
