@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +54,11 @@ def oracle_config(**changes) -> RolloutConfig:
 
 
 def llm_config(server: FakeLLMServer, tasks, **changes) -> RolloutConfig:
+    return RolloutConfig.from_dict(llm_settings(server, tasks, **changes))
+
+
+def llm_settings(server: FakeLLMServer, tasks, **changes) -> dict:
+    """The LLM agent and the LLM user, both answered by ``server``."""
     values = dict(
         domains=["retail"],
         tasks=tasks,
@@ -80,7 +86,7 @@ def llm_config(server: FakeLLMServer, tasks, **changes) -> RolloutConfig:
         },
     )
     values.update(changes)
-    return RolloutConfig.from_dict(values)
+    return values
 
 
 def keys_of(out: Path) -> list[tuple]:
@@ -124,44 +130,51 @@ def test_an_actor_killed_mid_episode_is_restarted_and_nothing_is_lost_or_doubled
     assert set(steps["episode_id"].to_pylist()) == set(read_episodes(tmp_path)["episode_id"].to_pylist())
 
 
-def test_a_second_run_is_refused_while_a_driver_lives_and_a_killed_driver_resumes_at_once(tmp_path):
+def test_a_second_run_is_refused_while_a_driver_lives_and_a_killed_driver_resumes_at_once(tmp_path, fake_llm_server):
+    tasks = [f"retail-{i:03d}" for i in range(14)]
+    started = []
+    held = threading.Event()
+
+    def hold_from_the_thirteenth_episode(request):
+        # 10 episodes published (rows_per_file=5), 11 and 12 in the writer's open file, the 13th in flight
+        messages = request.messages
+        if "<scenario>" in (messages[0].get("content") or "") and not any(m["role"] == "assistant" for m in messages):
+            started.append(request.t)  # the user simulator's first turn: an episode begins
+        if len(started) > 12:
+            held.set()
+            return Reply.hang()
+        return scripted_conversation(request)
+
+    fake_llm_server.set_handler(hold_from_the_thirteenth_episode)
+    settings = llm_settings(fake_llm_server, tasks, actors=1, cpus_per_actor=1, episodes_per_actor=1, rows_per_file=5)
+    settings["env"]["llm_timeout_s"] = 120.0  # the held request lasts until the driver is killed
     config = tmp_path / "job.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "domains": ["retail"],
-                "tasks": "all",
-                "trials": 1,
-                "agent": {"name": "oracle"},
-                "env": {"user_strategy": "scripted"},
-                "actors": 1,
-                "cpus_per_actor": 1,
-                "rows_per_file": 5,
-            }
-        )
-    )
-    out = tmp_path / "out"
+    config.write_text(json.dumps(settings))
     work_items(RolloutConfig.from_yaml(config))  # the tasks loaded here now: the second run below starts at once
+    out = tmp_path / "out"
     command = [sys.executable, "-m", "rollout", "--config", str(config), "--out", str(out), "--no-progress"]
     driver = subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(completed_keys(out)) < 10:
+    while time.monotonic() < deadline and not (held.is_set() and len(completed_keys(out)) >= 10):
         time.sleep(0.2)
+    assert driver.poll() is None, "the driver was to be killed mid-run"
     for resume in (False, True):  # a second run into the same --out, while the first is writing
         with pytest.raises(ValueError, match=r"another run is writing to .*pid \d+"):
             RolloutJob(RolloutConfig.from_yaml(config), out=str(out), resume=resume, progress=False).run()
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
     driver.wait()
     before = completed_keys(out)
-    assert 10 <= len(before) < 114, "the driver was to be killed mid-run"
+    assert 10 <= len(before) < 14, "the driver was to be killed mid-run"
+    fake_llm_server.set_handler(scripted_conversation)  # the 13th episode, and the rest, now play
     finished = subprocess.run(command + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     keys = keys_of(out)
-    assert len(keys) == len(set(keys)) == 114
-    assert json.loads((out / "summary.json").read_text())["episodes"] == 114
-    assert json.loads((out / "summary.json").read_text())["episodes_this_run"] == 114 - len(before)
+    assert len(keys) == len(set(keys)) == 14
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 14 and summary["errors"] == 0
+    assert summary["episodes_this_run"] == 14 - len(before)
     assert len({e["run_id"] for e in read_episodes(out, columns=["run_id"]).to_pylist()}) == 1
 
 
