@@ -53,6 +53,10 @@ def oracle_config(**changes) -> RolloutConfig:
     return RolloutConfig.from_dict(values)
 
 
+ONE_TASK = {"domains": ["retail"], "tasks": ["retail-000"], "trials": 1}
+"""One retail episode: the actors load no other domain."""
+
+
 def llm_config(server: FakeLLMServer, tasks, **changes) -> RolloutConfig:
     return RolloutConfig.from_dict(llm_settings(server, tasks, **changes))
 
@@ -231,12 +235,10 @@ def test_command_line_entry_points_and_bad_overrides(tmp_path):
 
 
 def test_an_existing_dataset_is_never_overwritten_without_resume(tmp_path):
-    RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), progress=False).run()
+    RolloutJob(oracle_config(**ONE_TASK, actors=1), out=str(tmp_path), progress=False).run()
     with pytest.raises(ValueError, match="--resume"):
-        RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), progress=False).run()
-    summary = RolloutJob(
-        oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), resume=True, progress=False
-    ).run()
+        RolloutJob(oracle_config(**ONE_TASK, actors=1), out=str(tmp_path), progress=False).run()
+    summary = RolloutJob(oracle_config(**ONE_TASK, actors=1), out=str(tmp_path), resume=True, progress=False).run()
     assert summary["episodes"] == 1 and summary["episodes_this_run"] == 0
 
 
@@ -295,7 +297,7 @@ def test_an_unpaired_surrogate_from_a_model_never_stops_the_job(tmp_path, fake_l
 
 
 def test_resume_with_a_changed_config_is_refused_naming_the_difference(tmp_path):
-    RolloutJob(oracle_config(tasks=["retail-000"], trials=1), out=str(tmp_path), progress=False).run()
+    RolloutJob(oracle_config(**ONE_TASK), out=str(tmp_path), progress=False).run()
     for changes, named in (
         ({"agent": {"name": "random"}}, "agent.name"),
         ({"env": {"user_strategy": "scripted", "max_steps": 12}}, "env.max_steps"),
@@ -305,7 +307,7 @@ def test_resume_with_a_changed_config_is_refused_naming_the_difference(tmp_path)
     ):
         with pytest.raises(ValueError, match=rf"(?s){named}.*was .* now "):
             RolloutJob(
-                oracle_config(**{"tasks": ["retail-000"], "trials": 1, **changes}),
+                oracle_config(**{**ONE_TASK, **changes}),
                 out=str(tmp_path),
                 resume=True,
                 progress=False,
@@ -313,7 +315,7 @@ def test_resume_with_a_changed_config_is_refused_naming_the_difference(tmp_path)
     assert "retail" in (tmp_path / "run.json").read_text()  # what defines the results is recorded in the folder
     # how it runs may change
     summary = RolloutJob(
-        oracle_config(tasks=["retail-000"], trials=1, actors=1, rows_per_file=3),
+        oracle_config(**ONE_TASK, actors=1, rows_per_file=3),
         out=str(tmp_path),
         resume=True,
         progress=False,
