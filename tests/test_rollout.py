@@ -184,7 +184,7 @@ def test_a_second_run_is_refused_while_a_driver_lives_and_a_killed_driver_resume
 
 def test_a_provider_down_for_good_is_recorded_as_errors_not_dropped(tmp_path, fake_llm_server):
     fake_llm_server.set_handler(lambda request: Reply.server_error(503))
-    config = llm_config(fake_llm_server, ["retail-000", "retail-001"])
+    config = llm_config(fake_llm_server, ["retail-000", "retail-001"], actors=1)
     config.env["llm_max_attempts"] = 2
     summary = RolloutJob(config, out=str(tmp_path), progress=False).run()
     episodes = read_episodes(tmp_path).to_pylist()
@@ -287,7 +287,7 @@ def test_an_unpaired_surrogate_from_a_model_never_stops_the_job(tmp_path, fake_l
 
     fake_llm_server.set_handler(with_surrogates)
     summary = RolloutJob(
-        llm_config(fake_llm_server, ["retail-000", "retail-001"]), out=str(tmp_path), progress=False
+        llm_config(fake_llm_server, ["retail-000", "retail-001"], actors=1), out=str(tmp_path), progress=False
     ).run()
     episodes = read_episodes(tmp_path).to_pylist()
     assert len(episodes) == 2 and summary["errors"] == 0, [e["error_cause"] for e in episodes]
@@ -341,7 +341,7 @@ def test_retry_errors_replaces_error_rows_exactly_once_for_every_reader(tmp_path
     import pyarrow.dataset as ds
 
     fake_llm_server.set_handler(lambda request: Reply.server_error(503))
-    config = llm_config(fake_llm_server, ["retail-000", "retail-001"])
+    config = llm_config(fake_llm_server, ["retail-000", "retail-001"], actors=1)
     config.env["llm_max_attempts"] = 2
     RolloutJob(config, out=str(tmp_path), progress=False).run()
     errors = read_episodes(tmp_path).to_pylist()
