@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -35,6 +37,20 @@ def rollout(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
+def rollout_in_process(*args: str) -> subprocess.CompletedProcess:
+    """``taugym rollout ...`` called in this process (the console script's ``main``): misuse is refused before
+    any job starts, so this answers as the command does without the seconds of a new interpreter's imports."""
+    from rollout.cli import main
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        try:
+            code = main(["rollout", "--no-progress", *args])
+        except SystemExit as exit:  # argparse's own refusals
+            code = exit.code
+    return subprocess.CompletedProcess(["taugym", "rollout", *args], code, "", stderr.getvalue())
+
+
 def assert_refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -62,7 +78,7 @@ def small_config(tmp_path) -> Path:
 def test_a_bad_config_file_is_refused_with_a_message(tmp_path, text, fragments):
     path = tmp_path / "job.yaml"
     path.write_text(text)
-    assert_refused(rollout("--config", str(path), "--out", str(tmp_path / "out")), str(path), *fragments)
+    assert_refused(rollout_in_process("--config", str(path), "--out", str(tmp_path / "out")), str(path), *fragments)
 
 
 @pytest.mark.parametrize(
@@ -74,19 +90,25 @@ def test_a_bad_config_file_is_refused_with_a_message(tmp_path, text, fragments):
     ],
 )
 def test_a_bad_override_is_refused_with_a_message(tmp_path, small_config, override, fragments):
-    assert_refused(rollout("--config", str(small_config), "--out", str(tmp_path / "out"), override), *fragments)
+    assert_refused(
+        rollout_in_process("--config", str(small_config), "--out", str(tmp_path / "out"), override), *fragments
+    )
 
 
 def test_a_config_that_is_a_folder_is_refused(tmp_path):
-    assert_refused(rollout("--config", str(tmp_path), "--out", str(tmp_path / "out")), "is a folder", "YAML file")
+    assert_refused(
+        rollout_in_process("--config", str(tmp_path), "--out", str(tmp_path / "out")), "is a folder", "YAML file"
+    )
 
 
 def test_an_out_that_is_a_file_empty_or_under_a_file_is_refused(tmp_path, small_config):
     a_file = tmp_path / "results.txt"
     a_file.write_text("not a folder")
-    assert_refused(rollout("--config", str(small_config), "--out", str(a_file)), "--out", "is a file")
-    assert_refused(rollout("--config", str(small_config), "--out", str(a_file / "run")), "--out", "cannot be created")
-    assert_refused(rollout("--config", str(small_config), "--out", ""), "--out", "empty")
+    assert_refused(rollout_in_process("--config", str(small_config), "--out", str(a_file)), "--out", "is a file")
+    assert_refused(
+        rollout_in_process("--config", str(small_config), "--out", str(a_file / "run")), "--out", "cannot be created"
+    )
+    assert_refused(rollout_in_process("--config", str(small_config), "--out", ""), "--out", "empty")
     assert a_file.read_text() == "not a folder"
 
 
@@ -145,24 +167,27 @@ def test_overrides_may_come_before_and_after_the_flags(tmp_path, small_config):
     out = tmp_path / "out"
     first = rollout("--config", str(small_config), "--out", str(out), "rows_per_file=16")
     assert first.returncode == 0, first.stderr
-    for command in (
-        [sys.executable, "-m", "rollout"],
-        [sys.executable, "-c", "import sys; from rollout.cli import main; sys.exit(main())", "rollout"],
-    ):
-        changed = subprocess.run(
-            [
-                *command,
-                "--config",
-                str(small_config),
-                "--out",
-                str(out),
-                "rows_per_file=16",
-                "--resume",
-                "env.max_steps=12",
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert changed.returncode == 2 and "env.max_steps was" in changed.stderr, changed.stderr
+    # the module's entry point as a new process; the console script's main() here (the same refusal, before any job)
+    changed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rollout",
+            "--config",
+            str(small_config),
+            "--out",
+            str(out),
+            "rows_per_file=16",
+            "--resume",
+            "env.max_steps=12",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert changed.returncode == 2 and "env.max_steps was" in changed.stderr, changed.stderr
+    changed = rollout_in_process(
+        "--config", str(small_config), "--out", str(out), "rows_per_file=16", "--resume", "env.max_steps=12"
+    )
+    assert changed.returncode == 2 and "env.max_steps was" in changed.stderr, changed.stderr
