@@ -185,19 +185,6 @@ def test_a_second_run_is_refused_while_a_driver_lives_and_a_killed_driver_resume
     assert len({e["run_id"] for e in read_episodes(out, columns=["run_id"]).to_pylist()}) == 1
 
 
-def test_a_provider_down_for_good_is_recorded_as_errors_not_dropped(tmp_path, fake_llm_server):
-    fake_llm_server.set_handler(lambda request: Reply.server_error(503))
-    config = llm_config(fake_llm_server, ["retail-000", "retail-001"], actors=1)
-    config.env["llm_max_attempts"] = 2
-    summary = RolloutJob(config, out=str(tmp_path), progress=False).run()
-    episodes = read_episodes(tmp_path).to_pylist()
-    assert len(episodes) == 2 and all(e["error"] for e in episodes)
-    assert all("LLMCallError" in e["error_cause"] and "2 attempt" in e["error_cause"] for e in episodes)
-    assert all(e["reward"] is None for e in episodes)
-    assert summary["errors"] == 2 and summary["domains"]["retail"]["errors"] == 2
-    assert FAKE_KEY not in json.dumps(episodes, default=str)
-
-
 def test_rate_limit_holds_for_the_whole_cluster(tmp_path, fake_llm_server):
     fake_llm_server.set_handler(scripted_conversation)
     tasks = [f"retail-{i:03d}" for i in range(4)]
@@ -330,16 +317,22 @@ def test_missing_credentials_or_an_unreachable_provider_are_refused_before_actor
     assert fake_llm_server.requests == [] and read_episodes(tmp_path).num_rows == 0
 
 
-def test_retry_errors_replaces_error_rows_exactly_once_for_every_reader(tmp_path, fake_llm_server):
+def test_a_provider_down_is_recorded_as_errors_not_dropped_and_retry_errors_replaces_them_exactly_once(
+    tmp_path, fake_llm_server
+):
     import pyarrow.dataset as ds
 
-    fake_llm_server.set_handler(lambda request: Reply.server_error(503))
+    fake_llm_server.set_handler(lambda request: Reply.server_error(503))  # down for good
     config = llm_config(fake_llm_server, ["retail-000", "retail-001"], actors=1)
     config.env["llm_max_attempts"] = 2
-    RolloutJob(config, out=str(tmp_path), progress=False).run()
+    summary = RolloutJob(config, out=str(tmp_path), progress=False).run()
     errors = read_episodes(tmp_path).to_pylist()
     assert [e["error"] for e in errors] == [True, True]
+    assert all("LLMCallError" in e["error_cause"] and "2 attempt" in e["error_cause"] for e in errors)
+    assert all(e["reward"] is None for e in errors)
     assert all(e["llm_calls"] >= 1 and e["llm_retries"] >= 1 for e in errors), errors  # the failed call is counted
+    assert summary["errors"] == 2 and summary["domains"]["retail"]["errors"] == 2
+    assert FAKE_KEY not in json.dumps(errors, default=str)
 
     fake_llm_server.set_handler(scripted_conversation)  # the provider is back
     summary = RolloutJob(config, out=str(tmp_path), resume=True, progress=False).run()
