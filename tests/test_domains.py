@@ -80,12 +80,14 @@ def test_many_mixed_episodes_leave_every_domain_as_tau2_builds_it(envs):
     from rollout.dataset import episode_row_from_info
 
     rng = random.Random(0)
-    plays = [(domain, name) for domain in DOMAINS for name in POLICIES]
+    plays = [
+        (domain, name, task_id) for domain in DOMAINS for name in POLICIES for task_id in _base_ids(envs[domain])[:10]
+    ]
+    # every play twice, in two shuffled rounds: each is replayed after other domains' and policies' episodes
+    rounds = [rng.sample(plays, len(plays)) for _ in range(2)]
     first_rows = {}
-    for count in range(1000):
-        domain, name = rng.choice(plays)
+    for domain, name, task_id in rounds[0] + rounds[1]:
         env = envs[domain]
-        task_id = rng.choice(_base_ids(env)[:10])
         reward, info, steps = run_episode(env, POLICIES[name](), task_id, seed=5)
         row = episode_row_from_info(
             info,

@@ -53,8 +53,8 @@ def test_rollout_runs_on_an_existing_cluster_given_by_address(tmp_path):
                     "tasks": ["airline-000", "airline-001", "airline-002"],
                     "agent": {"name": "oracle"},
                     "env": {"user_strategy": "scripted"},
-                    "actors": 2,
-                    "cpus_per_actor": 0.5,
+                    "actors": 1,
+                    "cpus_per_actor": 1,
                 }
             )
         )
