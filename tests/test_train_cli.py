@@ -90,3 +90,21 @@ def test_train_resume_export_and_evaluate_a_checkpoint(tmp_path, capsys):
         assert main(held_out) == 2
     finally:
         ray.shutdown()
+
+
+def test_an_iteration_row_weighs_every_task_the_same():
+    from train.cli import _iteration_row
+
+    result = {"env_runners": {"task_return_sum": {"a": 2.0, "b": 0.0}, "task_episodes": {"a": 2, "b": 4}}}
+    row = _iteration_row(1, result, 1.0)
+    assert row["task_return_mean"] == 0.5 and row["tasks"] == 2  # not 2/6: b's four episodes count as one task
+
+
+def test_an_online_grpo_iteration_reports_its_return_per_task(tmp_path):
+    args = ["--config", "configs/train/grpo.yaml", "--out", str(tmp_path / "runs"), *SMALL]
+    args += ["iterations=1", "env.max_steps=2", "env.episodes_per_task=2", "episodes_per_iteration=4"]
+    assert main([*args, "env.task_ids=[retail-001,retail-002]", "env.step_penalty=0.1"]) == 0
+    (run,) = (tmp_path / "runs").glob("grpo-*")
+    (row,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert row["tasks"] in (1, 2) and row["num_episodes"] >= 4
+    assert -0.2 - 1e-6 <= row["task_return_mean"] <= 1.0  # two steps at most, 0.1 off each

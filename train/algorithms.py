@@ -150,6 +150,16 @@ def grpo_token_loss(
     return -mean_over_steps(per_step), stats
 
 
+def log_return_by_task(*, episode: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
+    """RLlib ``on_episode_end`` callback: each finished episode's return and count under its task
+    (``task_return_sum/<task>``, ``task_episodes/<task>``; summed over env runners each iteration)."""
+    if metrics_logger is None:
+        return
+    task = json.loads(str(episode.get_observations(0))).get("task_id")
+    metrics_logger.log_value(("task_return_sum", task), float(episode.get_return()), reduce="sum")
+    metrics_logger.log_value(("task_episodes", task), 1, reduce="sum")
+
+
 def _grpo_learner_class():
     from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
     from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
@@ -301,6 +311,7 @@ def build_config(
             )
         options.update(extra)
         config.training(**options)
+        config.callbacks(on_episode_end=log_return_by_task)
     config.rl_module(rl_module_spec=module_spec(model_config))
     config.learners(
         num_learners=num_learners,

@@ -67,6 +67,11 @@ def _iteration_row(iteration: int, result: dict, seconds: float) -> dict:
     norms = [v for k, v in learner.items() if k.startswith("gradients_") and k.endswith("_global_norm")]
     if norms:
         row["gradient_norm"] = float(norms[0])
+    sums, counts = runners.get("task_return_sum") or {}, runners.get("task_episodes") or {}
+    by_task = {task: float(sums[task]) / float(counts[task]) for task in sums if float(counts.get(task) or 0) > 0}
+    if by_task:  # every task weighs the same, however many of its episodes this iteration happened to finish
+        row["task_return_mean"] = sum(by_task.values()) / len(by_task)
+        row["tasks"] = len(by_task)
     for key in ("episode_return_mean", "episode_len_mean", "num_episodes", "num_env_steps_sampled"):
         if key in runners:
             row[key] = float(runners[key])
