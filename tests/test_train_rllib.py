@@ -260,3 +260,26 @@ def test_grpo_options_out_of_range_are_refused():
         build_config("grpo", env_config=ENV, model_config=MODEL, training={"negative_advantage_weight": -1})
     with pytest.raises(ValueError, match="optimizer must be one of"):
         build_config("grpo", env_config=ENV, model_config=MODEL, training={"optimizer": "adagrad"})
+
+
+def test_init_checkpoint_weights_reach_every_remote_env_runner_before_it_samples(local_ray, tmp_path):
+    from train.cli import load_module_weights
+
+    def checksum(module):
+        return round(float(sum(p.double().sum() for p in module.parameters())), 6)
+
+    source = build_config("grpo", env_config=ENV, model_config=MODEL, num_env_runners=0, seed=1).build_algo()
+    try:
+        source.save_to_path(str(tmp_path / "ckpt"))
+        expected = checksum(source.learner_group._learner.module["default_policy"])
+    finally:
+        source.stop()
+    algo = build_config("grpo", env_config=ENV, model_config=MODEL, num_env_runners=2, seed=0).build_algo()
+    try:
+        before = algo.env_runner_group.foreach_env_runner(lambda r: checksum(r.module), local_env_runner=False)
+        load_module_weights(algo, tmp_path / "ckpt")
+        after = algo.env_runner_group.foreach_env_runner(lambda r: checksum(r.module), local_env_runner=False)
+    finally:
+        algo.stop()
+    assert len(after) == 2 and expected not in before  # the runners were built with other weights
+    assert after == [expected, expected]

@@ -87,7 +87,13 @@ def load_module_weights(algo: Any, checkpoint: str | Path) -> None:
         raise ValueError(f"{checkpoint} has no {MODULE_PATH}; give a checkpoint folder written by python -m train")
     algo.restore_from_path(str(module_dir), component="learner_group/learner/rl_module/default_policy")
     if algo.env_runner_group is not None:
-        algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True)
+        # RLlib's sync_weights does not wait for remote env runners: the first samples could come from the weights
+        # they were built with. Set them and wait.
+        import ray
+
+        state = algo.learner_group.get_state(components="learner/rl_module", inference_only=True)
+        state_ref = ray.put({"rl_module": state["learner"]["rl_module"]})
+        algo.env_runner_group.foreach_env_runner(lambda runner: runner.set_state(ray.get(state_ref)))
 
 
 def start_ray() -> None:
