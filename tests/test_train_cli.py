@@ -101,9 +101,14 @@ def test_an_iteration_row_weighs_every_task_the_same():
 
 
 def test_an_online_grpo_iteration_reports_its_return_per_task(tmp_path):
+    import ray
+
     args = ["--config", "configs/train/grpo.yaml", "--out", str(tmp_path / "runs"), *SMALL]
     args += ["iterations=1", "env.max_steps=2", "env.episodes_per_task=2", "episodes_per_iteration=4"]
-    assert main([*args, "env.task_ids=[retail-001,retail-002]", "env.step_penalty=0.1"]) == 0
+    try:
+        assert main([*args, "env.task_ids=[retail-001,retail-002]", "env.step_penalty=0.1"]) == 0
+    finally:
+        ray.shutdown()  # main started Ray in this process
     (run,) = (tmp_path / "runs").glob("grpo-*")
     (row,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert row["tasks"] in (1, 2) and row["num_episodes"] >= 4
