@@ -8,8 +8,9 @@ On a fixed list of retail ``train``-split tasks whose do-nothing reward is 0:
    score 1.0 on at least half of the tasks (the do-nothing baseline is printed beside it, and
    a few ``test``-split tasks are evaluated too, whatever that shows);
 4. GRPO from that checkpoint (settings in ``GRPO`` below, and why), sampling at temperature 1
-   with fixed seeds and at least 16 episodes per iteration: the mean sampled reward of the last 3 iterations must exceed that
-   of the first 3 by at least 0.1 (every iteration's mean is printed).
+   with fixed seeds and at least 24 episodes per iteration: the mean sampled reward (the mean
+   over the tasks of each task's mean) of the last 3 iterations must exceed that of the first 3
+   by at least 0.1 (every iteration's mean is printed).
 
 Exit status 0 when both bars are met, 1 otherwise. ``WORK`` (first argument, default a fresh
 ``runs/train-check-<time>``) keeps every dataset and run.
@@ -30,9 +31,9 @@ TRAIN_TASKS = ["retail-024", "retail-000", "retail-001", "retail-011", "retail-0
 TEST_TASKS = ["retail-005", "retail-009", "retail-012"]
 BC_ITERATIONS = int(os.environ.get("TRAIN_CHECK_BC_ITERATIONS", "220"))
 RL_ITERATIONS = int(os.environ.get("TRAIN_CHECK_RL_ITERATIONS", "15"))
-#: GRPO's settings here. GRPO's own loss (every advantage, each action's tokens averaged) lowered or did not raise the mean
-#: sampled reward from this BC checkpoint at every learning rate tried (1e-4 to 1e-3, Adam or SGD): a failing
-#: episode's tokens after its first slip are improbable, their gradients dwarf those of the confident tokens
+#: GRPO's settings here. GRPO's own loss (every advantage, each action's tokens averaged) lowered or did
+#: not raise the mean sampled reward from this BC checkpoint at every learning rate tried (1e-4 to 1e-3,
+#: Adam or SGD): a failing episode's tokens after its first slip are improbable, their gradients dwarf those of the confident tokens
 #: of the successes, and pushing them down spreads probability onto other wrong tokens. Learning from the
 #: better-than-group episodes only (negative advantages weighted 0), every action token weighing the same
 #: (Dr. GRPO's sum, not the per-action mean) and 4 epochs of minibatches of 40 under PPO's clip is stable, and

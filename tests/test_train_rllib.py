@@ -198,7 +198,7 @@ def test_grpo_weighs_each_episode_the_same_whatever_its_length():
     assert abs(success.sum() + failure.sum()) < 1e-3  # the two episodes' steps weigh the same in total
 
 
-def _token_loss_gradient(old, actions, advantages, shift=0.0, clip_param=0.2):
+def _token_loss_gradient(old, actions, advantages, shift=0.0, clip_param=0.2, length_normalized=True):
     """The gradient of GRPO's token loss with respect to the learner's token log-probs (``old + shift``)."""
     new = (torch.as_tensor(old, dtype=torch.float32) + shift).requires_grad_(True)
     loss, _ = grpo_token_loss(
@@ -207,6 +207,7 @@ def _token_loss_gradient(old, actions, advantages, shift=0.0, clip_param=0.2):
         actions=torch.as_tensor(actions),
         advantages=torch.as_tensor(advantages, dtype=torch.float32),
         clip_param=clip_param,
+        length_normalized=length_normalized,
     )
     loss.backward()
     return new.grad
@@ -233,17 +234,8 @@ def test_grpo_loss_stops_pushing_a_token_once_its_ratio_leaves_the_clip_range():
 
 def test_grpo_loss_without_length_normalisation_weighs_every_token_the_same():
     old, actions = [[-0.1, -0.2, 0.0, 0.0], [-1.0, -2.0, -3.0, -4.0]], [[5, 6, -1, -1], [7, 8, 9, 10]]
-    new = torch.tensor(old).requires_grad_(True)
-    loss, _ = grpo_token_loss(
-        new_token_logps=new,
-        old_token_logps=torch.tensor(old),
-        actions=torch.tensor(actions),
-        advantages=torch.tensor([1.0, 1.0]),
-        clip_param=0.2,
-        length_normalized=False,
-    )
-    loss.backward()
-    valid = new.grad[torch.tensor(actions) >= 0]
+    grad = _token_loss_gradient(old, actions, advantages=[1.0, 1.0], length_normalized=False)
+    valid = grad[torch.tensor(actions) >= 0]
     assert torch.allclose(valid, torch.full_like(valid, -1 / (2 * 4)))  # 1/steps/action budget, for every token
 
 

@@ -25,7 +25,6 @@ the same task).
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any
 
@@ -70,7 +69,7 @@ class GroupAdvantages(ConnectorV2):
 
         episodes = list(self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False))
         returns = [float(np.sum(e.get_rewards())) for e in episodes]
-        tasks = [json.loads(str(e.get_observations(0))).get("task_id") for e in episodes]
+        tasks = [ChatObservation.episode_task_id(e) for e in episodes]
         groups: dict[Any, list[float]] = defaultdict(list)
         for task, value in zip(tasks, returns):
             groups[task].append(value)
@@ -155,7 +154,7 @@ def log_return_by_task(*, episode: Any, metrics_logger: Any = None, **kwargs: An
     (``task_return_sum/<task>``, ``task_episodes/<task>``; summed over env runners each iteration)."""
     if metrics_logger is None:
         return
-    task = json.loads(str(episode.get_observations(0))).get("task_id")
+    task = ChatObservation.episode_task_id(episode)
     metrics_logger.log_value(("task_return_sum", task), float(episode.get_return()), reduce="sum")
     metrics_logger.log_value(("task_episodes", task), 1, reduce="sum")
 
@@ -175,7 +174,8 @@ def _grpo_learner_class():
                 self._learner_connector.append(GroupAdvantages(negative_weight=weight))
 
         def configure_optimizers_for_module(self, module_id, config=None) -> None:
-            optimizer = (config or self.config).learner_config_dict.get("optimizer", "adam")
+            config = config or self.config
+            optimizer = config.learner_config_dict.get("optimizer", "adam")
             if optimizer == "adam":
                 return super().configure_optimizers_for_module(module_id, config)
             params = self.get_parameters(self._module[module_id])
@@ -194,7 +194,7 @@ def _grpo_learner_class():
                 advantages=batch[Postprocessing.ADVANTAGES],
                 clip_param=config.clip_param,
                 loss_mask=batch.get(Columns.LOSS_MASK),
-                length_normalized=self.config.learner_config_dict.get("length_normalized", True),
+                length_normalized=config.learner_config_dict.get("length_normalized", True),
             )
             zero = torch.zeros((), device=loss.device)
             self.metrics.log_dict(

@@ -87,8 +87,8 @@ def load_module_weights(algo: Any, checkpoint: str | Path) -> None:
         raise ValueError(f"{checkpoint} has no {MODULE_PATH}; give a checkpoint folder written by python -m train")
     algo.restore_from_path(str(module_dir), component="learner_group/learner/rl_module/default_policy")
     if algo.env_runner_group is not None:
-        # RLlib's sync_weights does not wait for remote env runners: the first samples could come from the weights
-        # they were built with. Set them and wait.
+        # RLlib's sync_weights is fire-and-forget for remote env runners (timeout 0): set the weights on every
+        # runner and wait, so that each holds the checkpoint's when this returns.
         import ray
 
         state = algo.learner_group.get_state(components="learner/rl_module", inference_only=True)

@@ -81,6 +81,11 @@ class ChatObservation(gym.Wrapper):
         self.observation_space = UnicodeText(max_length=10**8)
         self.action_space = env.action_space
 
+    @staticmethod
+    def episode_task_id(episode: Any) -> str | None:
+        """The task an RLlib episode of these observations played (read from its first observation)."""
+        return json.loads(str(episode.get_observations(0))).get("task_id")
+
     def _observation(self, info: dict) -> str:
         return json.dumps(
             {"task_id": info.get("task_id"), "messages": info["messages"], "tools": info["tools"]},
