@@ -120,6 +120,7 @@ __all__ = [
     "error_rows",
     "published_files",
     "checked_table",
+    "episode_tables",
     "column_names",
     "JSON",
 ]
@@ -559,6 +560,34 @@ def _stage_pair(store: Store, domain: str, name: str, episodes: pa.Table, steps:
     return pair
 
 
+def episode_tables(episode_row: Mapping[str, Any], step_rows: Sequence[Mapping[str, Any]]) -> tuple[pa.Table, pa.Table]:
+    """One finished episode and its steps, checked, as the one-row episodes table and the steps table the files hold.
+
+    ``step_rows`` are the episode's steps in order, one per env step, keyed
+    like the episode. A missing or unknown column, a value of the wrong
+    type, steps keyed to another episode or out of order raise ValueError
+    naming it. This is most of a write's cost (the ``prompt`` column repeats
+    the conversation so far); the rollout actors run it, so the job's one
+    writer only holds and writes tables (:meth:`ParquetEpisodeWriter.write_tables`).
+    """
+    episodes = checked_table([episode_row], _EPISODE_FILE_SCHEMA, "episode")
+    _check_name("column 'domain'", episode_row["domain"], _SAFE_NAME, "letters, digits, '_', '.' and '-'")
+    step_rows = list(step_rows)
+    if len(step_rows) != episode_row["num_steps"]:
+        raise ValueError(
+            f"episode {episode_row['episode_id']!r} has num_steps={episode_row['num_steps']} "
+            f"but {len(step_rows)} step rows were given"
+        )
+    steps = checked_table(step_rows, _STEP_FILE_SCHEMA, "step")
+    for key in _KEY_COLUMNS:
+        for i, value in enumerate(steps[key].to_pylist()):
+            if value != episode_row[key]:
+                raise ValueError(f"step {i}: column {key!r} is {value!r} but the episode's is {episode_row[key]!r}")
+    if steps["step_index"].to_pylist() != list(range(len(step_rows))):
+        raise ValueError(f"column 'step_index' is {steps['step_index'].to_pylist()}: steps in order from 0")
+    return episodes, steps
+
+
 class _Held:
     """One domain's episodes waiting in memory for their file."""
 
@@ -578,7 +607,9 @@ class ParquetEpisodeWriter:
     unpublished episodes. ``step_rows`` are the episode's steps in order, one
     per env step, keyed like the episode. ``supersedes`` names the
     ``episode_id`` of a published error row the episode replaces
-    (``--retry-errors``).
+    (``--retry-errors``). ``write_tables`` takes the same episode already
+    checked and converted by :func:`episode_tables` elsewhere (the rollout
+    actors do it, so the writer's own work per episode stays small).
 
     A domain's episodes are written as one file pair and published (see the
     module's publishing protocol) once they are ``max_rows_per_file``, once
@@ -630,21 +661,29 @@ class ParquetEpisodeWriter:
         self, episode_row: Mapping[str, Any], step_rows: Sequence[Mapping[str, Any]], supersedes: str | None = None
     ) -> None:
         """Check and hold one finished episode and its steps; may publish files."""
-        episodes = checked_table([episode_row], _EPISODE_FILE_SCHEMA, "episode")
-        domain = _check_name("column 'domain'", episode_row["domain"], _SAFE_NAME, "letters, digits, '_', '.' and '-'")
-        step_rows = list(step_rows)
-        if len(step_rows) != episode_row["num_steps"]:
+        self.write_tables(*episode_tables(episode_row, step_rows), supersedes=supersedes)
+
+    def write_tables(self, episodes: pa.Table, steps: pa.Table, supersedes: str | None = None) -> None:
+        """Hold one finished episode already checked by :func:`episode_tables` (wherever it finished); may publish.
+
+        The costly part of :meth:`write` (checking rows and converting them
+        to Arrow) is :func:`episode_tables`; this is what is left for the
+        one writer: a check that the tables have the files' schemas and one
+        episode, then holding them. Raises ValueError otherwise.
+        """
+        if not (
+            episodes.schema.equals(_EPISODE_FILE_SCHEMA, check_metadata=True)
+            and steps.schema.equals(_STEP_FILE_SCHEMA, check_metadata=True)
+        ):  # also another schema version: the tag is in the metadata
             raise ValueError(
-                f"episode {episode_row['episode_id']!r} has num_steps={episode_row['num_steps']} "
-                f"but {len(step_rows)} step rows were given"
+                f"the tables do not have the dataset's schemas (version {SCHEMA_VERSION}); make them with "
+                "episode_tables() of this TauGym"
             )
-        steps = checked_table(step_rows, _STEP_FILE_SCHEMA, "step")
-        for key in _KEY_COLUMNS:
-            for i, value in enumerate(steps[key].to_pylist()):
-                if value != episode_row[key]:
-                    raise ValueError(f"step {i}: column {key!r} is {value!r} but the episode's is {episode_row[key]!r}")
-        if steps["step_index"].to_pylist() != list(range(len(step_rows))):
-            raise ValueError(f"column 'step_index' is {steps['step_index'].to_pylist()}: steps in order from 0")
+        if episodes.num_rows != 1:
+            raise ValueError(f"write_tables takes one episode, got {episodes.num_rows} episode rows")
+        domain = _check_name(
+            "column 'domain'", episodes["domain"][0].as_py(), _SAFE_NAME, "letters, digits, '_', '.' and '-'"
+        )
         with self._lock:
             if self._closed:
                 raise RuntimeError("the writer is closed")

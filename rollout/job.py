@@ -4,7 +4,10 @@
   episode slot and domain) and its agent; the driver hands out work items
   (domain, task id, trial, seed) as slots free up, spread over the
   cluster's nodes (local Ray unless ``address`` or ``RAY_ADDRESS`` names one).
-* The driver is the only writer, and writes only results that come back:
+* The driver is the only writer, and writes only results that come back.
+  An actor checks its episode's rows and converts them to Arrow
+  (:func:`~rollout.dataset.episode_tables`, most of a write's cost), so the
+  driver only holds the tables and writes files:
   Ray restarts a dead actor (``max_restarts``), also on another node, and
   re-runs its unanswered calls (``max_task_retries``) up to
   ``max_attempts_per_episode`` times, after which the episode is an error
@@ -44,6 +47,7 @@ from rollout.dataset import (
     ParquetEpisodeWriter,
     completed_keys,
     episode_row_from_info,
+    episode_tables,
     error_rows,
     read_episodes,
 )
@@ -98,11 +102,68 @@ class RolloutWorker:
             options.setdefault("seed", work.seed)
         agent = make_agent(name, **options)
         try:
-            return await play_episode(
+            result = await play_episode(
                 env, agent, work, run_id=self.run_id, agent_name=name, agent_model=options.get("model"), retry=retry
             )
         finally:
             self.free_envs[work.domain].append(env)
+        return stored_result(self.config, work, self.run_id, result, retry)
+
+
+#: The episode columns a result carries beside its tables: what the driver counts and callers of ``on_result`` read.
+RESULT_COLUMNS = (
+    "episode_id",
+    "domain",
+    "task_id",
+    "trial",
+    "reward",
+    "error",
+    "error_cause",
+    "termination",
+    "num_steps",
+    "cost_usd",
+)
+
+
+def stored_result(config: RolloutConfig, item: WorkItem, run_id: str, result: dict, retry: bool) -> dict:
+    """A played episode as it goes to the writer: ``{"episode": its RESULT_COLUMNS, "tables": (episodes, steps)}``.
+
+    The rows are checked and converted where the episode was played (the
+    costly part of a write). Rows that cannot be stored become an error row
+    saying why, not a stopped job.
+    """
+    try:
+        tables = episode_tables(result["episode"], result["steps"])
+    except (ValueError, UnicodeError) as exc:
+        message = f"the episode's rows could not be stored: {exc}"[:2000]
+        result = lost_episode(config, item, run_id, exc, message, retry)
+        tables = episode_tables(result["episode"], result["steps"])
+    return {"episode": {name: result["episode"][name] for name in RESULT_COLUMNS}, "tables": tables}
+
+
+def lost_episode(config: RolloutConfig, item: WorkItem, run_id: str, exc: Exception, message: str, retry: bool) -> dict:
+    """The error row (no steps) of a work item whose actor died every time it ran it, or whose rows were unstorable."""
+    cause = {"source": "actor", "type": type(exc).__name__, "message": message}
+    info = {**error_info(config.env.get("backend", "tau2"), item, []), "termination": "error", "error": cause}
+    row = episode_row_from_info(
+        info,
+        run_id=run_id,
+        trial=item.trial,
+        seed=item.seed,
+        agent=config.agent["name"],
+        agent_model=config.agent.get("model"),
+        user_model=None,
+        user_strategy=config.env.get("user_strategy", "llm"),
+        duration_s=0.0,
+        reward=None,
+        terminated=True,
+        truncated=False,
+        num_steps=0,
+        taugym_version=taugym.__version__,
+        llm_usage={},
+        episode_id=episode_id(run_id, item, retry=retry),
+    )
+    return {"episode": row, "steps": []}
 
 
 def work_items(config: RolloutConfig) -> list[WorkItem]:
@@ -303,43 +364,21 @@ class RolloutJob:
     def _write(
         self, writer: ParquetEpisodeWriter, result: dict, item: WorkItem, run_id: str, supersedes: str | None
     ) -> None:
-        """Write one result; a row that cannot be stored becomes an error row saying why, not a stopped job."""
+        """Write one result; tables the writer refuses become an error row saying why, not a stopped job."""
         try:
-            writer.write(result["episode"], result["steps"], supersedes=supersedes)
-        except (ValueError, UnicodeError) as exc:
+            writer.write_tables(*result["tables"], supersedes=supersedes)
+        except ValueError as exc:  # e.g. an actor of another TauGym version
             result = self._lost_item(item, run_id, exc, f"the episode's rows could not be stored: {exc}"[:2000])
-            writer.write(result["episode"], result["steps"], supersedes=supersedes)
+            writer.write_tables(*result["tables"], supersedes=supersedes)
         self.written += 1
         self.errors += bool(result["episode"]["error"])
         self.spent_usd += result["episode"]["cost_usd"]
 
     def _lost_item(self, item: WorkItem, run_id: str, exc: Exception, message: str | None = None) -> dict:
-        """The error row of a work item whose actor died every time it ran it (or whose rows could not be stored)."""
-        cause = {
-            "source": "actor",
-            "type": type(exc).__name__,
-            "message": message or f"the actor died {self.config.max_attempts_per_episode} times running this episode",
-        }
-        info = {**error_info(self.config.env.get("backend", "tau2"), item, []), "termination": "error", "error": cause}
-        row = episode_row_from_info(
-            info,
-            run_id=run_id,
-            trial=item.trial,
-            seed=item.seed,
-            agent=self.config.agent["name"],
-            agent_model=self.config.agent.get("model"),
-            user_model=None,
-            user_strategy=self.config.env.get("user_strategy", "llm"),
-            duration_s=0.0,
-            reward=None,
-            terminated=True,
-            truncated=False,
-            num_steps=0,
-            taugym_version=taugym.__version__,
-            llm_usage={},
-            episode_id=episode_id(run_id, item, retry=self.retry_errors),
-        )
-        return {"episode": row, "steps": []}
+        """The result of a work item whose actor died every time it ran it (or whose rows could not be stored)."""
+        message = message or f"the actor died {self.config.max_attempts_per_episode} times running this episode"
+        lost = lost_episode(self.config, item, run_id, exc, message, self.retry_errors)
+        return stored_result(self.config, item, run_id, lost, self.retry_errors)
 
 
 def _node_lost(exc: Exception) -> bool:

@@ -13,14 +13,16 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import ray
 
 from rollout.cli import main
 from rollout.config import RolloutConfig
-from rollout.dataset import completed_keys, read_episodes, read_steps
-from rollout.job import RolloutJob, work_items
+from rollout.dataset import ParquetEpisodeWriter, completed_keys, read_episodes, read_steps
+from rollout.episode import WorkItem
+from rollout.job import RolloutJob, stored_result, work_items
 
 try:
     from fake_llm_server import FakeLLMServer, Reply, fake_llm_server
@@ -102,7 +104,12 @@ def keys_of(out: Path) -> list[tuple]:
 
 
 def test_rollout_writes_every_episode_once_with_steps_and_summary(tmp_path):
-    summary = RolloutJob(oracle_config(), out=str(tmp_path), progress=False).run()
+    results = []
+    summary = RolloutJob(oracle_config(), out=str(tmp_path), progress=False).run(
+        on_result=lambda job, result: results.append(result)
+    )
+    # the actors send checked Arrow tables: the driver, the job's one writer, converts nothing
+    assert len(results) == 10 and all(isinstance(r["tables"][1], pa.Table) for r in results)
     keys = keys_of(tmp_path)
     assert len(keys) == len(set(keys)) == 10
     episodes = read_episodes(tmp_path)
@@ -274,6 +281,32 @@ def test_an_unpaired_surrogate_from_a_model_never_stops_the_job(tmp_path, fake_l
     texts = [m["content"] for e in episodes for m in e["messages"] if m["content"]]
     assert any(t.endswith("\ufffd") for t in texts)  # replaced by U+FFFD, the rest of the text kept
     assert read_steps(tmp_path).num_rows == sum(e["num_steps"] for e in episodes)
+
+
+def test_rows_an_actor_cannot_store_become_an_error_row_and_the_writer_takes_only_checked_tables(tmp_path):
+    config = oracle_config(**ONE_TASK)
+    item = WorkItem("retail", "retail-000", 0, 7)
+    unstorable = _one_played_episode(tmp_path / "played")
+    unstorable["episode"]["num_steps"] += 1  # rows that disagree: not storable as they are
+    result = stored_result(config, item, "run-1", unstorable, retry=False)
+    assert result["episode"]["error"] and result["episode"]["num_steps"] == 0
+    assert "could not be stored" in result["episode"]["error_cause"] and "num_steps" in result["episode"]["error_cause"]
+    with ParquetEpisodeWriter(tmp_path / "out", "run-1") as writer:
+        writer.write_tables(*result["tables"])
+        episodes, steps = result["tables"]
+        with pytest.raises(ValueError, match="episode_tables"):  # tables not made by the checks
+            writer.write_tables(episodes.replace_schema_metadata({}), steps)
+        with pytest.raises(ValueError, match="one episode"):
+            writer.write_tables(pa.concat_tables([episodes, episodes]), steps)
+    assert read_episodes(tmp_path / "out")["error_cause"].to_pylist() == [result["episode"]["error_cause"]]
+
+
+def _one_played_episode(out: Path) -> dict:
+    """One oracle episode's rows as the actor has them after playing (read back from a run)."""
+    RolloutJob(oracle_config(**ONE_TASK), out=str(out), progress=False).run()
+    episode = read_episodes(out).to_pylist()[0]
+    steps = read_steps(out).to_pylist()
+    return {"episode": episode, "steps": steps}
 
 
 def test_resume_with_a_changed_config_is_refused_naming_the_difference(tmp_path):

@@ -1,14 +1,19 @@
 """Driver capacity: how many finished episodes per second the rollout driver can take in and write.
 
 The driver is the job's only writer: every result comes back to it (Ray
-deserialises it) and goes through ``ParquetEpisodeWriter.write``. This
-benchmark feeds the writer synthetic finished episodes of an LLM run's shape
-(tests/synthetic_runs.py: a retail system prompt and tools, 3–9 tool calls,
-prose turns; no env, no LLM), each unpickled first as a result from Ray
-would be, at 1k, 10k and 100k episodes, each size in a fresh process. It
-prints episodes/s (wall clock and per CPU-second of the driver process,
-which does not depend on how busy the machine is), the result payload and
-the Parquet written in MB per CPU-second, and the process's peak RSS.
+deserialises it) and goes through ``ParquetEpisodeWriter.write_tables``.
+The actor that played the episode has already checked its rows and
+converted them to Arrow (``rollout.job.stored_result``), the costly part.
+This benchmark makes such results from synthetic finished episodes of an
+LLM run's shape (tests/synthetic_runs.py: a retail system prompt and tools,
+3–9 tool calls, prose turns; no env, no LLM; 400 distinct ones, repeated:
+the writer does not look at ids) and feeds them, each unpickled first as a
+result from Ray would be, at 1k, 10k and 100k episodes, each size in a fresh
+process. It prints episodes/s (wall clock and per CPU-second of the driver
+process, which does not depend on how busy the machine is), the result
+payload and the Parquet written in MB per CPU-second, and the process's
+peak RSS; and, apart, an actor's CPU time per episode for its share
+(``stored_result``).
 
 From episodes per CPU-second: one driver with a core of its own keeps up
 with ``episodes/s × L`` concurrent episodes of ``L`` seconds each (Little's
@@ -41,12 +46,21 @@ def measure(episodes: int) -> dict:
     """Write ``episodes`` synthetic results the way the driver does; return the figures."""
     from synthetic_runs import synthetic_episode
 
+    from rollout.config import RolloutConfig
     from rollout.dataset import ParquetEpisodeWriter
+    from rollout.episode import WorkItem
+    from rollout.job import stored_result
 
-    blobs = []
-    for i in range(TEMPLATES):  # results as they arrive from Ray: pickled
+    config = RolloutConfig.from_dict({})
+    blobs, actor_cpu = [], 0.0
+    for i in range(TEMPLATES):  # results as they arrive from Ray: made by an actor, pickled
         row, steps = synthetic_episode("bench", "retail", i % 114, i // 114, i)
-        blobs.append(pickle.dumps({"episode": row, "steps": steps}, protocol=5))
+        item = WorkItem("retail", row["task_id"], row["trial"], 0)
+        cpu_started = time.process_time()
+        result = stored_result(config, item, "bench", {"episode": row, "steps": steps}, retry=False)
+        actor_cpu += time.process_time() - cpu_started
+        assert result["episode"]["error_cause"] == row["error_cause"], result["episode"]["error_cause"]  # stored as is
+        blobs.append(pickle.dumps(result, protocol=5))
     payload = 0
     with tempfile.TemporaryDirectory() as out:
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -55,12 +69,7 @@ def measure(episodes: int) -> dict:
                 blob = blobs[n % TEMPLATES]
                 payload += len(blob)
                 result = pickle.loads(blob)
-                episode = result["episode"]
-                episode["trial"] = n // TEMPLATES
-                episode["episode_id"] = f"bench:{n}"
-                for step in result["steps"]:
-                    step["episode_id"] = episode["episode_id"]
-                writer.write(episode, result["steps"])
+                writer.write_tables(*result["tables"])
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
         written = sum(p.stat().st_size for p in Path(out).rglob("*.parquet"))
@@ -75,6 +84,7 @@ def measure(episodes: int) -> dict:
         "parquet_mb_per_s": written / elapsed / 1e6,
         "parquet_bytes_per_episode": written / episodes,
         "peak_rss_mib": peak_kib / 1024,
+        "actor_cpu_ms_per_episode": 1000 * actor_cpu / TEMPLATES,
     }
 
 
@@ -100,6 +110,9 @@ def main() -> None:
             f"{r['parquet_mb_per_s'] * r['seconds'] / r['cpu_seconds']:>17.2f} {r['parquet_bytes_per_episode']:>10.0f} "
             f"{r['peak_rss_mib']:>13.0f} {per_cpu * EPISODE_LENGTH_S:>25.0f}"
         )
+    print(
+        f"an actor's share (stored_result: checks and conversion to Arrow): {r['actor_cpu_ms_per_episode']:.1f} ms CPU per episode"
+    )
     print(
         "(one driver with a core of its own serves ep/CPU-s × episode length concurrent episodes; wall-clock "
         "figures on a shared machine are lower by the share of a core the process got)"
