@@ -315,6 +315,8 @@ class RolloutJob:
                         pending[ref] = (item, index)
                         load[index] += 1
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                if ready and len(pending) > 1:  # and every other one done by now: one pass over thousands in flight
+                    ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
                 for ref in ready:
                     item, index = pending.pop(ref)
                     load[index] -= 1

@@ -1,9 +1,13 @@
 """Scale simulation: 2,000 concurrent LLM episodes on this machine against the fake OpenAI server at 20 s latency.
 
 The fake server (tests/fake_llm_server.py, real HTTP on 127.0.0.1) answers
-every call after ``BENCH_SCALE_LATENCY_S`` (20 s): with 2,000 episodes in
-flight that is about 100 calls per second, which a 2-core machine can carry
-(client and server together cost about 10 ms of CPU per call). The job runs
+every call after ``BENCH_SCALE_LATENCY_S`` (20 s; ``BENCH_SCALE_JITTER``, 0
+by default, draws each call's delay uniformly within that fraction of it,
+as a provider's latency varies). With 2,000 episodes in
+flight that is about 100 calls per second. Measured here, a call costs
+about 16 ms of CPU (litellm's client about 10 ms of it, the fake server
+2 to 3, the env's steps and scoring the rest): 100 calls per second keep
+about 1.6 of the 2 cores busy, and the calls queue for them. The job runs
 ``actors × episodes_per_actor`` = 2,000 concurrent episodes (4 × 500 by
 default) of the scripted conversation (6 calls each), every slot playing
 about two episodes, and prints:
@@ -12,15 +16,19 @@ about two episodes, and prints:
   finished episode) as a fraction of Little's law bound C / (K × L) (C
   episodes in flight, K calls each, L seconds per call); goal >= 0.9;
 * the peak RSS of each actor, sampled while the episodes run; goal <= 2 GiB;
-* the driver's own peak RSS.
+* the driver's own peak RSS, and the CPU time of the job's own thread per
+  episode (handing out work, ``ray.wait``/``ray.get``, writing; the fake
+  server runs in other threads of the same process): the driver's capacity
+  with Ray's share in it, which ``bench_driver.py`` leaves out.
 
-Run: ``make bench-cluster`` (or ``.venv/bin/python tests/bench/bench_scale.py``); about 5 minutes.
+Run: ``make bench-cluster`` (or ``.venv/bin/python tests/bench/bench_scale.py``); about 7 minutes.
 Timings on a shared machine are noisy.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import resource
 import sys
 import tempfile
@@ -40,6 +48,7 @@ from rollout.config import RolloutConfig  # noqa: E402
 from rollout.job import RolloutJob  # noqa: E402
 
 LATENCY_S = float(os.environ.get("BENCH_SCALE_LATENCY_S", "20"))
+JITTER = float(os.environ.get("BENCH_SCALE_JITTER", "0"))  # each delay uniform in LATENCY_S * (1 ± JITTER)
 ACTORS = int(os.environ.get("BENCH_SCALE_ACTORS", "4"))
 EPISODES_PER_ACTOR = int(os.environ.get("BENCH_SCALE_EPISODES_PER_ACTOR", "500"))
 ROUNDS = float(os.environ.get("BENCH_SCALE_ROUNDS", "2"))  # episodes per slot
@@ -82,7 +91,10 @@ def main() -> int:
     with FakeLLMServer() as server:
         config.agent["base_url"] = server.base_url
         config.env["user_base_url"] = server.base_url
-        server.set_handler(lambda request: scripted_conversation(request, delay_s=LATENCY_S))
+        delays = random.Random(0)
+        server.set_handler(
+            lambda request: scripted_conversation(request, delay_s=LATENCY_S * (1 + JITTER * (2 * delays.random() - 1)))
+        )
         last_sample = [0.0]
 
         def on_result(job: RolloutJob, result: dict) -> None:
@@ -95,12 +107,14 @@ def main() -> int:
 
         print(
             f"scale simulation: {ACTORS} actors x {EPISODES_PER_ACTOR} episodes = {concurrent} concurrent, "
-            f"{trials * 114} episodes, {CALLS_PER_EPISODE} calls of {LATENCY_S:.0f}s each"
+            f"{trials * 114} episodes, {CALLS_PER_EPISODE} calls of {LATENCY_S:.0f}s each on average "
+            f"(uniform within ±{JITTER:.0%})"
         )
-        started = time.monotonic()
+        started, driver_cpu_started = time.monotonic(), time.thread_time()
         with tempfile.TemporaryDirectory() as out:
             summary = RolloutJob(config, out=out, progress=False).run(on_result=on_result)
         wall = time.monotonic() - started
+        driver_cpu = time.thread_time() - driver_cpu_started  # the job's own thread: not the fake server's
         calls = len(server.requests)
     ray.shutdown()
     bound = concurrent / (CALLS_PER_EPISODE * LATENCY_S)
@@ -113,6 +127,11 @@ def main() -> int:
     print(
         f"  steady throughput (episodes {low}..{high}): {steady:.2f} ep/s; Little's law bound {bound:.2f} ep/s; "
         f"fraction {steady / bound:.2f} (goal >= 0.9)"
+    )
+    print(
+        f"  the driver's own thread (hand-out, ray.wait/get, writing; not the fake server): {driver_cpu:.1f}s CPU "
+        f"= {1000 * driver_cpu / summary['episodes']:.1f} ms per episode, so one core keeps up with "
+        f"{summary['episodes'] / driver_cpu * 60:.0f} concurrent 60 s episodes"
     )
     whole = summary["episodes"] / wall
     print(f"  whole run incl. start-up and the first {CALLS_PER_EPISODE * LATENCY_S:.0f}s ramp: {whole:.2f} ep/s")
