@@ -5,9 +5,9 @@ every call after ``BENCH_SCALE_LATENCY_S`` (20 s; ``BENCH_SCALE_JITTER``, 0
 by default, draws each call's delay uniformly within that fraction of it,
 as a provider's latency varies). With 2,000 episodes in
 flight that is about 100 calls per second. Measured here, a call costs
-about 16 ms of CPU (litellm's client about 10 ms of it, the fake server
-2 to 3, the env's steps and scoring the rest): 100 calls per second keep
-about 1.6 of the 2 cores busy, and the calls queue for them. The job runs
+about 7 ms of CPU in all (litellm's client, the fake server, the env's
+steps and scoring: 1,200 scripted calls in one process), so 100 calls per
+second keep about 0.7 of the 2 cores busy. The job runs
 ``actors × episodes_per_actor`` = 2,000 concurrent episodes (4 × 500 by
 default) of the scripted conversation (6 calls each), every slot playing
 about two episodes, and prints:
@@ -17,9 +17,13 @@ about two episodes, and prints:
   episodes in flight, K calls each, L seconds per call); goal >= 0.9;
 * the peak RSS of each actor, sampled while the episodes run; goal <= 2 GiB;
 * the driver's own peak RSS, and the CPU time of the job's own thread per
-  episode (handing out work, ``ray.wait``/``ray.get``, writing; the fake
-  server runs in other threads of the same process): the driver's capacity
-  with Ray's share in it, which ``bench_driver.py`` leaves out.
+  episode (handing out work, ``ray.wait``/``ray.get``, writing): the
+  driver's capacity with Ray's share in it, which ``bench_driver.py`` leaves
+  out;
+* the episodes' mean duration in the actors against the K × L they would
+  take with no overhead.
+
+The fake server runs in a process of its own, as a provider would.
 
 Run: ``make bench-cluster`` (or ``.venv/bin/python tests/bench/bench_scale.py``); about 7 minutes.
 Timings on a shared machine are noisy.
@@ -27,6 +31,8 @@ Timings on a shared machine are noisy.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import random
 import resource
@@ -45,6 +51,7 @@ from fake_llm_server import FakeLLMServer  # noqa: E402
 from test_llm_env import scripted_conversation  # noqa: E402
 
 from rollout.config import RolloutConfig  # noqa: E402
+from rollout.dataset import read_episodes  # noqa: E402
 from rollout.job import RolloutJob  # noqa: E402
 
 LATENCY_S = float(os.environ.get("BENCH_SCALE_LATENCY_S", "20"))
@@ -53,6 +60,45 @@ ACTORS = int(os.environ.get("BENCH_SCALE_ACTORS", "4"))
 EPISODES_PER_ACTOR = int(os.environ.get("BENCH_SCALE_EPISODES_PER_ACTOR", "500"))
 ROUNDS = float(os.environ.get("BENCH_SCALE_ROUNDS", "2"))  # episodes per slot
 CALLS_PER_EPISODE = 6  # the scripted conversation: 3 user turns, 3 agent turns
+
+
+def _serve(latency_s: float, jitter: float, connection, stop) -> None:
+    """The fake server's process: send its URL, answer until ``stop`` is set, send how many calls it answered."""
+    delays = random.Random(0)
+    with FakeLLMServer() as server:
+        server.set_handler(
+            lambda request: scripted_conversation(request, delay_s=latency_s * (1 + jitter * (2 * delays.random() - 1)))
+        )
+        connection.send(server.base_url)
+        stop.wait()
+        connection.send(len(server.requests))
+
+
+@contextlib.contextmanager
+def server_process():
+    """The fake server in a process of its own, as a provider is: its CPU is not the driver's.
+
+    Yields its base URL and a function that returns the calls it answered (once the run is over).
+    """
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    stop = context.Event()
+    process = context.Process(target=_serve, args=(LATENCY_S, JITTER, theirs, stop), daemon=True)
+    process.start()
+    answered: list[int] = []
+
+    def calls_made() -> int:
+        if not answered:
+            stop.set()
+            answered.append(ours.recv())
+        return answered[0]
+
+    try:
+        yield ours.recv(), calls_made
+        calls_made()
+    finally:
+        stop.set()
+        process.join(timeout=10)
 
 
 def main() -> int:
@@ -88,13 +134,9 @@ def main() -> int:
     ray.init(address="local", num_cpus=max(2, ACTORS), include_dashboard=False, log_to_driver=False)
     finished: list[float] = []
     peak_rss: dict[int, int] = {}
-    with FakeLLMServer() as server:
-        config.agent["base_url"] = server.base_url
-        config.env["user_base_url"] = server.base_url
-        delays = random.Random(0)
-        server.set_handler(
-            lambda request: scripted_conversation(request, delay_s=LATENCY_S * (1 + JITTER * (2 * delays.random() - 1)))
-        )
+    with server_process() as (base_url, calls_made):
+        config.agent["base_url"] = base_url
+        config.env["user_base_url"] = base_url
         last_sample = [0.0]
 
         def on_result(job: RolloutJob, result: dict) -> None:
@@ -113,10 +155,11 @@ def main() -> int:
         started, driver_cpu_started = time.monotonic(), time.thread_time()
         with tempfile.TemporaryDirectory() as out:
             summary = RolloutJob(config, out=out, progress=False).run(on_result=on_result)
+            durations = sorted(read_episodes(out, columns=["duration_s"])["duration_s"].to_pylist())
         wall = time.monotonic() - started
-        driver_cpu = time.thread_time() - driver_cpu_started  # the job's own thread: not the fake server's
-        calls = len(server.requests)
+        driver_cpu = time.thread_time() - driver_cpu_started  # the job's own thread only
     ray.shutdown()
+    calls = calls_made()
     bound = concurrent / (CALLS_PER_EPISODE * LATENCY_S)
     low, high = concurrent // 2, min(len(finished) - 1, concurrent * 3 // 2)
     steady = (high - low) / (finished[high] - finished[low])
@@ -129,9 +172,14 @@ def main() -> int:
         f"fraction {steady / bound:.2f} (goal >= 0.9)"
     )
     print(
-        f"  the driver's own thread (hand-out, ray.wait/get, writing; not the fake server): {driver_cpu:.1f}s CPU "
+        f"  the driver's own thread (hand-out, ray.wait/get, writing): {driver_cpu:.1f}s CPU "
         f"= {1000 * driver_cpu / summary['episodes']:.1f} ms per episode, so one core keeps up with "
         f"{summary['episodes'] / driver_cpu * 60:.0f} concurrent 60 s episodes"
+    )
+    print(
+        f"  episode duration in the actor (reset to last step): mean {sum(durations) / len(durations):.1f}s, "
+        f"median {durations[len(durations) // 2]:.1f}s, 95th percentile {durations[int(len(durations) * 0.95)]:.1f}s; "
+        f"{CALLS_PER_EPISODE} calls of {LATENCY_S:.0f}s would be {CALLS_PER_EPISODE * LATENCY_S:.0f}s"
     )
     whole = summary["episodes"] / wall
     print(f"  whole run incl. start-up and the first {CALLS_PER_EPISODE * LATENCY_S:.0f}s ramp: {whole:.2f} ep/s")
@@ -139,7 +187,7 @@ def main() -> int:
         "  actor peak RSS: "
         + ", ".join(f"{rss / 2**30:.2f} GiB" for _, rss in sorted(peak_rss.items()))
         + f" (goal <= 2 GiB); driver peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
-        f" (with the fake server in it); machine: {psutil.cpu_count()} CPUs"
+        f"; machine: {psutil.cpu_count()} CPUs"
     )
     return 0
 
