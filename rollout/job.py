@@ -285,10 +285,11 @@ class RolloutJob:
         check_llm_access(self.config)
         run_id = self._run_id(store)
         self.spent_usd = sum(read_episodes(self.out, columns=["cost_usd"])["cost_usd"].to_pylist())
-        self._start_ray()
-        self.rate_service = start_rate_limit_service(run_id)
-        self.actors = [self._new_actor(run_id, len(queue)) for _ in range(self.config.actors)]
-        self.actor_pids = ray.get([actor.pid.remote() for actor in self.actors])
+        if queue:  # a resume of a finished dataset has nothing to play: no Ray, no actors
+            self._start_ray()
+            self.rate_service = start_rate_limit_service(run_id)
+            self.actors = [self._new_actor(run_id, len(queue)) for _ in range(self.config.actors)]
+            self.actor_pids = ray.get([actor.pid.remote() for actor in self.actors])
         slots = self.config.episodes_per_actor
         pending: dict = {}
         load = {i: 0 for i in range(len(self.actors))}
@@ -344,11 +345,12 @@ class RolloutJob:
                         on_result(self, result)
                 writer.publish_due()  # the age limit holds while episodes are slow to finish
         bar.close()
-        pids = ray.get([actor.pid.remote() for actor in self.actors])
-        self.restarted_actors = sum(a != b for a, b in zip(pids, self.actor_pids))
-        for actor in self.actors:
-            ray.kill(actor)
-        ray.kill(self.rate_service)
+        if self.actors:
+            pids = ray.get([actor.pid.remote() for actor in self.actors])
+            self.restarted_actors = sum(a != b for a, b in zip(pids, self.actor_pids))
+            for actor in self.actors:
+                ray.kill(actor)
+            ray.kill(self.rate_service)
         summary = summarize(self.out)
         summary.update(
             run_id=run_id,

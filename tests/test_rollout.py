@@ -225,8 +225,10 @@ def test_an_existing_dataset_is_never_overwritten_without_resume(tmp_path):
     RolloutJob(oracle_config(**ONE_TASK, actors=1), out=str(tmp_path), progress=False).run()
     with pytest.raises(ValueError, match="--resume"):
         RolloutJob(oracle_config(**ONE_TASK, actors=1), out=str(tmp_path), progress=False).run()
-    summary = RolloutJob(oracle_config(**ONE_TASK, actors=1), out=str(tmp_path), resume=True, progress=False).run()
+    resumed = RolloutJob(oracle_config(**ONE_TASK, actors=1), out=str(tmp_path), resume=True, progress=False)
+    summary = resumed.run()
     assert summary["episodes"] == 1 and summary["episodes_this_run"] == 0
+    assert resumed.actors == []  # nothing left to play: no actor was started for it
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "rollout").glob("*.yaml")))
