@@ -566,12 +566,12 @@ def episode_tables(episode_row: Mapping[str, Any], step_rows: Sequence[Mapping[s
     ``step_rows`` are the episode's steps in order, one per env step, keyed
     like the episode. A missing or unknown column, a value of the wrong
     type, steps keyed to another episode or out of order raise ValueError
-    naming it. This is most of a write's cost (the ``prompt`` column repeats
+    naming it (the domain, which names the files' folder, is checked by the
+    writer). This is most of a write's cost (the ``prompt`` column repeats
     the conversation so far); the rollout actors run it, so the job's one
     writer only holds and writes tables (:meth:`ParquetEpisodeWriter.write_tables`).
     """
     episodes = checked_table([episode_row], _EPISODE_FILE_SCHEMA, "episode")
-    _check_name("column 'domain'", episode_row["domain"], _SAFE_NAME, "letters, digits, '_', '.' and '-'")
     step_rows = list(step_rows)
     if len(step_rows) != episode_row["num_steps"]:
         raise ValueError(

@@ -135,10 +135,14 @@ def stored_result(config: RolloutConfig, item: WorkItem, run_id: str, result: di
     try:
         tables = episode_tables(result["episode"], result["steps"])
     except (ValueError, UnicodeError) as exc:
-        message = f"the episode's rows could not be stored: {exc}"[:2000]
-        result = lost_episode(config, item, run_id, exc, message, retry)
+        result = lost_episode(config, item, run_id, exc, unstorable(exc), retry)
         tables = episode_tables(result["episode"], result["steps"])
     return {"episode": {name: result["episode"][name] for name in RESULT_COLUMNS}, "tables": tables}
+
+
+def unstorable(exc: Exception) -> str:
+    """The error cause of an episode whose rows could not be stored."""
+    return f"the episode's rows could not be stored: {exc}"[:2000]
 
 
 def lost_episode(config: RolloutConfig, item: WorkItem, run_id: str, exc: Exception, message: str, retry: bool) -> dict:
@@ -372,7 +376,7 @@ class RolloutJob:
         try:
             writer.write_tables(*result["tables"], supersedes=supersedes)
         except ValueError as exc:  # e.g. an actor of another TauGym version
-            result = self._lost_item(item, run_id, exc, f"the episode's rows could not be stored: {exc}"[:2000])
+            result = self._lost_item(item, run_id, exc, unstorable(exc))
             writer.write_tables(*result["tables"], supersedes=supersedes)
         self.written += 1
         self.errors += bool(result["episode"]["error"])

@@ -26,12 +26,14 @@ from rollout.job import RolloutJob, stored_result, work_items
 
 try:
     from fake_llm_server import FakeLLMServer, Reply, fake_llm_server
+    from test_dataset import oracle_episode
     from test_llm_env import FAKE_KEY, scripted_conversation
 except ImportError:  # pragma: no cover
     from tests.fake_llm_server import FakeLLMServer, Reply, fake_llm_server  # type: ignore
+    from tests.test_dataset import oracle_episode  # type: ignore
     from tests.test_llm_env import FAKE_KEY, scripted_conversation  # type: ignore
 
-__all__ = ["fake_llm_server"]
+__all__ = ["fake_llm_server", "oracle_episode"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -285,15 +287,17 @@ def test_an_unpaired_surrogate_from_a_model_never_stops_the_job(tmp_path, fake_l
     assert read_steps(tmp_path).num_rows == sum(e["num_steps"] for e in episodes)
 
 
-def test_rows_an_actor_cannot_store_become_an_error_row_and_the_writer_takes_only_checked_tables(tmp_path):
+def test_rows_an_actor_cannot_store_become_an_error_row_and_the_writer_takes_only_checked_tables(
+    tmp_path, oracle_episode
+):
     config = oracle_config(**ONE_TASK)
     item = WorkItem("retail", "retail-000", 0, 7)
-    unstorable = _one_played_episode(tmp_path / "played")
-    unstorable["episode"]["num_steps"] += 1  # rows that disagree: not storable as they are
-    result = stored_result(config, item, "run-1", unstorable, retry=False)
+    episode, steps, _ = oracle_episode
+    unstorable = {"episode": {**episode, "num_steps": episode["num_steps"] + 1}, "steps": steps}  # rows that disagree
+    result = stored_result(config, item, "run1", unstorable, retry=False)
     assert result["episode"]["error"] and result["episode"]["num_steps"] == 0
     assert "could not be stored" in result["episode"]["error_cause"] and "num_steps" in result["episode"]["error_cause"]
-    with ParquetEpisodeWriter(tmp_path / "out", "run-1") as writer:
+    with ParquetEpisodeWriter(tmp_path / "out", "run1") as writer:
         writer.write_tables(*result["tables"])
         episodes, steps = result["tables"]
         with pytest.raises(ValueError, match="episode_tables"):  # tables not made by the checks
@@ -301,14 +305,6 @@ def test_rows_an_actor_cannot_store_become_an_error_row_and_the_writer_takes_onl
         with pytest.raises(ValueError, match="one episode"):
             writer.write_tables(pa.concat_tables([episodes, episodes]), steps)
     assert read_episodes(tmp_path / "out")["error_cause"].to_pylist() == [result["episode"]["error_cause"]]
-
-
-def _one_played_episode(out: Path) -> dict:
-    """One oracle episode's rows as the actor has them after playing (read back from a run)."""
-    RolloutJob(oracle_config(**ONE_TASK), out=str(out), progress=False).run()
-    episode = read_episodes(out).to_pylist()[0]
-    steps = read_steps(out).to_pylist()
-    return {"episode": episode, "steps": steps}
 
 
 def test_resume_with_a_changed_config_is_refused_naming_the_difference(tmp_path):
