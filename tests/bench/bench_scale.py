@@ -78,24 +78,18 @@ def _serve(latency_s: float, jitter: float, connection, stop) -> None:
 def server_process():
     """The fake server in a process of its own, as a provider is: its CPU is not the driver's.
 
-    Yields its base URL and a function that returns the calls it answered (once the run is over).
+    Yields ``{"base_url": ...}``; on leaving, ``"calls"`` holds the calls it answered.
     """
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     stop = context.Event()
     process = context.Process(target=_serve, args=(LATENCY_S, JITTER, theirs, stop), daemon=True)
     process.start()
-    answered: list[int] = []
-
-    def calls_made() -> int:
-        if not answered:
-            stop.set()
-            answered.append(ours.recv())
-        return answered[0]
-
     try:
-        yield ours.recv(), calls_made
-        calls_made()
+        server = {"base_url": ours.recv()}
+        yield server
+        stop.set()
+        server["calls"] = ours.recv()
     finally:
         stop.set()
         process.join(timeout=10)
@@ -134,9 +128,9 @@ def main() -> int:
     ray.init(address="local", num_cpus=max(2, ACTORS), include_dashboard=False, log_to_driver=False)
     finished: list[float] = []
     peak_rss: dict[int, int] = {}
-    with server_process() as (base_url, calls_made):
-        config.agent["base_url"] = base_url
-        config.env["user_base_url"] = base_url
+    with server_process() as server:
+        config.agent["base_url"] = server["base_url"]
+        config.env["user_base_url"] = server["base_url"]
         last_sample = [0.0]
 
         def on_result(job: RolloutJob, result: dict) -> None:
@@ -159,7 +153,7 @@ def main() -> int:
         wall = time.monotonic() - started
         driver_cpu = time.thread_time() - driver_cpu_started  # the job's own thread only
     ray.shutdown()
-    calls = calls_made()
+    calls = server["calls"]
     bound = concurrent / (CALLS_PER_EPISODE * LATENCY_S)
     low, high = concurrent // 2, min(len(finished) - 1, concurrent * 3 // 2)
     steady = (high - low) / (finished[high] - finished[low])
