@@ -34,6 +34,12 @@ class RolloutConfig:
         cpus_per_actor: Ray CPUs reserved per actor.
         episodes_per_actor: episodes one actor runs concurrently (async envs
             overlap their LLM waits).
+        ramp_s: seconds over which the first ``actors × episodes_per_actor``
+            episodes start, evenly (0: all at once). Episodes started
+            together call their LLMs together and end together (scoring,
+            results through Ray, writing, the next reset), round after
+            round, in bursts that queue on the CPUs and at the provider; a
+            ramp of about one episode's duration spreads them for the run.
         max_attempts_per_episode: how often a work item is re-run after its
             actor died before it is recorded as an error.
         rows_per_file: episodes per Parquet file before it is published.
@@ -52,6 +58,7 @@ class RolloutConfig:
     actors: int = 2
     cpus_per_actor: float = 1.0
     episodes_per_actor: int = 1
+    ramp_s: float = 0.0
     max_attempts_per_episode: int = 3
     rows_per_file: int = 256
     max_cost_usd: float | None = None
@@ -86,6 +93,10 @@ class RolloutConfig:
         if self.max_cost_usd is not None and not (is_finite_number(self.max_cost_usd) and self.max_cost_usd > 0):
             raise ValueError(
                 f"max_cost_usd must be a number of dollars > 0 (or null for no cap), got {self.max_cost_usd!r}"
+            )
+        if not is_finite_number(self.ramp_s) or self.ramp_s < 0:
+            raise ValueError(
+                f"ramp_s must be a number of seconds >= 0 (0: start every slot at once), got {self.ramp_s!r}"
             )
         if not is_finite_number(self.cpus_per_actor) or self.cpus_per_actor < 0:
             raise ValueError(f"cpus_per_actor must be a number >= 0, got {self.cpus_per_actor!r}")

@@ -3,7 +3,8 @@
 * Each :class:`RolloutWorker` actor holds its own envs (one per concurrent
   episode slot and domain) and its agent; the driver hands out work items
   (domain, task id, trial, seed) as slots free up, spread over the
-  cluster's nodes (local Ray unless ``address`` or ``RAY_ADDRESS`` names one).
+  cluster's nodes (local Ray unless ``address`` or ``RAY_ADDRESS`` names one),
+  the least loaded actor first; ``ramp_s`` spreads the first round's starts.
 * The driver is the only writer, and writes only results that come back.
   An actor checks its episode's rows and converts them to Arrow
   (:func:`~rollout.dataset.episode_tables`, most of a write's cost), so the
@@ -212,6 +213,7 @@ class RolloutJob:
         self.actors: list = []
         self.actor_pids: list[int] = []
         self.written = 0
+        self.started = 0
         self.errors = 0
         self.restarted_actors = 0
         self.spent_usd = 0.0
@@ -306,22 +308,13 @@ class RolloutJob:
         with ParquetEpisodeWriter(
             self.out, run_id, writer_id=uuid.uuid4().hex[:6], lease=lease, max_rows_per_file=self.config.rows_per_file
         ) as writer:
+            ramp_started = time.monotonic()
+            ramping = self._hand_out(queue, pending, load, slots, ramp_started)
             while queue or pending:
-                if self.config.max_cost_usd is not None and self.spent_usd >= self.config.max_cost_usd:
-                    self.stopped = (
-                        f"max_cost_usd reached: ${self.spent_usd:.4f} spent of ${self.config.max_cost_usd}; "
-                        f"{len(queue)} episode(s) not started"
-                    )
-                    queue.clear()
-                for index in range(len(self.actors)):
-                    while queue and load[index] < slots:
-                        item = queue.popleft()
-                        ref = self.actors[index].run.remote(item.to_dict(), self.retry_errors)
-                        pending[ref] = (item, index)
-                        load[index] += 1
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.05 if ramping else 1.0)
                 if ready and len(pending) > 1:  # and every other one done by now: one pass over thousands in flight
                     ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+                results = []
                 for ref in ready:
                     item, index = pending.pop(ref)
                     load[index] -= 1
@@ -342,6 +335,11 @@ class RolloutJob:
                     if item.key in written:  # never twice, whatever went wrong upstream
                         raise RuntimeError(f"episode {item.key} came back twice; nothing more is written")
                     written.add(item.key)
+                    self.spent_usd += result["episode"]["cost_usd"]
+                    results.append((item, result))
+                # the freed slots play again while the results are written
+                ramping = self._hand_out(queue, pending, load, slots, ramp_started)
+                for item, result in results:
                     self._write(writer, result, item, run_id, errors.get(item.key))
                     bar.update(1)
                     bar.set_postfix(errors=self.errors, refresh=False)
@@ -369,6 +367,32 @@ class RolloutJob:
         store.put("README.md", dataset_card(results_record(self.config), summary, run_id).encode())
         return summary
 
+    def _hand_out(self, queue: deque, pending: dict, load: dict, slots: int, ramp_started: float) -> bool:
+        """Give queued work items to the least loaded actors with a free slot; none once ``max_cost_usd`` is spent.
+
+        Within ``ramp_s`` of ``ramp_started``, the k-th of the first
+        ``actors × slots`` starts no earlier than ``(k - 1) / (actors × slots)``
+        of the ramp. Returns whether the ramp still holds work back.
+        """
+        if self.config.max_cost_usd is not None and self.spent_usd >= self.config.max_cost_usd:
+            if queue:
+                self.stopped = (
+                    f"max_cost_usd reached: ${self.spent_usd:.4f} spent of ${self.config.max_cost_usd}; "
+                    f"{len(queue)} episode(s) not started"
+                )
+            queue.clear()
+        slots_in_all = len(self.actors) * slots
+        elapsed = time.monotonic() - ramp_started
+        ramping = elapsed < self.config.ramp_s
+        may_start = 1 + int(slots_in_all * elapsed / self.config.ramp_s) if ramping else float("inf")
+        while queue and len(pending) < slots_in_all and self.started < may_start:
+            index = min(load, key=load.get)
+            item = queue.popleft()
+            pending[self.actors[index].run.remote(item.to_dict(), self.retry_errors)] = (item, index)
+            load[index] += 1
+            self.started += 1
+        return ramping and bool(queue)
+
     def _write(
         self, writer: ParquetEpisodeWriter, result: dict, item: WorkItem, run_id: str, supersedes: str | None
     ) -> None:
@@ -380,7 +404,6 @@ class RolloutJob:
             writer.write_tables(*result["tables"], supersedes=supersedes)
         self.written += 1
         self.errors += bool(result["episode"]["error"])
-        self.spent_usd += result["episode"]["cost_usd"]
 
     def _lost_item(self, item: WorkItem, run_id: str, exc: Exception, message: str | None = None) -> dict:
         """The result of a work item whose actor died every time it ran it (or whose rows could not be stored)."""

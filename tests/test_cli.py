@@ -88,6 +88,7 @@ def test_a_bad_config_file_is_refused_with_a_message(tmp_path, text, fragments):
         ("env={user_strategy: scripted", ("override 'env={user_strategy: scripted'", "not valid YAML")),
         ("tasks=[5]", ("tasks must be",)),
         ("seed=abc", ("seed must be an integer",)),
+        ("ramp_s=-1", ("ramp_s must be a number of seconds >= 0",)),
     ],
 )
 def test_a_bad_override_is_refused_with_a_message(tmp_path, small_config, override, fragments):

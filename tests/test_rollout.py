@@ -382,6 +382,23 @@ def test_a_provider_down_is_recorded_as_errors_not_dropped_and_retry_errors_repl
     assert summary["episodes_this_run"] == 0 and summary["episodes"] == 2
 
 
+def test_ramp_s_spreads_the_first_episodes_starts_and_every_episode_still_lands_once(tmp_path, fake_llm_server):
+    fake_llm_server.set_handler(scripted_conversation)
+    tasks = [f"retail-{i:03d}" for i in range(8)]
+    config = llm_config(fake_llm_server, tasks, actors=2, episodes_per_actor=4, ramp_s=4.0)
+    summary = RolloutJob(config, out=str(tmp_path), progress=False).run()
+    assert summary["errors"] == 0 and sorted(keys_of(tmp_path)) == [("retail", t, 0) for t in tasks]
+    first_calls = sorted(  # each episode's first user-simulator call: its start
+        r.t
+        for r in fake_llm_server.requests
+        if "<scenario>" in (r.messages[0].get("content") or "")
+        and not any(m["role"] == "assistant" for m in r.messages)
+    )
+    assert len(first_calls) == 8
+    # the 8th slot may not start before 7/8 of the ramp; all at once they start within a fraction of a second
+    assert first_calls[-1] - first_calls[0] >= 1.5
+
+
 def test_max_cost_usd_stops_starting_episodes_and_a_resume_with_a_higher_cap_goes_on(tmp_path, fake_llm_server):
     fake_llm_server.set_handler(scripted_conversation)
     tasks = ["retail-000", "retail-001", "retail-002"]

@@ -10,12 +10,16 @@ steps and scoring: 1,200 scripted calls in one process), so 100 calls per
 second keep about 0.7 of the 2 cores busy. The job runs
 ``actors × episodes_per_actor`` = 2,000 concurrent episodes (4 × 500 by
 default) of the scripted conversation (6 calls each), every slot playing
-about two episodes, and prints:
+about two episodes. The job's ``ramp_s`` starts the first 2,000 over one
+episode's duration (``BENCH_SCALE_RAMP_S``, 0 for all at once): episodes
+that all start together end together, and every episode's end (scoring,
+its result back through Ray, writing, the next reset) then lands in one
+burst per round that queues on the 2 cores. The run prints:
 
 * throughput in the steady middle of the run (from the C/2-th to the 3C/2-th
-  finished episode) as a fraction of Little's law bound C / (K × L) (C
+  finished episode, after the ramp) as a fraction of Little's law bound C / (K × L) (C
   episodes in flight, K calls each, L seconds per call); goal >= 0.9;
-* the peak RSS of each actor, sampled while the episodes run; goal <= 2 GiB;
+* the peak RSS of each actor, sampled every 5 s while the episodes run; goal <= 2 GiB;
 * the driver's own peak RSS, and the CPU time of the job's own thread per
   episode (handing out work, ``ray.wait``/``ray.get``, writing): the
   driver's capacity with Ray's share in it, which ``bench_driver.py`` leaves
@@ -38,6 +42,7 @@ import random
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -60,6 +65,8 @@ ACTORS = int(os.environ.get("BENCH_SCALE_ACTORS", "4"))
 EPISODES_PER_ACTOR = int(os.environ.get("BENCH_SCALE_EPISODES_PER_ACTOR", "500"))
 ROUNDS = float(os.environ.get("BENCH_SCALE_ROUNDS", "2"))  # episodes per slot
 CALLS_PER_EPISODE = 6  # the scripted conversation: 3 user turns, 3 agent turns
+#: the job's ramp_s: the first C episodes start over one episode's duration (0: all at once)
+RAMP_S = float(os.environ.get("BENCH_SCALE_RAMP_S", str(CALLS_PER_EPISODE * LATENCY_S)))
 
 
 def _serve(latency_s: float, jitter: float, connection, stop) -> None:
@@ -109,6 +116,7 @@ def main() -> int:
             actors=ACTORS,
             cpus_per_actor=0.25,
             episodes_per_actor=EPISODES_PER_ACTOR,
+            ramp_s=RAMP_S,
             rows_per_file=1024,
             agent={
                 "name": "llm",
@@ -128,27 +136,38 @@ def main() -> int:
     ray.init(address="local", num_cpus=max(2, ACTORS), include_dashboard=False, log_to_driver=False)
     finished: list[float] = []
     peak_rss: dict[int, int] = {}
+    sampling = threading.Event()
+
+    def sample_rss(job: RolloutJob) -> None:
+        """Every actor's RSS now and then, read by pid (the actors are local processes): a Ray call to an actor
+        would wait for one of its episode slots to free, and holding up the driver would slow what is measured."""
+        while not sampling.wait(5.0):
+            for index, pid in enumerate(job.actor_pids):  # empty until the actors run
+                with contextlib.suppress(psutil.Error):
+                    peak_rss[index] = max(peak_rss.get(index, 0), psutil.Process(pid).memory_info().rss)
+
     with server_process() as server:
         config.agent["base_url"] = server["base_url"]
         config.env["user_base_url"] = server["base_url"]
-        last_sample = [0.0]
 
         def on_result(job: RolloutJob, result: dict) -> None:
-            now = time.monotonic()
-            finished.append(now)
-            if now - last_sample[0] > 15:  # RSS of every actor, now and then while the episodes run
-                last_sample[0] = now
-                for index, rss in enumerate(ray.get([a.rss_bytes.remote() for a in job.actors])):
-                    peak_rss[index] = max(peak_rss.get(index, 0), rss)
+            finished.append(time.monotonic())
 
         print(
             f"scale simulation: {ACTORS} actors x {EPISODES_PER_ACTOR} episodes = {concurrent} concurrent, "
             f"{trials * 114} episodes, {CALLS_PER_EPISODE} calls of {LATENCY_S:.0f}s each on average "
-            f"(uniform within ±{JITTER:.0%})"
+            f"(uniform within ±{JITTER:.0%}); the first {concurrent} start over ramp_s={RAMP_S:.0f}s"
         )
         started, driver_cpu_started = time.monotonic(), time.thread_time()
         with tempfile.TemporaryDirectory() as out:
-            summary = RolloutJob(config, out=out, progress=False).run(on_result=on_result)
+            job = RolloutJob(config, out=out, progress=False)
+            sampler = threading.Thread(target=sample_rss, args=(job,), daemon=True)
+            sampler.start()
+            try:
+                summary = job.run(on_result=on_result)
+            finally:
+                sampling.set()
+                sampler.join()
             durations = sorted(read_episodes(out, columns=["duration_s"])["duration_s"].to_pylist())
         wall = time.monotonic() - started
         driver_cpu = time.thread_time() - driver_cpu_started  # the job's own thread only
