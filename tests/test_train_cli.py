@@ -23,6 +23,8 @@ def test_the_train_config_refuses_unknown_keys_and_bad_values():
         TrainConfig.from_dict({"algorithm": "dqn"})
     with pytest.raises(ValueError, match="set data"):
         TrainConfig.from_dict({"algorithm": "bc"})
+    with pytest.raises(ValueError, match="mlflow_tracking_uri must be a URI"):
+        TrainConfig.from_dict({"algorithm": "ppo", "mlflow_tracking_uri": ""})
     assert main(["--config", "configs/train/bc.yaml", "iteratons=3"]) == 2
 
 
@@ -42,14 +44,31 @@ def _tensorboard_scalars(folder) -> dict:
     return scalars
 
 
-def test_train_resume_export_and_evaluate_a_checkpoint(tmp_path, capsys):
+def _mlflow_losses(tracking_uri: str) -> dict:
+    """Iteration -> policy_loss over every finished run of the ``taugym`` experiment, read with MLflow's own client;
+    each run logged the options it was given."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("taugym")
+    losses = {}
+    for logged in client.search_runs([experiment.experiment_id]):
+        assert logged.info.status == "FINISHED" and logged.data.params["algorithm"] == "bc"
+        losses.update({m.step: m.value for m in client.get_metric_history(logged.info.run_id, "policy_loss")})
+    return losses
+
+
+def test_train_resume_export_and_evaluate_a_checkpoint(tmp_path, capsys, monkeypatch):
     import ray
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps a folder store only when asked
 
     data = tmp_path / "data"
     _oracle_steps(data)
     args = ["--config", "configs/train/bc.yaml", "--out", str(tmp_path / "runs"), f"data={data}", *SMALL]
     try:
-        assert main([*args, "iterations=2", "checkpoint_every=1"]) == 0
+        tracking = f"file:{tmp_path / 'mlruns'}"
+        assert main([*args, "iterations=2", "checkpoint_every=1", f"mlflow_tracking_uri={tracking}"]) == 0
         (run,) = (tmp_path / "runs").glob("bc-*")
         assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter-00001", "iter-00002"]
         assert main(["--resume", str(run), "iterations=3"]) == 0
@@ -57,6 +76,11 @@ def test_train_resume_export_and_evaluate_a_checkpoint(tmp_path, capsys):
         assert [r["iteration"] for r in rows] == [1, 2, 3] and all("policy_loss" in r for r in rows)
         logged = _tensorboard_scalars(run / "tensorboard")
         assert [step for step, _ in logged["ray/tune/learners/default_policy/policy_loss"]] == [1, 2, 3]
+        assert _mlflow_losses(tracking) == {
+            1: rows[0]["policy_loss"],
+            2: rows[1]["policy_loss"],
+            3: rows[2]["policy_loss"],
+        }
         checkpoint = json.loads((run / "metrics.json").read_text())["checkpoint"]
         assert checkpoint.endswith("iter-00003")
 

@@ -5,7 +5,8 @@
   ``metrics.jsonl`` (one line per iteration), ``metrics.json`` (the last
   iteration and the final checkpoint), RLlib checkpoints under
   ``checkpoints/`` and TensorBoard event files under ``tensorboard/``
-  (Ray's own ``TBXLoggerCallback``: ``tensorboard --logdir <out>``);
+  (Ray's own ``TBXLoggerCallback``: ``tensorboard --logdir <out>``), and MLflow's
+  tracking server or folder when ``mlflow_tracking_uri`` is set (Ray's ``MLflowLoggerCallback``);
   ``--resume RUN`` goes on from its latest checkpoint.
 * ``python -m train evaluate --checkpoint CKPT --tasks retail-001,...``:
   plays the checkpoint through the rollout job (a Parquet dataset in
@@ -110,16 +111,35 @@ def start_ray() -> None:
             )
 
 
-class _RunForTensorBoard:
-    """The one thing of a Tune trial that Ray's ``TBXLoggerCallback`` reads: where to write."""
+class _TrainingRun:
+    """What Ray's logger callbacks (``TBXLoggerCallback``, ``MLflowLoggerCallback``) read of a Tune trial."""
 
     evaluated_params: dict = {}
 
-    def __init__(self, folder: Path):
-        self.local_path = str(folder)
+    def __init__(self, run_dir: Path, config: dict):
+        self.local_path = str(run_dir / "tensorboard")
+        self.config = config
+        self.name = run_dir.name
 
     def init_local_path(self) -> None:
         Path(self.local_path).mkdir(parents=True, exist_ok=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _logger_callbacks(config: Any) -> list:
+    """Ray's own loggers of a run: TensorBoard always, MLflow when ``mlflow_tracking_uri`` is set."""
+    from ray.tune.logger import TBXLoggerCallback
+
+    callbacks: list = [TBXLoggerCallback()]
+    if config.mlflow_tracking_uri:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        mlflow = MLflowLoggerCallback(tracking_uri=config.mlflow_tracking_uri, experiment_name=config.mlflow_experiment)
+        mlflow.setup()
+        callbacks.append(mlflow)
+    return callbacks
 
 
 def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool = False) -> dict:
@@ -138,9 +158,9 @@ def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool =
     )
     (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     start_ray()
-    from ray.tune.logger import TBXLoggerCallback
-
-    tensorboard, board_run = TBXLoggerCallback(), _RunForTensorBoard(run_dir / "tensorboard")
+    loggers, logged_run = _logger_callbacks(config), _TrainingRun(run_dir, dataclasses.asdict(config))
+    for logger in loggers[1:]:  # TensorBoard's starts with its first result
+        logger.log_trial_start(logged_run)
     algo = config.algorithm_config().build_algo()
     try:
         start = 0
@@ -162,7 +182,9 @@ def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool =
                 began = time.monotonic()
                 result = algo.train()
                 row = _iteration_row(iteration, result, time.monotonic() - began)
-                tensorboard.log_trial_result(iteration, board_run, {**result, "training_iteration": iteration})
+                loggers[0].log_trial_result(iteration, logged_run, {**result, "training_iteration": iteration})
+                for logger in loggers[1:]:  # the metrics of metrics.jsonl, not RLlib's hundreds of keys
+                    logger.log_trial_result(iteration, logged_run, {**row, "training_iteration": iteration})
                 rows.append(row)
                 sink.write(json.dumps(row) + "\n")
                 sink.flush()
@@ -174,7 +196,8 @@ def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool =
         final = (checkpoints / f"iter-{config.iterations:05d}").resolve()
         algo.save_to_path(str(final))
     finally:
-        tensorboard.log_trial_end(board_run)
+        for logger in loggers:
+            logger.log_trial_end(logged_run, failed=sys.exc_info()[0] is not None)
         algo.stop()
     summary = {"algorithm": config.algorithm, "iterations": len(rows), "last": rows[-1] if rows else None}
     summary["checkpoint"] = str(final)

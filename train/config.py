@@ -35,6 +35,10 @@ class TrainConfig:
         training: further ``AlgorithmConfig.training`` options (``beta`` for MARWIL,
             ``clip_param``...).
         out: the run folder's parent; each run writes ``out/<algorithm>-<time>``.
+        mlflow_tracking_uri: also log each iteration's metrics and the run's options to
+            MLflow (Ray's ``MLflowLoggerCallback``) at this tracking URI (``file:./mlruns``,
+            ``http://host:5000``); needs ``mlflow`` (``pip install mlflow-skinny``). None: off.
+        mlflow_experiment: the MLflow experiment the runs go to (made if missing).
     """
 
     algorithm: str = "bc"
@@ -56,6 +60,8 @@ class TrainConfig:
     seed: int = 0
     training: dict = field(default_factory=dict)
     out: str = "runs/train"
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "taugym"
 
     def validate(self) -> TrainConfig:
         if self.algorithm not in ALGORITHMS:
@@ -67,6 +73,18 @@ class TrainConfig:
             positive_ints=("iterations", "checkpoint_every", "episodes_per_iteration", "minibatch_size", "num_epochs"),
             mappings=("env", "model", "training"),
         )
+        if self.mlflow_tracking_uri is not None:
+            import importlib.util
+
+            if not isinstance(self.mlflow_tracking_uri, str) or not self.mlflow_tracking_uri:
+                raise ValueError(
+                    f"mlflow_tracking_uri must be a URI such as file:./mlruns, got {self.mlflow_tracking_uri!r}"
+                )
+            if importlib.util.find_spec("mlflow") is None:
+                raise ValueError(
+                    "mlflow_tracking_uri is set but mlflow is not installed: pip install mlflow-skinny, "
+                    "or leave mlflow_tracking_uri unset"
+                )
         return self
 
     @classmethod
