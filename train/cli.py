@@ -158,11 +158,13 @@ def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool =
     )
     (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     start_ray()
-    loggers, logged_run = _logger_callbacks(config), _TrainingRun(run_dir, dataclasses.asdict(config))
-    for logger in loggers[1:]:  # TensorBoard's starts with its first result
-        logger.log_trial_start(logged_run)
     algo = config.algorithm_config().build_algo()
+    loggers: list = []
+    logged_run = _TrainingRun(run_dir, dataclasses.asdict(config))
     try:
+        loggers = _logger_callbacks(config)
+        for logger in loggers[1:]:  # TensorBoard's starts with its first result
+            logger.log_trial_start(logged_run)
         start = 0
         if resume:
             saved = sorted(p for p in checkpoints.glob("iter-*") if p.is_dir())
