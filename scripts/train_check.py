@@ -40,7 +40,8 @@ RL_ITERATIONS = int(os.environ.get("TRAIN_CHECK_RL_ITERATIONS", "15"))
 #: at lr 0.5 (Adam's first steps move every weight by about lr, whatever its gradient).
 #: Measured from BC checkpoints (15 iterations each, last 3 minus first 3 of the mean sampled reward):
 #: - BC 250 iterations (sampled reward about 0.72 at the start, 2 of the 6 tasks failing now and then):
-#:   SGD lr 0.5 +0.106, and +0.073 in a whole run of this script (its own BC run); Adam lr 1e-4 +0.037.
+#:   SGD lr 0.5 +0.106, +0.073 in a whole run of this script (its own BC run) and +0.117 from that run's BC
+#:   checkpoint with seed=1; Adam lr 1e-4 +0.037.
 #: - BC 220 (3 tasks never solved when sampling, so no group of theirs carries a signal): SGD lr 0.5 +0.087,
 #:   SGD lr 2.0 +0.003, Adam lr 1e-3 collapsed within two iterations, Adam lr 1e-4 +0.144, +0.026, -0.048.
 #: - BC 400 (one task never solved, the rest almost always): Adam lr 1e-4 -0.10 (a task solved in every
