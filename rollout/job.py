@@ -213,7 +213,6 @@ class RolloutJob:
         self.actors: list = []
         self.actor_pids: list[int] = []
         self.written = 0
-        self.started = 0
         self.errors = 0
         self.restarted_actors = 0
         self.spent_usd = 0.0
@@ -308,7 +307,7 @@ class RolloutJob:
         with ParquetEpisodeWriter(
             self.out, run_id, writer_id=uuid.uuid4().hex[:6], lease=lease, max_rows_per_file=self.config.rows_per_file
         ) as writer:
-            ramp_started = time.monotonic()
+            self.started, ramp_started = 0, time.monotonic()  # this run's starts, which the ramp paces
             ramping = self._hand_out(queue, pending, load, slots, ramp_started)
             while queue or pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.05 if ramping else 1.0)
