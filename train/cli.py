@@ -128,18 +128,15 @@ class _TrainingRun:
         return self.name
 
 
-def _logger_callbacks(config: Any) -> list:
-    """Ray's own loggers of a run: TensorBoard always, MLflow when ``mlflow_tracking_uri`` is set."""
-    from ray.tune.logger import TBXLoggerCallback
+def _experiment_trackers(config: Any) -> list:
+    """Ray's logger callbacks for experiment trackers beside TensorBoard: MLflow when ``mlflow_tracking_uri`` is set."""
+    if not config.mlflow_tracking_uri:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    callbacks: list = [TBXLoggerCallback()]
-    if config.mlflow_tracking_uri:
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-        mlflow = MLflowLoggerCallback(tracking_uri=config.mlflow_tracking_uri, experiment_name=config.mlflow_experiment)
-        mlflow.setup()
-        callbacks.append(mlflow)
-    return callbacks
+    mlflow = MLflowLoggerCallback(tracking_uri=config.mlflow_tracking_uri, experiment_name=config.mlflow_experiment)
+    mlflow.setup()
+    return [mlflow]
 
 
 def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool = False) -> dict:
@@ -158,13 +155,15 @@ def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool =
     )
     (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     start_ray()
+    from ray.tune.logger import TBXLoggerCallback
+
     algo = config.algorithm_config().build_algo()
-    loggers: list = []
+    tensorboard, trackers = TBXLoggerCallback(), []  # TensorBoard's trial starts with its first result
     logged_run = _TrainingRun(run_dir, dataclasses.asdict(config))
     try:
-        loggers = _logger_callbacks(config)
-        for logger in loggers[1:]:  # TensorBoard's starts with its first result
-            logger.log_trial_start(logged_run)
+        trackers = _experiment_trackers(config)
+        for tracker in trackers:
+            tracker.log_trial_start(logged_run)
         start = 0
         if resume:
             saved = sorted(p for p in checkpoints.glob("iter-*") if p.is_dir())
@@ -184,9 +183,9 @@ def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool =
                 began = time.monotonic()
                 result = algo.train()
                 row = _iteration_row(iteration, result, time.monotonic() - began)
-                loggers[0].log_trial_result(iteration, logged_run, {**result, "training_iteration": iteration})
-                for logger in loggers[1:]:  # the metrics of metrics.jsonl, not RLlib's hundreds of keys
-                    logger.log_trial_result(iteration, logged_run, {**row, "training_iteration": iteration})
+                tensorboard.log_trial_result(iteration, logged_run, {**result, "training_iteration": iteration})
+                for tracker in trackers:  # the metrics of metrics.jsonl, not RLlib's hundreds of keys
+                    tracker.log_trial_result(iteration, logged_run, {**row, "training_iteration": iteration})
                 rows.append(row)
                 sink.write(json.dumps(row) + "\n")
                 sink.flush()
@@ -198,7 +197,7 @@ def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool =
         final = (checkpoints / f"iter-{config.iterations:05d}").resolve()
         algo.save_to_path(str(final))
     finally:
-        for logger in loggers:
+        for logger in (tensorboard, *trackers):
             logger.log_trial_end(logged_run, failed=sys.exc_info()[0] is not None)
         algo.stop()
     summary = {"algorithm": config.algorithm, "iterations": len(rows), "last": rows[-1] if rows else None}
