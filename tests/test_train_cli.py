@@ -25,6 +25,8 @@ def test_the_train_config_refuses_unknown_keys_and_bad_values():
         TrainConfig.from_dict({"algorithm": "bc"})
     with pytest.raises(ValueError, match="mlflow_tracking_uri must be a URI"):
         TrainConfig.from_dict({"algorithm": "ppo", "mlflow_tracking_uri": ""})
+    with pytest.raises(ValueError, match="wandb_project must be a W&B project name"):
+        TrainConfig.from_dict({"algorithm": "ppo", "wandb_project": ""})
     assert main(["--config", "configs/train/bc.yaml", "iteratons=3"]) == 2
 
 
@@ -58,17 +60,46 @@ def _mlflow_losses(tracking_uri: str) -> dict:
     return losses
 
 
+def _wandb_losses(folder) -> dict:
+    """training_iteration -> policy_loss over every offline W&B run under ``folder``, read from W&B's run
+    files (``run-*.wandb``: a 7-byte header, then LevelDB-log chunks in 32 KiB blocks of W&B's ``Record``s)."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    losses = {}
+    for path in sorted(folder.glob("**/offline-run-*/run-*.wandb")):
+        data, at, pending = path.read_bytes(), 7, b""
+        while at + 7 <= len(data):
+            if 32768 - at % 32768 < 7:  # a block's tail too short for a chunk header is padding
+                at += 32768 - at % 32768
+                continue
+            length, kind = struct.unpack("<HB", data[at + 4 : at + 7])
+            pending += data[at + 7 : at + 7 + length]
+            at += 7 + length
+            if kind in (1, 4):  # a whole record, or a record's last chunk
+                record, pending = Record.FromString(pending), b""
+                if record.WhichOneof("record_type") == "history":
+                    row = {
+                        item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                        for item in record.history.item
+                    }
+                    if "policy_loss" in row:  # W&B adds rows of its own (the run's system metrics)
+                        losses[row["training_iteration"]] = row["policy_loss"]
+    return losses
+
+
 def test_train_resume_export_and_evaluate_a_checkpoint(tmp_path, capsys, monkeypatch):
     import ray
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps a folder store only when asked
+    monkeypatch.setenv("WANDB_MODE", "offline")  # W&B keeps the run in the run folder for a later wandb sync
 
     data = tmp_path / "data"
     _oracle_steps(data)
     args = ["--config", "configs/train/bc.yaml", "--out", str(tmp_path / "runs"), f"data={data}", *SMALL]
     try:
         tracking = f"file:{tmp_path / 'mlruns'}"
-        assert main([*args, "iterations=2", "checkpoint_every=1", f"mlflow_tracking_uri={tracking}"]) == 0
+        trackers = [f"mlflow_tracking_uri={tracking}", "wandb_project=taugym"]
+        assert main([*args, "iterations=2", "checkpoint_every=1", *trackers]) == 0
         (run,) = (tmp_path / "runs").glob("bc-*")
         assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter-00001", "iter-00002"]
         assert main(["--resume", str(run), "iterations=3"]) == 0
@@ -81,6 +112,7 @@ def test_train_resume_export_and_evaluate_a_checkpoint(tmp_path, capsys, monkeyp
             2: rows[1]["policy_loss"],
             3: rows[2]["policy_loss"],
         }
+        assert _wandb_losses(run) == {1: rows[0]["policy_loss"], 2: rows[1]["policy_loss"], 3: rows[2]["policy_loss"]}
         checkpoint = json.loads((run / "metrics.json").read_text())["checkpoint"]
         assert checkpoint.endswith("iter-00003")
 

@@ -6,7 +6,8 @@
   iteration and the final checkpoint), RLlib checkpoints under
   ``checkpoints/`` and TensorBoard event files under ``tensorboard/``
   (Ray's own ``TBXLoggerCallback``: ``tensorboard --logdir <out>``), and MLflow's
-  tracking server or folder when ``mlflow_tracking_uri`` is set (Ray's ``MLflowLoggerCallback``);
+  tracking server or folder when ``mlflow_tracking_uri`` is set (Ray's ``MLflowLoggerCallback``),
+  and a W&B project when ``wandb_project`` is set (Ray's ``WandbLoggerCallback``);
   ``--resume RUN`` goes on from its latest checkpoint.
 * ``python -m train evaluate --checkpoint CKPT --tasks retail-001,...``:
   plays the checkpoint through the rollout job (a Parquet dataset in
@@ -112,14 +113,17 @@ def start_ray() -> None:
 
 
 class _TrainingRun:
-    """What Ray's logger callbacks (``TBXLoggerCallback``, ``MLflowLoggerCallback``) read of a Tune trial."""
+    """What Ray's logger callbacks (TensorBoard's, MLflow's, W&B's) read of a Tune trial."""
 
     evaluated_params: dict = {}
+    checkpoint = None
 
     def __init__(self, run_dir: Path, config: dict):
         self.local_path = str(run_dir / "tensorboard")
         self.config = config
         self.name = run_dir.name
+        self.trial_id = run_dir.name
+        self.experiment_dir_name = run_dir.parent.name
 
     def init_local_path(self) -> None:
         Path(self.local_path).mkdir(parents=True, exist_ok=True)
@@ -129,14 +133,24 @@ class _TrainingRun:
 
 
 def _experiment_trackers(config: Any) -> list:
-    """Ray's logger callbacks for experiment trackers beside TensorBoard: MLflow when ``mlflow_tracking_uri`` is set."""
-    if not config.mlflow_tracking_uri:
-        return []
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    """Ray's logger callbacks for experiment trackers beside TensorBoard: MLflow when ``mlflow_tracking_uri``
+    is set, W&B when ``wandb_project`` is."""
+    trackers = []
+    if config.mlflow_tracking_uri:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    mlflow = MLflowLoggerCallback(tracking_uri=config.mlflow_tracking_uri, experiment_name=config.mlflow_experiment)
-    mlflow.setup()
-    return [mlflow]
+        trackers.append(
+            MLflowLoggerCallback(tracking_uri=config.mlflow_tracking_uri, experiment_name=config.mlflow_experiment)
+        )
+    if config.wandb_project:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        # the logging actor runs in a Ray worker: the driver's WANDB_MODE (offline, disabled) goes with it
+        mode = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
+        trackers.append(WandbLoggerCallback(project=config.wandb_project, **mode))
+    for tracker in trackers:
+        tracker.setup()
+    return trackers
 
 
 def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool = False) -> dict:
@@ -162,6 +176,7 @@ def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool =
     logged_run = _TrainingRun(run_dir, dataclasses.asdict(config))
     try:
         trackers = _experiment_trackers(config)
+        logged_run.init_local_path()  # W&B's logging actor starts in it
         for tracker in trackers:
             tracker.log_trial_start(logged_run)
         start = 0
@@ -199,6 +214,7 @@ def run_training(config: Any, run_dir: Path, resume: bool = False, quiet: bool =
     finally:
         for logger in (tensorboard, *trackers):
             logger.log_trial_end(logged_run, failed=sys.exc_info()[0] is not None)
+            logger.on_experiment_end(trials=[logged_run])  # W&B's waits here for its run to finish writing
         algo.stop()
     summary = {"algorithm": config.algorithm, "iterations": len(rows), "last": rows[-1] if rows else None}
     summary["checkpoint"] = str(final)

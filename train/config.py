@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,12 @@ from typing import Any
 from taugym.config import apply_overrides, check_options, load_yaml_mapping
 from taugym.llm.settings import options_dataclass
 from train.algorithms import ALGORITHMS
+
+
+def _require_tracker(key: str, module: str, package: str) -> None:
+    """Refuse ``key`` when the experiment tracker it logs to is not installed."""
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"{key} is set but {module} is not installed: pip install {package}, or leave {key} unset")
 
 
 @dataclass
@@ -39,6 +46,11 @@ class TrainConfig:
             MLflow (Ray's ``MLflowLoggerCallback``) at this tracking URI (``file:./mlruns``,
             ``http://host:5000``); needs ``mlflow`` (``pip install mlflow-skinny``). None: off.
         mlflow_experiment: the MLflow experiment the runs go to (made if missing).
+        wandb_project: also log each iteration's metrics and the run's options to this
+            Weights & Biases project (Ray's ``WandbLoggerCallback``); needs ``wandb``
+            (``pip install wandb``) and W&B's own settings: ``WANDB_API_KEY`` or ``wandb
+            login``, or ``WANDB_MODE=offline`` to keep the run in ``<run>/tensorboard/wandb``
+            for a later ``wandb sync``. None: off.
     """
 
     algorithm: str = "bc"
@@ -62,6 +74,7 @@ class TrainConfig:
     out: str = "runs/train"
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "taugym"
+    wandb_project: str | None = None
 
     def validate(self) -> TrainConfig:
         if self.algorithm not in ALGORITHMS:
@@ -74,17 +87,15 @@ class TrainConfig:
             mappings=("env", "model", "training"),
         )
         if self.mlflow_tracking_uri is not None:
-            import importlib.util
-
             if not isinstance(self.mlflow_tracking_uri, str) or not self.mlflow_tracking_uri:
                 raise ValueError(
                     f"mlflow_tracking_uri must be a URI such as file:./mlruns, got {self.mlflow_tracking_uri!r}"
                 )
-            if importlib.util.find_spec("mlflow") is None:
-                raise ValueError(
-                    "mlflow_tracking_uri is set but mlflow is not installed: pip install mlflow-skinny, "
-                    "or leave mlflow_tracking_uri unset"
-                )
+            _require_tracker("mlflow_tracking_uri", "mlflow", "mlflow-skinny")
+        if self.wandb_project is not None:
+            if not isinstance(self.wandb_project, str) or not self.wandb_project:
+                raise ValueError(f"wandb_project must be a W&B project name such as taugym, got {self.wandb_project!r}")
+            _require_tracker("wandb_project", "wandb", "wandb")
         return self
 
     @classmethod
