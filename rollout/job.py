@@ -99,9 +99,7 @@ class RolloutWorker:
         env = self._env(work.domain)
         options = self.config.agent_options()
         name = self.config.agent["name"]
-        if name == "random":
-            options.setdefault("seed", work.seed)
-        agent = make_agent(name, **options)
+        agent = make_agent(name, episode_seed=work.seed, **options)
         try:
             result = await play_episode(
                 env, agent, work, run_id=self.run_id, agent_name=name, agent_model=options.get("model"), retry=retry

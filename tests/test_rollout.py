@@ -409,3 +409,16 @@ def test_max_cost_usd_stops_starting_episodes_and_a_resume_with_a_higher_cap_goe
     config.max_cost_usd = 100.0  # how the job runs may change on resume
     summary = RolloutJob(config, out=str(tmp_path), resume=True, progress=False).run()
     assert "stopped" not in summary and sorted(keys_of(tmp_path)) == [("retail", t, 0) for t in tasks]
+
+
+def test_a_sampling_policy_gets_each_episodes_seed_unless_its_config_sets_one():
+    from taugym.agents import OraclePolicy, RandomPolicy, make_agent
+
+    def draws(policy: RandomPolicy) -> list[float]:
+        return [policy.rng.random() for _ in range(3)]
+
+    items = work_items(RolloutConfig.from_dict({"domains": ["retail"], "tasks": ["retail-001"], "trials": 2}))
+    first, second = (make_agent("random", episode_seed=item.seed) for item in items)
+    assert draws(first) == draws(RandomPolicy(seed=items[0].seed)) != draws(second)  # trials sample differently
+    assert draws(make_agent("random", episode_seed=items[0].seed, seed=5)) == draws(RandomPolicy(seed=5))
+    assert isinstance(make_agent("oracle", episode_seed=7), OraclePolicy)  # a policy without a seed gets none

@@ -44,7 +44,8 @@ class CheckpointPolicy(Policy):
     Args:
         checkpoint: an RLlib checkpoint of ``python -m train``, or a Hugging Face folder.
         temperature: 0 (default) is greedy.
-        seed: the sampler's seed (temperature > 0).
+        seed: the sampler's seed (temperature > 0); the rollout job gives each episode its own
+            (the episode's seed) unless the agent's config sets one.
     """
 
     name = "checkpoint"

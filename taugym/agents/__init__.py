@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from taugym.agents.base import Policy
@@ -38,6 +39,14 @@ def agent_class(name: str) -> type[Policy]:
     raise ValueError(f"agent must be one of {list(AGENTS)} or a package.module:Class, got {name!r}")
 
 
-def make_agent(name: str, **options: Any) -> Policy:
-    """The policy called ``name``, built with ``options``."""
-    return agent_class(name)(**options)
+def make_agent(name: str, episode_seed: int | None = None, **options: Any) -> Policy:
+    """The policy called ``name``, built with ``options``.
+
+    A policy that takes a ``seed`` and was given none gets ``episode_seed``
+    (the rollout job passes each episode's own): its trials then sample
+    differently (pass^k of a sampling policy means something) and a run repeats.
+    """
+    cls = agent_class(name)
+    if episode_seed is not None and "seed" not in options and "seed" in inspect.signature(cls).parameters:
+        options["seed"] = int(episode_seed)
+    return cls(**options)
