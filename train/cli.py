@@ -116,7 +116,6 @@ class _TrainingRun:
     """What Ray's logger callbacks (TensorBoard's, MLflow's, W&B's) read of a Tune trial."""
 
     evaluated_params: dict = {}
-    checkpoint = None
 
     def __init__(self, run_dir: Path, config: dict):
         self.local_path = str(run_dir / "tensorboard")
